@@ -1,0 +1,430 @@
+"""The ``.bbi`` container: header, tagged sections and CRCs (spec: ``docs/format.md``).
+
+Standard library only, so ``bbimg info`` and other tools can inspect files without
+importing torch. Reading never trusts a size before checking it against the caps and
+the data actually present; every problem with the data raises :class:`BbiError`, while
+invalid values handed to the writer raise :class:`ValueError`.
+"""
+from __future__ import annotations
+
+import enum
+import math
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "MAX_DIMENSION",
+    "MAX_PIXELS",
+    "MAX_MODEL_NAME_BYTES",
+    "MIN_HASH_BYTES",
+    "MAX_HASH_BYTES",
+    "MAX_SECTIONS",
+    "MAX_SECTION_BYTES",
+    "KNOWN_TAGS",
+    "BbiError",
+    "ColourMode",
+    "Header",
+    "Section",
+    "Container",
+    "SectionInfo",
+    "Info",
+    "write",
+    "read",
+    "read_header",
+    "read_info",
+    "check",
+]
+
+MAGIC = b"\x89BBI\r\n\x1a\n"
+VERSION = (1, 0)  # (major, minor) this module writes and fully understands
+MAX_DIMENSION = 65535
+MAX_PIXELS = 1 << 28
+MAX_MODEL_NAME_BYTES = 64
+MIN_HASH_BYTES = 16
+MAX_HASH_BYTES = 32
+MAX_SECTIONS = 64
+MAX_SECTION_BYTES = 1 << 28  # 256 MiB
+MAX_FILE_BYTES = (1 << 32) - 1  # file_size is a u32
+
+#: Tags defined by this version and whether each is required (flag bit 0).
+KNOWN_TAGS: dict[str, bool] = {
+    "ZPLN": True,
+    "ZIDX": True,
+    "YPLN": True,
+    "YIDX": True,
+    "ICCP": False,
+    "EXIF": False,
+}
+
+_PREFIX = struct.Struct("<8sBBH")  # magic, major, minor, header_size
+# file_size, width, height, colour_mode, bit_depth, quality_t, quality_q, seed,
+# kappa, temperature, rec_flags, section_count
+_FIXED = struct.Struct("<IIIBBfBQBfHB")
+_CRC = struct.Struct("<I")
+_SECTION = struct.Struct("<4sBI")  # tag, flags, length
+_FLAG_REQUIRED = 0x01
+_MUST_UNDERSTAND_REC_FLAGS = 0x00FF  # low byte: reject unknown bits; high byte: ignore
+_KNOWN_REC_FLAGS = 0x0000
+_MIN_BODY = _FIXED.size + 1 + 1 + 1 + MIN_HASH_BYTES
+
+Buffer = bytes | bytearray | memoryview
+
+
+class BbiError(Exception):
+    """The data is not a valid ``.bbi`` file this reader supports (one-line message)."""
+
+
+class ColourMode(enum.IntEnum):
+    """Mode of the original image; says how the decoded RGB is handed back."""
+
+    RGB = 0
+    L = 1
+    RGBA = 2  # alpha flattened away at encode
+    LA = 3  # alpha flattened away at encode
+    P = 4  # palette, coded as RGB
+    CMYK = 5  # converted to RGB at encode
+
+
+def _f32(value: float) -> float:
+    """Round to binary32 so a Header holds exactly what the file will hold."""
+    try:
+        out = struct.unpack("<f", struct.pack("<f", value))[0]
+    except (OverflowError, struct.error) as exc:
+        raise ValueError(f"{value!r} does not fit a float32") from exc
+    return 0.0 if out == 0.0 else out  # canonical +0.0
+
+
+def _require_int(name: str, value: object, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _require_float(name: str, value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return _f32(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Header:
+    """Everything the decoder needs besides the section payloads.
+
+    Validated on construction (``ValueError``), and float fields are rounded to
+    float32 so that ``read(write(c)) == c`` holds exactly.
+    """
+
+    width: int
+    height: int
+    model_name: str
+    weights_hash: bytes  # first 16..32 bytes of SHA-256 of the weights
+    quality_t: float  # model rate parameter in [0, 1]; what decoding uses
+    quality_q: int  # the user's -q, 1..100; informational
+    seed: int  # u64 seed of REC's shared randomness
+    kappa: int  # u8 REC parameter
+    temperature: float  # REC selection temperature, finite and >= 0 (0 = most likely candidate)
+    rec_flags: int = 0  # u16; low byte must-understand, none defined in 1.0
+    colour_mode: ColourMode = ColourMode.RGB
+    bit_depth: int = 8  # bits per channel of the original, 1..16
+
+    def __post_init__(self) -> None:
+        _require_int("width", self.width, 1, MAX_DIMENSION)
+        _require_int("height", self.height, 1, MAX_DIMENSION)
+        if self.width * self.height > MAX_PIXELS:
+            raise ValueError(f"width*height = {self.width * self.height} exceeds {MAX_PIXELS} pixels")
+        if not isinstance(self.model_name, str):
+            raise ValueError("model_name must be a str")
+        try:
+            name = self.model_name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"model_name is not encodable as UTF-8: {exc.reason}") from None
+        if not 1 <= len(name) <= MAX_MODEL_NAME_BYTES:
+            raise ValueError(f"model_name must be 1..{MAX_MODEL_NAME_BYTES} UTF-8 bytes, got {len(name)}")
+        if not isinstance(self.weights_hash, (bytes, bytearray, memoryview)):
+            raise ValueError("weights_hash must be bytes")
+        digest = bytes(self.weights_hash)
+        if not MIN_HASH_BYTES <= len(digest) <= MAX_HASH_BYTES:
+            raise ValueError(f"weights_hash must be {MIN_HASH_BYTES}..{MAX_HASH_BYTES} bytes, got {len(digest)}")
+        object.__setattr__(self, "weights_hash", digest)
+        t = _require_float("quality_t", self.quality_t)
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"quality_t must be in [0, 1], got {self.quality_t}")
+        object.__setattr__(self, "quality_t", t)
+        _require_int("quality_q", self.quality_q, 1, 100)
+        _require_int("seed", self.seed, 0, (1 << 64) - 1)
+        _require_int("kappa", self.kappa, 0, 255)
+        temp = _require_float("temperature", self.temperature)
+        if not temp >= 0.0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        object.__setattr__(self, "temperature", temp)
+        _require_int("rec_flags", self.rec_flags, 0, 0xFFFF)
+        unknown = self.rec_flags & _MUST_UNDERSTAND_REC_FLAGS & ~_KNOWN_REC_FLAGS
+        if unknown:
+            raise ValueError(f"rec_flags sets undefined must-understand bits 0x{unknown:02x}")
+        if isinstance(self.colour_mode, bool):
+            raise ValueError("colour_mode must be a ColourMode")
+        try:
+            object.__setattr__(self, "colour_mode", ColourMode(self.colour_mode))
+        except ValueError:
+            raise ValueError(f"unknown colour_mode {self.colour_mode!r}") from None
+        _require_int("bit_depth", self.bit_depth, 1, 16)
+
+    def matches_weights(self, sha256_digest: bytes) -> bool:
+        """True when the weights with this full SHA-256 digest are the ones the file was coded with."""
+        return bytes(sha256_digest[: len(self.weights_hash)]) == self.weights_hash
+
+
+def _check_tag(tag: object) -> str:
+    if not isinstance(tag, str) or len(tag) != 4 or not all(0x21 <= ord(c) <= 0x7E for c in tag):
+        raise ValueError(f"section tag must be 4 printable ASCII characters (no space), got {tag!r}")
+    return tag
+
+
+@dataclass(frozen=True)
+class Section:
+    """One tagged payload. ``required``: a reader that does not know the tag must reject the file."""
+
+    tag: str
+    payload: bytes
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        _check_tag(self.tag)
+        if not isinstance(self.payload, (bytes, bytearray, memoryview)):
+            raise ValueError(f"section {self.tag} payload must be bytes")
+        object.__setattr__(self, "payload", bytes(self.payload))
+        if len(self.payload) > MAX_SECTION_BYTES:
+            raise ValueError(f"section {self.tag} payload of {len(self.payload)} bytes exceeds {MAX_SECTION_BYTES}")
+        if not isinstance(self.required, bool):
+            raise ValueError("required must be a bool")
+        expected = KNOWN_TAGS.get(self.tag)
+        if expected is not None and expected != self.required:
+            kind = "required" if expected else "optional"
+            raise ValueError(f"section {self.tag} is defined as {kind}")
+
+
+@dataclass(frozen=True)
+class Container:
+    """A whole ``.bbi`` file: the header and the sections in file order."""
+
+    header: Header
+    sections: tuple[Section, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.header, Header):
+            raise ValueError("header must be a Header")
+        sections = tuple(self.sections)
+        if not all(isinstance(s, Section) for s in sections):
+            raise ValueError("sections must be Section objects")
+        if len(sections) > MAX_SECTIONS:
+            raise ValueError(f"{len(sections)} sections exceed the limit of {MAX_SECTIONS}")
+        tags = [s.tag for s in sections]
+        dup = sorted({t for t in tags if tags.count(t) > 1})
+        if dup:
+            raise ValueError(f"duplicate section tag(s): {', '.join(dup)}")
+        object.__setattr__(self, "sections", sections)
+
+    def section(self, tag: str) -> bytes | None:
+        """Payload of the section with this tag, or None if absent."""
+        for s in self.sections:
+            if s.tag == tag:
+                return s.payload
+        return None
+
+
+class SectionInfo(NamedTuple):
+    """Where a section sits in the file, without its payload."""
+
+    tag: str
+    length: int
+    required: bool
+    offset: int  # file offset of the payload
+
+
+class Info(NamedTuple):
+    """What ``bbimg info`` shows: header, section table and size."""
+
+    header: Header
+    sections: tuple[SectionInfo, ...]
+    total_size: int
+    version: tuple[int, int]
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the whole file (docs/format.md, section 7)."""
+        return self.total_size * 8 / (self.header.width * self.header.height)
+
+
+def write(container: Container) -> bytes:
+    """Serialise ``container`` as a version 1.0 file. Raises ValueError on invalid input."""
+    if not isinstance(container, Container):
+        raise ValueError("write() takes a Container")
+    h = container.header
+    name = h.model_name.encode("utf-8")
+    body_size = _FIXED.size + 1 + len(name) + 1 + len(h.weights_hash)
+    size = _PREFIX.size + body_size + _CRC.size
+    size += sum(_SECTION.size + len(s.payload) for s in container.sections) + _CRC.size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"file of {size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
+    out = bytearray(_PREFIX.pack(MAGIC, VERSION[0], VERSION[1], body_size))
+    out += _FIXED.pack(size, h.width, h.height, h.colour_mode, h.bit_depth, h.quality_t, h.quality_q,
+                       h.seed, h.kappa, h.temperature, h.rec_flags, len(container.sections))
+    out += bytes([len(name)]) + name + bytes([len(h.weights_hash)]) + h.weights_hash
+    out += _CRC.pack(zlib.crc32(out))
+    for s in container.sections:
+        out += _SECTION.pack(s.tag.encode("ascii"), _FLAG_REQUIRED if s.required else 0, len(s.payload))
+        out += s.payload
+    out += _CRC.pack(zlib.crc32(out))
+    assert len(out) == size
+    return bytes(out)
+
+
+def check(prefix: Buffer) -> bool | None:
+    """Signature check on the first bytes of a file.
+
+    None: too few bytes to tell (they match the magic so far); False: not a .bbi
+    file; True: the magic matches (the rest is not validated).
+    """
+    head = bytes(prefix[: len(MAGIC)])
+    if not MAGIC.startswith(head):
+        return False
+    return True if len(head) == len(MAGIC) else None
+
+
+def _parse_header(data: memoryview) -> tuple[Header, tuple[int, int], int, int, int]:
+    """Validate and decode the header. Returns (header, version, file_size, section_count, end)."""
+    n = len(data)
+    if not MAGIC.startswith(bytes(data[: len(MAGIC)])):
+        raise BbiError("not a .bbi file (bad magic)")
+    if n < _PREFIX.size:
+        raise BbiError(f"truncated: {n} bytes, too short for the file prefix")
+    _, major, minor, body_size = _PREFIX.unpack_from(data)
+    if major != VERSION[0]:
+        raise BbiError(f"unsupported format major version {major} (this reader supports {VERSION[0]})")
+    if body_size < _MIN_BODY:
+        raise BbiError(f"header body of {body_size} bytes is shorter than the minimum {_MIN_BODY}")
+    crc_at = _PREFIX.size + body_size
+    end = crc_at + _CRC.size
+    if n < end:
+        raise BbiError(f"truncated: header needs {end} bytes, got {n}")
+    if zlib.crc32(data[:crc_at]) != _CRC.unpack_from(data, crc_at)[0]:
+        raise BbiError("header CRC mismatch (corrupt header)")
+
+    (file_size, width, height, mode, depth, t, q, seed, kappa, temp, rec_flags,
+     count) = _FIXED.unpack_from(data, _PREFIX.size)
+    if not (1 <= width <= MAX_DIMENSION and 1 <= height <= MAX_DIMENSION):
+        raise BbiError(f"image dimensions {width}x{height} outside 1..{MAX_DIMENSION}")
+    if width * height > MAX_PIXELS:
+        raise BbiError(f"image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")
+    if count > MAX_SECTIONS:
+        raise BbiError(f"{count} sections exceed the limit of {MAX_SECTIONS}")
+    if file_size < end + _CRC.size:
+        raise BbiError(f"file_size {file_size} is smaller than the header")
+    pos = _PREFIX.size + _FIXED.size
+    name_len = data[pos]
+    if not 1 <= name_len <= MAX_MODEL_NAME_BYTES:
+        raise BbiError(f"model name length {name_len} outside 1..{MAX_MODEL_NAME_BYTES}")
+    if pos + 1 + name_len + 1 > crc_at:
+        raise BbiError("model name runs past the end of the header")
+    try:
+        name = bytes(data[pos + 1 : pos + 1 + name_len]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BbiError("model name is not valid UTF-8") from None
+    pos += 1 + name_len
+    hash_len = data[pos]
+    if not MIN_HASH_BYTES <= hash_len <= MAX_HASH_BYTES:
+        raise BbiError(f"weights hash length {hash_len} outside {MIN_HASH_BYTES}..{MAX_HASH_BYTES}")
+    if pos + 1 + hash_len > crc_at:
+        raise BbiError("weights hash runs past the end of the header")
+    digest = bytes(data[pos + 1 : pos + 1 + hash_len])
+    pos += 1 + hash_len
+    # A newer minor version may append fields; the CRC above already covers them.
+    if minor <= VERSION[1] and pos != crc_at:
+        raise BbiError(f"header body has {crc_at - pos} unexpected trailing bytes for version {major}.{minor}")
+    try:
+        header = Header(width=width, height=height, model_name=name, weights_hash=digest, quality_t=t,
+                        quality_q=q, seed=seed, kappa=kappa, temperature=temp, rec_flags=rec_flags,
+                        colour_mode=mode, bit_depth=depth)
+    except ValueError as exc:
+        raise BbiError(f"invalid header field: {exc}") from None
+    return header, (major, minor), file_size, count, end
+
+
+def _parse(data: Buffer) -> tuple[Info, memoryview]:
+    view = memoryview(data).cast("B")
+    header, version, file_size, count, pos = _parse_header(view)
+    n = len(view)
+    if n < file_size:
+        raise BbiError(f"truncated: header says {file_size} bytes, got {n}")
+    if n > file_size:
+        raise BbiError(f"{n - file_size} bytes of trailing garbage after the {file_size}-byte file")
+    crc_at = file_size - _CRC.size
+    if zlib.crc32(view[:crc_at]) != _CRC.unpack_from(view, crc_at)[0]:
+        raise BbiError("file CRC mismatch (corrupt data)")
+    table: list[SectionInfo] = []
+    seen: set[str] = set()
+    for i in range(count):
+        if pos + _SECTION.size > crc_at:
+            raise BbiError(f"section {i} header runs past the end of the data")
+        raw_tag, flags, length = _SECTION.unpack_from(view, pos)
+        if not all(0x21 <= b <= 0x7E for b in raw_tag):
+            raise BbiError(f"section {i} has an invalid tag {raw_tag!r}")
+        tag = raw_tag.decode("ascii")
+        if length > MAX_SECTION_BYTES:
+            raise BbiError(f"section {tag} of {length} bytes exceeds the {MAX_SECTION_BYTES}-byte limit")
+        start = pos + _SECTION.size
+        if length > crc_at - start:
+            raise BbiError(f"section {tag} of {length} bytes runs past the end of the data")
+        if tag in seen:
+            raise BbiError(f"duplicate section {tag}")
+        seen.add(tag)
+        table.append(SectionInfo(tag, length, bool(flags & _FLAG_REQUIRED), start))
+        pos = start + length
+    if pos != crc_at:
+        raise BbiError(f"{crc_at - pos} unaccounted bytes after the last section")
+    return Info(header, tuple(table), file_size, version), view
+
+
+def read_header(data: Buffer) -> Header:
+    """Decode and CRC-check the header from a prefix of a file; sections are not looked at."""
+    return _parse_header(memoryview(data).cast("B"))[0]
+
+
+def read_info(data: Buffer) -> Info:
+    """Validate the whole file's structure and CRCs; return header and section table, no payload copies.
+
+    Unlike :func:`read`, unknown required sections are listed, not rejected: this is
+    for describing a file, not decoding it.
+    """
+    return _parse(data)[0]
+
+
+def read(data: Buffer, *, known_tags: Iterable[str] = ()) -> Container:
+    """Parse a whole file. ``known_tags``: tags the caller understands besides :data:`KNOWN_TAGS`.
+
+    Unknown optional sections are skipped (left out of the result); an unknown
+    required section is an error.
+    """
+    info, view = _parse(data)
+    extra = frozenset(known_tags)
+    sections: list[Section] = []
+    for s in info.sections:
+        expected = KNOWN_TAGS.get(s.tag)
+        if expected is not None and expected != s.required:
+            raise BbiError(f"section {s.tag} has the wrong required flag")
+        if expected is None and s.tag not in extra:
+            if s.required:
+                raise BbiError(f"unknown required section {s.tag} (file needs a newer reader)")
+            continue
+        sections.append(Section(s.tag, bytes(view[s.offset : s.offset + s.length]), s.required))
+    return Container(info.header, tuple(sections))

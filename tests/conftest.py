@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY = dict(widths=(8, 8, 8), latent_channels=8, hyper_width=8, hyper_channels=4)
+
+
+@pytest.fixture
+def tiny_config():
+    from bbimg.models import VAEConfig
+    return VAEConfig(**TINY)
+
+
+def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A natural-ish test image: blurred noise plus a gradient, uint8 RGB."""
+    base = rng.random((h // 8 + 2, w // 8 + 2, 3))
+    im = Image.fromarray((base * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
+    arr = np.asarray(im, dtype=np.float64)
+    arr = arr * 0.8 + np.linspace(0, 50, w)[None, :, None]
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(smooth_image(rng, 96 + 16 * i, 128)).save(folder / f"img{i}.png")
+    return folder
