@@ -28,3 +28,37 @@ def image_folder(tmp_path):
     for i in range(6):
         Image.fromarray(smooth_image(rng, 96 + 16 * i, 128)).save(folder / f"img{i}.png")
     return folder
+
+
+TINY_MODEL = "tiny-test"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny model with fixed random weights, installed under $BBIMG_MODEL_PATH as 'tiny-test'."""
+    import dataclasses
+    import os
+
+    import torch
+
+    from bbimg.models import HierarchicalVAE, VAEConfig
+    from bbimg.training.trainer import export_weights
+
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    model = HierarchicalVAE(VAEConfig(**TINY))
+    export_weights({"config": dataclasses.asdict(model.cfg), "model": model.state_dict(), "step": 0},
+                   folder / f"{TINY_MODEL}.pt")
+    old = os.environ.get("BBIMG_MODEL_PATH")
+    os.environ["BBIMG_MODEL_PATH"] = str(folder)
+    yield TINY_MODEL
+    if old is None:
+        os.environ.pop("BBIMG_MODEL_PATH", None)
+    else:
+        os.environ["BBIMG_MODEL_PATH"] = old
+
+
+@pytest.fixture
+def photo():
+    """A 96x80 RGB test image."""
+    return Image.fromarray(smooth_image(np.random.default_rng(3), 80, 96))

@@ -6,6 +6,7 @@ each .bbi file, so a file is never silently decoded with different weights.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,12 @@ _lock = threading.Lock()
 
 def weights_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "weights"
+
+
+def _search_path() -> list[Path]:
+    """Folders searched for ``<name>.pt``: $BBIMG_MODEL_PATH (os.pathsep-separated) first, then the package's."""
+    extra = [Path(p) for p in os.environ.get("BBIMG_MODEL_PATH", "").split(os.pathsep) if p]
+    return extra + [weights_dir()]
 
 
 @dataclass(frozen=True)
@@ -43,17 +50,20 @@ def config_from_dict(d: dict) -> VAEConfig:
 
 
 def available_models() -> list[str]:
-    return sorted(p.stem for p in weights_dir().glob("*.pt"))
+    return sorted({p.stem for folder in _search_path() for p in folder.glob("*.pt")})
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
                path: Path | None = None) -> tuple[ModelInfo, HierarchicalVAE]:
     """The model in eval mode (fp32) and its identity; cached per (name, device), thread-safe."""
-    key = f"{name}@{device}@{path}"
+    key = f"{name}@{device}@{path}@{os.environ.get('BBIMG_MODEL_PATH', '')}"
     with _lock:
         if key in _cache:
             return _cache[key]
-        path = Path(path) if path else weights_dir() / f"{name}.pt"
+        if path is None:
+            found = [folder / f"{name}.pt" for folder in _search_path() if (folder / f"{name}.pt").is_file()]
+            path = found[0] if found else weights_dir() / f"{name}.pt"
+        path = Path(path)
         if not path.is_file():
             known = ", ".join(available_models()) or "none"
             raise ValueError(f"unknown model {name!r} (available: {known})")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,7 @@ def load_image_set(folders: list[Path], *, downscale: int = 2, validation: bool 
     images = ImageSet([_load(p, downscale) for p in files], [p.name for p in files])
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may write at the same time
         with open(tmp, "wb") as f:
             pickle.dump(images, f, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(cache)

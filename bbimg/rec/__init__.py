@@ -1,0 +1,394 @@
+"""Relative entropy coding (REC) of Gaussian latents: numpy in, numpy out (no torch).
+
+The encoder knows, per latent dim, a posterior q = N(mu_q, sigma_q^2) and a prior
+p = N(mu_p, sigma_p^2) that the decoder also knows. Dims are cut into contiguous blocks
+(:func:`plan_blocks`); for block b encoder and decoder generate the same 2^k_b candidates from
+p with shared randomness (Philox, keyed by ``seed``) and the encoder sends the index of the
+candidate it selects (exactly k_b bits). See docs/rec.md for the algorithm and the bitstream.
+
+Typical use::
+
+    kl = rec.kl_bits(mu_q, sigma_q, mu_p, sigma_p)
+    plan = rec.plan_blocks(kl, kappa=16)
+    idx = rec.encode(mu_q, sigma_q, mu_p, sigma_p, plan, seed)
+    side, payload = rec.encode_plan(plan), rec.encode_indices(idx, plan)
+    # decoder
+    plan = rec.decode_plan(side, n_dims, kappa)
+    z = rec.decode(mu_p, sigma_p, plan, seed, rec.decode_indices(payload, plan))
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+try:  # BbiError-compatible: corrupt REC data is also a bbimg.format.BbiError
+    from bbimg.format import BbiError as _BbiBase
+except Exception:  # pragma: no cover - format.py is stdlib-only and normally importable
+    _BbiBase = Exception
+
+__all__ = [
+    "DEFAULT_KAPPA",
+    "DEFAULT_SLACK",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_SELECTION",
+    "DEFAULT_METHOD",
+    "DEFAULT_MAX_BLOCK_LEN",
+    "DEFAULT_BLOCK_COST",
+    "DEFAULT_COMPUTE_COST",
+    "KAPPA_MIN",
+    "KAPPA_MAX",
+    "RecError",
+    "CorruptDataError",
+    "BlockPlan",
+    "kl_bits",
+    "plan_blocks",
+    "encode",
+    "decode",
+    "encode_plan",
+    "decode_plan",
+    "encode_indices",
+    "decode_indices",
+    "cuda_available",
+    "core_info",
+]
+
+#: Bumped together with CORE_API_VERSION in csrc/bindings.cpp.
+_CORE_API_VERSION = 1
+
+DEFAULT_KAPPA = 16
+DEFAULT_SLACK = 0.0
+DEFAULT_TEMPERATURE = 0.0
+DEFAULT_SELECTION = "tempered"
+DEFAULT_METHOD = "rate"
+DEFAULT_MAX_BLOCK_LEN = 1024
+#: Approximate side-information cost of one block (bits), used by the optimal planner.
+DEFAULT_BLOCK_COST = 4.0
+#: Bits charged per (candidate-dim pair / 2^kappa) by the rate planner (see plan_blocks).
+DEFAULT_COMPUTE_COST = 0.02
+KAPPA_MIN = 8
+KAPPA_MAX = 24
+
+
+class RecError(ValueError):
+    """Invalid input to the REC engine (bad shapes, non-finite values, bad parameters)."""
+
+
+class CorruptDataError(RecError, _BbiBase):
+    """REC side information or index data is malformed (also a :class:`bbimg.format.BbiError`)."""
+
+
+def _source_hash(csrc: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(csrc.iterdir()):
+        if p.suffix in (".h", ".cpp", ".cu", ".cuh"):
+            h.update(p.name.encode())
+            h.update(b"\0")
+            h.update(p.read_bytes().replace(b"\r\n", b"\n"))
+            h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _load_core():
+    try:
+        from bbimg import _core
+    except ImportError as exc:  # pragma: no cover - depends on the build state
+        raise ImportError(
+            "bbimg._core (the native REC engine) is not built; run "
+            "`python setup.py build_ext --inplace` or `pip install -e . --no-build-isolation`"
+        ) from exc
+    if getattr(_core, "api_version", None) != _CORE_API_VERSION:
+        raise ImportError(
+            f"bbimg._core has API version {getattr(_core, 'api_version', None)}, this bbimg.rec "
+            f"expects {_CORE_API_VERSION}: the build is stale, rebuild the extension"
+        )
+    csrc = Path(__file__).resolve().parents[2] / "csrc"
+    if csrc.is_dir() and not os.environ.get("BBIMG_SKIP_STALE_CHECK"):
+        want = _source_hash(csrc)
+        if _core.source_hash and _core.source_hash != want:
+            raise ImportError(
+                f"bbimg._core was built from other sources (hash {_core.source_hash}, csrc/ is "
+                f"{want}): the build is stale; rebuild with `python setup.py build_ext --inplace` "
+                "(or set BBIMG_SKIP_STALE_CHECK=1)"
+            )
+    return _core
+
+
+_core = _load_core()
+_CoreRecError = _core.RecError
+_CoreCorrupt = _core.CorruptDataError
+
+
+def _call(fn, *args, **kwargs):
+    """Calls into _core, mapping its exceptions onto this module's classes."""
+    try:
+        return fn(*args, **kwargs)
+    except _CoreCorrupt as exc:
+        raise CorruptDataError(str(exc)) from None
+    except _CoreRecError as exc:
+        raise RecError(str(exc)) from None
+
+
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class BlockPlan:
+    """Contiguous blocks of dims: block b has ``lengths[b]`` dims and 2**exponents[b] candidates."""
+
+    lengths: np.ndarray  # int32 [B]
+    exponents: np.ndarray  # uint8 [B]
+    kappa: int
+
+    def __post_init__(self) -> None:
+        lengths = np.ascontiguousarray(self.lengths, dtype=np.int32)
+        exps = np.ascontiguousarray(self.exponents, dtype=np.uint8)
+        if lengths.ndim != 1 or exps.shape != lengths.shape:
+            raise RecError("BlockPlan lengths and exponents must be 1-D arrays of equal length")
+        _check_kappa(self.kappa)
+        object.__setattr__(self, "lengths", lengths)
+        object.__setattr__(self, "exponents", exps)
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def n_dims(self) -> int:
+        return int(self.lengths.sum(dtype=np.int64))
+
+    @property
+    def index_bits(self) -> int:
+        """Exact size of the index stream in bits (before byte padding)."""
+        return int(self.exponents.sum(dtype=np.int64))
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)[:-1]]).astype(np.int64)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BlockPlan):
+            return NotImplemented
+        return (
+            self.kappa == other.kappa
+            and np.array_equal(self.lengths, other.lengths)
+            and np.array_equal(self.exponents, other.exponents)
+        )
+
+    def __repr__(self) -> str:
+        return f"BlockPlan(n_blocks={self.n_blocks}, n_dims={self.n_dims}, kappa={self.kappa}, index_bits={self.index_bits})"
+
+
+def _check_kappa(kappa: object) -> int:
+    if isinstance(kappa, bool) or not isinstance(kappa, (int, np.integer)):
+        raise RecError(f"kappa must be an int, got {type(kappa).__name__}")
+    if not KAPPA_MIN <= int(kappa) <= KAPPA_MAX:
+        raise RecError(f"kappa must be in [{KAPPA_MIN}, {KAPPA_MAX}], got {kappa}")
+    return int(kappa)
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise RecError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 1 << 64:
+        raise RecError(f"seed must be in [0, 2**64), got {seed}")
+    return int(seed)
+
+
+def _check_threads(threads: object) -> int:
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or int(threads) < 1:
+        raise RecError(f"threads must be a positive int or None, got {threads!r}")
+    return int(threads)
+
+
+def _vec(x: object, name: str, n: int | None = None) -> np.ndarray:
+    """1-D float32 contiguous array (float64 accepted and converted)."""
+    try:
+        a = np.asarray(x)
+    except Exception as exc:
+        raise RecError(f"{name} must be array-like: {exc}") from None
+    if a.dtype.kind not in "fiu":
+        raise RecError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    if a.ndim != 1:
+        raise RecError(f"{name} must be 1-D, got shape {a.shape}")
+    if n is not None and a.shape[0] != n:
+        raise RecError(f"{name} has {a.shape[0]} elements, expected {n} (shapes must match)")
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _gaussians(mu_q, sigma_q, mu_p, sigma_p):
+    mq = _vec(mu_q, "mu_q")
+    n = mq.shape[0]
+    return mq, _vec(sigma_q, "sigma_q", n), _vec(mu_p, "mu_p", n), _vec(sigma_p, "sigma_p", n)
+
+
+def _check_plan(plan: object, n: int | None = None) -> BlockPlan:
+    if not isinstance(plan, BlockPlan):
+        raise RecError(f"plan must be a BlockPlan, got {type(plan).__name__}")
+    if n is not None and plan.n_dims != n:
+        raise RecError(f"plan covers {plan.n_dims} dims but the inputs have {n}")
+    return plan
+
+
+# ----------------------------------------------------------------------------------------------
+def kl_bits(mu_q, sigma_q, mu_p, sigma_p) -> np.ndarray:
+    """Analytic KL(q || p) per dim, in bits (float64, clipped at 0)."""
+    mq, sq, mp, sp = (_vec(v, nm).astype(np.float64) for v, nm in
+                      ((mu_q, "mu_q"), (sigma_q, "sigma_q"), (mu_p, "mu_p"), (sigma_p, "sigma_p")))
+    n = mq.shape[0]
+    if not (sq.shape[0] == mp.shape[0] == sp.shape[0] == n):
+        raise RecError("mu_q, sigma_q, mu_p, sigma_p must have the same length")
+    for a, nm, pos in ((mq, "mu_q", False), (sq, "sigma_q", True), (mp, "mu_p", False), (sp, "sigma_p", True)):
+        if not np.all(np.isfinite(a)):
+            raise RecError(f"{nm} contains non-finite values")
+        if pos and not np.all(a > 0):
+            raise RecError(f"{nm} must be > 0")
+    rho = sq / sp
+    d = (mq - mp) / sp
+    nats = -np.log(rho) + 0.5 * (rho * rho - 1.0) + 0.5 * d * d
+    return np.maximum(nats, 0.0) / math.log(2.0)
+
+
+def plan_blocks(kl_bits, kappa: int = DEFAULT_KAPPA, max_block_len: int = DEFAULT_MAX_BLOCK_LEN,
+                slack: float = DEFAULT_SLACK, method: str = DEFAULT_METHOD,
+                block_cost: float = DEFAULT_BLOCK_COST,
+                compute_cost: float = DEFAULT_COMPUTE_COST) -> BlockPlan:
+    """Cut dims (in the given order) into contiguous blocks of KL <= kappa - slack bits.
+
+    A single dim with more KL forms its own block. Block b gets
+    k_b = clip(ceil(KL_b + slack), 0, kappa) index bits. ``method="greedy"`` packs each block
+    as far as it goes; ``"optimal"`` picks the cuts minimising sum_b k_b + block_cost * n_blocks
+    exactly (dynamic programme: least index bits); ``"rate"`` (default) minimises index bits
+    plus the estimated side-information bits of each block's length and exponent symbols,
+    which gives the smallest total (index + :func:`encode_plan`) size. ``block_cost`` is used
+    by ``"optimal"`` only. ``compute_cost`` (``"rate"`` only) charges
+    compute_cost * len_b * 2^(k_b - kappa) bits per block for its scoring work, so that runs of
+    ~0-KL dims are not merged into expensive k = kappa blocks (costs well under 1% of rate).
+    """
+    kappa = _check_kappa(kappa)
+    kl = np.asarray(kl_bits)
+    if kl.ndim != 1 or kl.dtype.kind not in "fiu":
+        raise RecError("kl_bits must be a 1-D real array")
+    kl = np.ascontiguousarray(kl, dtype=np.float64)
+    methods = {"greedy": 0, "optimal": 1, "rate": 2}
+    if method not in methods:
+        raise RecError(f"method must be one of {sorted(methods)}, got {method!r}")
+    if isinstance(max_block_len, bool) or not isinstance(max_block_len, (int, np.integer)):
+        raise RecError("max_block_len must be an int")
+    try:
+        slack = float(slack)
+        block_cost = float(block_cost)
+        compute_cost = float(compute_cost)
+    except (TypeError, ValueError):
+        raise RecError("slack and block_cost must be numbers") from None
+    lens, ks = _call(_core.plan_blocks, kl, kappa, int(max_block_len), slack,
+                     methods[method], block_cost, compute_cost)
+    return BlockPlan(lens, ks, kappa)
+
+
+def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int,
+           temperature: float = DEFAULT_TEMPERATURE, threads: int | None = None,
+           device: str = "cpu", selection: str = DEFAULT_SELECTION) -> np.ndarray:
+    """Select one candidate per block; returns the indices (uint32 [n_blocks]).
+
+    ``temperature`` tau >= 0 and ``selection`` choose among the 2^k_b candidates z_n:
+
+    * ``"tempered"`` (default): probability proportional to q(z_n)^(1/tau) / p(z_n), i.e.
+      importance sampling of the sharpened posterior N(mu_q, tau sigma_q^2). tau = 1 is the
+      exact REC (importance) sample of q; tau = 0 takes the candidate most likely under q.
+    * ``"power"``: probability proportional to (q(z_n)/p(z_n))^(1/tau); tau = 1 is the same
+      exact REC sample, tau = 0 takes the argmax of q/p (which favours candidates in p's tail).
+
+    The rule is encoder-only: decoding does not depend on it. Results depend only on the
+    inputs and ``seed`` (not on ``threads`` or ``device``).
+    """
+    mq, sq, mp, sp = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
+    plan = _check_plan(plan, mq.shape[0])
+    seed = _check_seed(seed)
+    try:
+        tau = float(temperature)
+    except (TypeError, ValueError):
+        raise RecError(f"temperature must be a number, got {temperature!r}") from None
+    if selection not in ("tempered", "power"):
+        raise RecError(f"selection must be 'tempered' or 'power', got {selection!r}")
+    return _call(_core.encode, mq, sq, mp, sp, plan.lengths, plan.exponents, plan.kappa, seed, tau,
+                 _check_threads(threads), device, selection)
+
+
+def decode(mu_p, sigma_p, plan: BlockPlan, seed: int, indices, threads: int | None = None) -> np.ndarray:
+    """Regenerate the selected candidates: float32 [n_dims] samples z = mu_p + sigma_p * eps."""
+    mp = _vec(mu_p, "mu_p")
+    sp = _vec(sigma_p, "sigma_p", mp.shape[0])
+    plan = _check_plan(plan, mp.shape[0])
+    seed = _check_seed(seed)
+    idx = _indices(indices, plan)
+    return _call(_core.decode, mp, sp, plan.lengths, plan.exponents, plan.kappa, seed, idx,
+                 _check_threads(threads))
+
+
+def _indices(indices, plan: BlockPlan) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise RecError("indices must be a 1-D integer array")
+    if idx.shape[0] != plan.n_blocks:
+        raise RecError(f"got {idx.shape[0]} indices for {plan.n_blocks} blocks")
+    if idx.size:
+        i64 = idx.astype(np.int64) if idx.dtype != np.uint64 else idx
+        limit = np.left_shift(np.int64(1), plan.exponents.astype(np.int64))
+        bad = np.nonzero((i64 < 0) | (i64 >= limit))[0] if idx.dtype != np.uint64 else np.nonzero(i64 >= limit.astype(np.uint64))[0]
+        if bad.size:
+            b = int(bad[0])
+            raise RecError(f"index {int(idx[b])} of block {b} is out of range for "
+                           f"2^{int(plan.exponents[b])} candidates")
+    return np.ascontiguousarray(idx, dtype=np.uint32)
+
+
+def encode_plan(plan: BlockPlan) -> bytes:
+    """Side information: the block lengths and exponents (adaptive range coding)."""
+    plan = _check_plan(plan)
+    return _call(_core.encode_plan, plan.lengths, plan.exponents, plan.kappa, plan.n_dims)
+
+
+def decode_plan(data: bytes, n_dims: int, kappa: int) -> BlockPlan:
+    """Inverse of :func:`encode_plan`; raises :class:`CorruptDataError` on malformed data."""
+    kappa = _check_kappa(kappa)
+    if isinstance(n_dims, bool) or not isinstance(n_dims, (int, np.integer)) or n_dims < 0:
+        raise RecError(f"n_dims must be a non-negative int, got {n_dims!r}")
+    lens, ks = _call(_core.decode_plan, bytes(data), int(n_dims), kappa)
+    return BlockPlan(lens, ks, kappa)
+
+
+def encode_indices(indices, plan: BlockPlan) -> bytes:
+    """Pack block b's index MSB-first in exactly k_b bits (zero padding to a byte)."""
+    plan = _check_plan(plan)
+    idx = _indices(indices, plan)
+    return _call(_core.encode_indices, plan.lengths, plan.exponents, plan.kappa, idx)
+
+
+def decode_indices(data: bytes, plan: BlockPlan) -> np.ndarray:
+    """Inverse of :func:`encode_indices`; raises :class:`CorruptDataError` on a wrong size."""
+    plan = _check_plan(plan)
+    return _call(_core.decode_indices, bytes(data), plan.lengths, plan.exponents, plan.kappa)
+
+
+def cuda_available() -> bool:
+    """True when the extension was built with CUDA and a device is usable."""
+    return bool(_core.cuda_available())
+
+
+def core_info() -> dict:
+    """Build facts of the native core (version, kernels, CUDA)."""
+    return {
+        "version": _core.__version__,
+        "api_version": _core.api_version,
+        "source_hash": _core.source_hash,
+        "debug_build": _core.debug_build,
+        "kernels": _core.kernels(),
+        "cuda_compiled": _core.cuda_compiled(),
+        "cuda": _core.cuda_info(),
+    }

@@ -1,0 +1,222 @@
+"""Benchmark of the REC engine: speed (bench/results/rec_bench.csv) and rate/fidelity
+trade-offs (bench/results/rec_fidelity.csv).
+
+    python bench/rec_bench.py [--quick] [--threads N]
+
+Problems are synthetic Gaussian posteriors/priors built from a target per-dim KL profile:
+``kodak`` is the size of a Kodak image's latent (300,000 dims, 200,000 bits of KL) with ~40% of
+dims at ~0 KL and the rest log-uniform in 0.05..6 bits, i.i.d. over dims (no spatial structure,
+the hardest case for the plan side information); ``kodak_runs`` has the same KL histogram with
+the ~0-KL dims in runs (whole channels), as in a real latent; ``small`` is a quick problem.
+
+Alongside the engine it times a vectorised NumPy reference of the same algorithm (shared
+Philox pool, float64 matmul scoring per group of blocks, argmax) on a subset of blocks and
+extrapolates by candidate work (stated in the ``numpy_note`` column), and measures the
+machine's fp32 GEMM rate (numpy matmul, OpenBLAS threads as configured) to report the fraction
+of it the engine's scoring achieves.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bbimg import rec  # noqa: E402
+from bbimg.rec import reference as R  # noqa: E402
+
+OUT = ROOT / "bench" / "results"
+
+
+def kl_profile(n: int, total: float, zero_frac: float = 0.4, runs: bool = False, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if runs:  # ~0-KL dims as whole "channels" of 1500 dims
+        ch = rng.random((n + 1499) // 1500) < zero_frac
+        zero = np.repeat(ch, 1500)[:n]
+    else:
+        zero = rng.random(n) < zero_frac
+    kl = np.empty(n)
+    kl[zero] = 10 ** rng.uniform(-5, -2.5, zero.sum())
+    kl[~zero] = np.exp(rng.uniform(math.log(0.05), math.log(6.0), (~zero).sum()))
+    kl[~zero] *= (total - kl[zero].sum()) / kl[~zero].sum()
+    return kl
+
+
+def gaussians(kl_bits: np.ndarray, seed: int = 1):
+    """q, p with exactly the given KL(q||p): a share of each dim's KL from a variance change."""
+    rng = np.random.default_rng(seed)
+    n = kl_bits.size
+    nats = kl_bits * math.log(2)
+    mu_p = rng.normal(0, 1, n)
+    sg_p = np.exp(rng.normal(0, 0.5, n))
+    target = rng.uniform(0.2, 0.8, n) * nats  # -ln r + (r^2 - 1)/2 = target, r in (0, 1]
+    lo, hi = np.full(n, 1e-30), np.ones(n)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        big = -np.log(mid) + 0.5 * (mid * mid - 1) > target
+        lo, hi = np.where(big, mid, lo), np.where(big, hi, mid)
+    r = 0.5 * (lo + hi)
+    d = np.sqrt(np.maximum(2 * (nats + np.log(r)) + 1 - r * r, 0))
+    mu_q = mu_p + np.where(rng.random(n) < 0.5, -1, 1) * d * sg_p
+    return [a.astype(np.float32) for a in (mu_q, r * sg_p, mu_p, sg_p)]
+
+
+def gemm_rate(n: int = 3072, reps: int = 3) -> float:
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def work(plan: rec.BlockPlan) -> float:
+    """Candidate-dimension pairs scored: sum_b 2^k_b * len_b (4 flops each)."""
+    return float(((1 << plan.exponents.astype(np.int64)) * plan.lengths).sum())
+
+
+def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac):
+    mq, sq, mp, sp = gaussians(kl0)
+    kl = rec.kl_bits(mq, sq, mp, sp)
+    t_plan = _timed(lambda: None)
+    t0 = time.perf_counter()
+    plan = rec.plan_blocks(kl, kappa)
+    t_plan = time.perf_counter() - t0
+    side = rec.encode_plan(plan)
+    enc = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        idx = rec.encode(mq, sq, mp, sp, plan, seed=1234, temperature=tau, threads=threads)
+        enc.append(time.perf_counter() - t0)
+    payload = rec.encode_indices(idx, plan)
+    dec = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        p2 = rec.decode_plan(side, plan.n_dims, kappa)
+        i2 = rec.decode_indices(payload, p2)
+        z = rec.decode(mp, sp, p2, 1234, i2, threads=threads)
+        dec.append(time.perf_counter() - t0)
+    assert np.array_equal(i2, idx)
+    # NumPy reference on a subset of blocks, extrapolated by candidate work.
+    step = max(1, int(round(1 / numpy_frac)))
+    blocks = np.arange(0, plan.n_blocks, step)
+    sub = rec.BlockPlan(plan.lengths[blocks], plan.exponents[blocks], kappa)
+    t0 = time.perf_counter()
+    R.encode(mq, sq, mp, sp, plan, 1234, tau, blocks=blocks)
+    t_np = (time.perf_counter() - t0) * work(plan) / max(work(sub), 1.0)
+    w = work(plan)
+    enc_s = min(enc)
+    return {
+        "problem": name, "dims": plan.n_dims, "kl_bits": round(float(kl.sum()), 1), "kappa": kappa,
+        "encode_s": round(enc_s, 4), "decode_s": round(min(dec), 4),
+        "bits": plan.index_bits, "side_bits": 8 * len(side),
+        "index_over_kl": round(plan.index_bits / kl.sum(), 4),
+        "side_pct_of_kl": round(800 * len(side) / kl.sum(), 2),
+        "total_over_kl": round((plan.index_bits + 8 * len(side)) / kl.sum(), 4),
+        "blocks": plan.n_blocks, "method": rec.DEFAULT_METHOD, "slack": rec.DEFAULT_SLACK, "temperature": tau, "threads": threads or os.cpu_count(),
+        "plan_s": round(t_plan, 4), "gflops": round(4 * w / enc_s / 1e9, 1),
+        "numpy_encode_s": round(t_np, 2),
+        "numpy_note": f"reference on every {step}th block ({len(blocks)} blocks), extrapolated by work",
+        "fidelity": round(float(np.mean(((z - mq) / sq) ** 2)), 4),
+    }
+
+
+def fidelity_table(n, total, kappas, slacks, taus, threads):
+    mq, sq, mp, sp = gaussians(kl_profile(n, total, seed=5), seed=6)
+    kl = rec.kl_bits(mq, sq, mp, sp)
+    active = kl > 0.05
+    rows = []
+    for kappa in kappas:
+        for slack in slacks:
+            plan = rec.plan_blocks(kl, kappa, slack=slack)
+            side = 8 * len(rec.encode_plan(plan))
+            for tau, sel in taus:
+                t0 = time.perf_counter()
+                idx = rec.encode(mq, sq, mp, sp, plan, seed=77, temperature=tau, threads=threads,
+                                 selection=sel)
+                te = time.perf_counter() - t0
+                z = rec.decode(mp, sp, plan, 77, idx)
+                e2 = ((z - mq) / sq) ** 2
+                rows.append({
+                    "kappa": kappa, "slack": slack, "temperature": tau, "selection": sel,
+                    "index_overhead_pct": round(100 * (plan.index_bits / kl.sum() - 1), 2),
+                    "side_pct": round(100 * side / kl.sum(), 2),
+                    "total_overhead_pct": round(100 * ((plan.index_bits + side) / kl.sum() - 1), 2),
+                    "fidelity": round(float(e2.mean()), 4),
+                    "fidelity_active": round(float(e2[active].mean()), 4),
+                    "nmse_to_mean": round(float(((z - mq) ** 2).sum() / (sq.astype(np.float64) ** 2).sum()), 4),
+                    "encode_s": round(te, 3), "dims": n, "kl_bits": round(float(kl.sum()), 1),
+                })
+                print("  kappa %2d slack %.1f tau %.0f %-8s: index +%5.2f%%  side %5.2f%%  total +%5.2f%%  "
+                      "fidelity %.3f (active %.3f)  nmse %.3f  %.2fs" % (
+                          kappa, slack, tau, sel, rows[-1]["index_overhead_pct"], rows[-1]["side_pct"],
+                          rows[-1]["total_overhead_pct"], rows[-1]["fidelity"],
+                          rows[-1]["fidelity_active"], rows[-1]["nmse_to_mean"], te), flush=True)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small problems only")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--reps", type=int, default=2)
+    args = ap.parse_args()
+    info = rec.core_info()
+    print(f"bbimg._core {info['version']} kernels={info['kernels']} cuda={info['cuda']}")
+    print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"loadavg {os.getloadavg()[0]:.2f} (other processes compete for the cores)")
+    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')!r} "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')!r}")
+    gflops = gemm_rate(1536 if args.quick else 3072)
+    print(f"numpy fp32 GEMM: {gflops:.1f} GFLOP/s")
+    probs = [("small", kl_profile(30_000, 20_000.0), 12)]
+    if not args.quick:
+        probs += [("kodak", kl_profile(300_000, 200_000.0), 16),
+                  ("kodak_runs", kl_profile(300_000, 200_000.0, runs=True), 16)]
+    rows = []
+    for name, kl0, kappa in probs:
+        for tau in (0.0, 1.0):
+            r = run_problem(name, kl0, kappa, args.threads, tau, args.reps, 0.02 if kappa >= 16 else 0.2)
+            r["gemm_gflops"] = round(gflops, 1)
+            r["gemm_fraction"] = round(r["gflops"] / gflops, 3)
+            r["loadavg"] = round(os.getloadavg()[0], 2)
+            rows.append(r)
+            print(f"{name:11s} tau={tau:.0f} dims={r['dims']} KL={r['kl_bits']:.0f} kappa={kappa}: "
+                  f"encode {r['encode_s']:.3f}s decode {r['decode_s']:.4f}s | index {r['bits']} bits "
+                  f"({r['index_over_kl']:.4f}x KL) side {r['side_bits']} bits ({r['side_pct_of_kl']:.1f}%) "
+                  f"total {r['total_over_kl']:.3f}x | {r['gflops']:.1f} GFLOP/s = "
+                  f"{100 * r['gemm_fraction']:.0f}% of numpy GEMM | numpy reference ~{r['numpy_encode_s']:.1f}s "
+                  f"({r['numpy_note']}) | fidelity {r['fidelity']:.3f}", flush=True)
+    write_csv(OUT / "rec_bench.csv", rows)
+    print("fidelity table (60,000 dims, 40,000 bits; slack: blocks packed to KL <= kappa - slack):")
+    n, total = (20_000, 13_000.0) if args.quick else (60_000, 40_000.0)
+    kappas = (10, 12) if args.quick else (10, 12, 14, 16)
+    sel = ((0.0, "tempered"), (0.0, "power"), (1.0, "tempered"))  # tau = 1 is the same for both rules
+    fid = fidelity_table(n, total, kappas, (0.0, 0.5, 1.0, 2.0), sel, args.threads)
+    write_csv(OUT / "rec_fidelity.csv", fid)
+    print(f"wrote {OUT / 'rec_bench.csv'} and {OUT / 'rec_fidelity.csv'}")
+
+
+if __name__ == "__main__":
+    main()

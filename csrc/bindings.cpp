@@ -1,0 +1,601 @@
+// pybind11 bindings of bbimg._core. This is the one place where the engine's REQUIRES:
+// preconditions are checked; violations raise RecError (a ValueError subclass) and malformed
+// compressed data raises CorruptDataError (a RecError subclass). Heavy work releases the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "detmath.h"
+#include "philox.h"
+#include "range_coder.h"
+#include "rec.h"
+
+namespace py = pybind11;
+using namespace bbimg;
+
+#ifndef VERSION_INFO
+#define VERSION_INFO "dev"
+#endif
+#ifndef BBIMG_SOURCE_HASH
+#define BBIMG_SOURCE_HASH ""
+#endif
+
+// Bumped whenever the binding API or the coded bitstream changes.
+constexpr int CORE_API_VERSION = 1;
+
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using U8 = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using U32 = py::array_t<uint32_t, py::array::c_style | py::array::forcecast>;
+using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+[[noreturn]] void fail(const std::string& msg) { throw ArgError(msg); }
+
+template <class A>
+int64_t vec_len(const A& a, const char* name) {
+    if (a.ndim() != 1) fail(std::string(name) + " must be 1-D, got " + std::to_string(a.ndim()) + "-D");
+    return (int64_t)a.shape(0);
+}
+
+void check_kappa(int kappa) {
+    if (kappa < REC_KAPPA_MIN || kappa > REC_KAPPA_MAX)
+        fail("kappa must be in [" + std::to_string(REC_KAPPA_MIN) + ", " +
+             std::to_string(REC_KAPPA_MAX) + "], got " + std::to_string(kappa));
+}
+
+int resolve_threads(int threads) {
+    if (threads < 0) fail("threads must be >= 1 (or 0 for all cores), got " + std::to_string(threads));
+    if (threads == 0) {
+        const unsigned hc = std::thread::hardware_concurrency();
+        threads = hc ? (int)hc : 1;
+    }
+    return std::min(threads, 256);
+}
+
+// Checks a plan (lengths, exponents) for n dims; returns the view.
+PlanView check_plan(const I32& lens, const U8& ks, int kappa, int64_t n) {
+    check_kappa(kappa);
+    const int64_t B = vec_len(lens, "plan lengths");
+    if (vec_len(ks, "plan exponents") != B) fail("plan lengths and exponents differ in length");
+    const int32_t* L = lens.data();
+    const uint8_t* K = ks.data();
+    int64_t total = 0;
+    for (int64_t b = 0; b < B; ++b) {
+        if (L[b] < 1 || L[b] > REC_MAX_BLOCK_LEN)
+            fail("plan block " + std::to_string(b) + " has length " + std::to_string(L[b]) +
+                 " (must be 1.." + std::to_string(REC_MAX_BLOCK_LEN) + ")");
+        if (K[b] > kappa)
+            fail("plan block " + std::to_string(b) + " has exponent " + std::to_string(K[b]) +
+                 " > kappa " + std::to_string(kappa));
+        total += L[b];
+    }
+    if (total != n)
+        fail("plan covers " + std::to_string(total) + " dims but the inputs have " + std::to_string(n));
+    if (B > 0xFFFFFFFFll) fail("too many blocks");
+    return PlanView{L, K, B, kappa};
+}
+
+void check_vec(const F32& a, const char* name, int64_t n, bool positive) {
+    if (vec_len(a, name) != n)
+        fail(std::string(name) + " has " + std::to_string(a.shape(0)) + " elements, expected " +
+             std::to_string(n));
+    const float* p = a.data();
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = p[i];
+        if (!std::isfinite(v))
+            fail(std::string(name) + "[" + std::to_string(i) + "] is not finite (" +
+                 std::to_string(v) + ")");
+        if (positive && !(v > 0.0f))
+            fail(std::string(name) + "[" + std::to_string(i) + "] must be > 0, got " +
+                 std::to_string(v));
+    }
+}
+
+int check_selection(const std::string& s) {
+    if (s == "tempered") return REC_SELECT_TEMPERED;
+    if (s == "power") return REC_SELECT_POWER;
+    fail("selection must be 'tempered' or 'power', got '" + s + "'");
+}
+
+void check_tau(double tau) {
+    if (!std::isfinite(tau) || tau < 0.0)
+        fail("temperature must be finite and >= 0, got " + std::to_string(tau));
+}
+
+py::bytes to_bytes(const std::vector<uint8_t>& v) {
+    return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+}
+
+std::string bytes_of(const py::bytes& b) { return std::string(b); }
+
+// ----- range coder -------------------------------------------------------------------------------
+struct StaticTables {
+    int64_t C = 0, A = 0;
+    std::vector<uint32_t> cdf;  // [C][A + 1]
+};
+
+StaticTables make_tables(const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& f) {
+    StaticTables t;
+    if (f.ndim() == 1) {
+        t.C = 1;
+        t.A = f.shape(0);
+    } else if (f.ndim() == 2) {
+        t.C = f.shape(0);
+        t.A = f.shape(1);
+    } else {
+        fail("frequency table must be 1-D or 2-D");
+    }
+    if (t.A < 1 || t.C < 1) fail("frequency table is empty");
+    if (t.A > (1 << 16)) fail("alphabet larger than 65536 symbols");
+    t.cdf.resize(t.C * (t.A + 1));
+    const uint32_t* p = f.data();
+    for (int64_t c = 0; c < t.C; ++c) {
+        uint64_t acc = 0;
+        uint32_t* cdf = t.cdf.data() + c * (t.A + 1);
+        cdf[0] = 0;
+        for (int64_t s = 0; s < t.A; ++s) {
+            acc += p[c * t.A + s];
+            if (acc > RC_MAX_TOTAL)
+                fail("frequency table " + std::to_string(c) + " sums to more than " +
+                     std::to_string(RC_MAX_TOTAL));
+            cdf[s + 1] = (uint32_t)acc;
+        }
+        if (acc == 0) fail("frequency table " + std::to_string(c) + " sums to 0");
+    }
+    return t;
+}
+
+const int32_t* check_contexts(const py::object& ctx, int64_t n, int64_t C, I32& holder) {
+    if (ctx.is_none()) {
+        if (C != 1) fail("contexts are required with a 2-D frequency table / several contexts");
+        return nullptr;
+    }
+    holder = I32::ensure(ctx);
+    if (!holder) fail("contexts must be an integer array");
+    if (vec_len(holder, "contexts") != n) fail("contexts must have one entry per symbol");
+    const int32_t* c = holder.data();
+    for (int64_t i = 0; i < n; ++i)
+        if (c[i] < 0 || c[i] >= C)
+            fail("context " + std::to_string(c[i]) + " at position " + std::to_string(i) +
+                 " is outside [0, " + std::to_string(C) + ")");
+    return c;
+}
+
+py::bytes rc_encode_static(const I32& symbols,
+                           const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& freqs,
+                           const py::object& contexts) {
+    const int64_t n = vec_len(symbols, "symbols");
+    StaticTables t = make_tables(freqs);
+    I32 ch;
+    const int32_t* ctx = check_contexts(contexts, n, t.C, ch);
+    const int32_t* s = symbols.data();
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t c = ctx ? ctx[i] : 0;
+        if (s[i] < 0 || s[i] >= t.A)
+            fail("symbol " + std::to_string(s[i]) + " at position " + std::to_string(i) +
+                 " is outside [0, " + std::to_string(t.A) + ")");
+        const uint32_t* cdf = t.cdf.data() + c * (t.A + 1);
+        if (cdf[s[i] + 1] == cdf[s[i]])
+            fail("symbol " + std::to_string(s[i]) + " at position " + std::to_string(i) +
+                 " has zero frequency");
+    }
+    std::vector<uint8_t> out;
+    {
+        py::gil_scoped_release nogil;
+        RangeEncoder enc;
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t c = ctx ? ctx[i] : 0;
+            const uint32_t* cdf = t.cdf.data() + c * (t.A + 1);
+            enc.encode(cdf[s[i]], cdf[s[i] + 1] - cdf[s[i]], cdf[t.A]);
+        }
+        out = enc.finish();
+    }
+    return to_bytes(out);
+}
+
+py::array_t<int32_t> rc_decode_static(const py::bytes& data,
+                                      const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& freqs,
+                                      int64_t count, const py::object& contexts) {
+    if (count < 0) fail("count must be >= 0");
+    StaticTables t = make_tables(freqs);
+    I32 ch;
+    const int32_t* ctx = check_contexts(contexts, count, t.C, ch);
+    const std::string buf = bytes_of(data);
+    py::array_t<int32_t> out(count);
+    int32_t* o = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        RangeDecoder dec(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+        for (int64_t i = 0; i < count; ++i) {
+            const int64_t c = ctx ? ctx[i] : 0;
+            const uint32_t* cdf = t.cdf.data() + c * (t.A + 1);
+            const uint32_t v = dec.get_freq(cdf[t.A]);
+            // first s with cdf[s + 1] > v (skips zero-frequency symbols)
+            int64_t lo = 0, hi = t.A - 1;
+            while (lo < hi) {
+                const int64_t mid = (lo + hi) / 2;
+                if (cdf[mid + 1] > v)
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            dec.update(cdf[lo], cdf[lo + 1] - cdf[lo]);
+            o[i] = (int32_t)lo;
+            if (dec.missing() > 4) throw CorruptError("range decoder: truncated data");
+        }
+        dec.check_finished("range decoder");
+    }
+    return out;
+}
+
+void check_adaptive(int64_t alphabet, int64_t n_contexts, int64_t increment, int64_t limit) {
+    if (alphabet < 1 || alphabet > 4096) fail("alphabet_size must be in [1, 4096]");
+    if (n_contexts < 1 || n_contexts > (1 << 16)) fail("n_contexts must be in [1, 65536]");
+    if (increment < 1) fail("increment must be >= 1");
+    if (limit > RC_MAX_TOTAL || limit < alphabet + increment)
+        fail("limit must be in [alphabet_size + increment, 65536]");
+}
+
+py::bytes rc_encode_adaptive(const I32& symbols, int64_t alphabet, const py::object& contexts,
+                             int64_t n_contexts, int64_t increment, int64_t limit) {
+    check_adaptive(alphabet, n_contexts, increment, limit);
+    const int64_t n = vec_len(symbols, "symbols");
+    I32 ch;
+    const int32_t* ctx = check_contexts(contexts, n, n_contexts, ch);
+    const int32_t* s = symbols.data();
+    for (int64_t i = 0; i < n; ++i)
+        if (s[i] < 0 || s[i] >= alphabet)
+            fail("symbol " + std::to_string(s[i]) + " at position " + std::to_string(i) +
+                 " is outside [0, " + std::to_string(alphabet) + ")");
+    std::vector<uint8_t> out;
+    {
+        py::gil_scoped_release nogil;
+        std::vector<AdaptiveModel> models(n_contexts, AdaptiveModel((int)alphabet, (uint32_t)increment,
+                                                                    (uint32_t)limit));
+        RangeEncoder enc;
+        for (int64_t i = 0; i < n; ++i) models[ctx ? ctx[i] : 0].encode(enc, s[i]);
+        out = enc.finish();
+    }
+    return to_bytes(out);
+}
+
+py::array_t<int32_t> rc_decode_adaptive(const py::bytes& data, int64_t count, int64_t alphabet,
+                                        const py::object& contexts, int64_t n_contexts,
+                                        int64_t increment, int64_t limit) {
+    check_adaptive(alphabet, n_contexts, increment, limit);
+    if (count < 0) fail("count must be >= 0");
+    I32 ch;
+    const int32_t* ctx = check_contexts(contexts, count, n_contexts, ch);
+    const std::string buf = bytes_of(data);
+    py::array_t<int32_t> out(count);
+    int32_t* o = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        std::vector<AdaptiveModel> models(n_contexts, AdaptiveModel((int)alphabet, (uint32_t)increment,
+                                                                    (uint32_t)limit));
+        RangeDecoder dec(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+        for (int64_t i = 0; i < count; ++i) {
+            o[i] = models[ctx ? ctx[i] : 0].decode(dec);
+            if (dec.missing() > 4) throw CorruptError("range decoder: truncated data");
+        }
+        dec.check_finished("range decoder");
+    }
+    return out;
+}
+
+// ----- REC ------------------------------------------------------------------------------------------
+py::tuple plan_blocks_py(const F64& kl, int kappa, int max_len, double slack, int method,
+                         double block_cost, double compute_cost) {
+    check_kappa(kappa);
+    const int64_t n = vec_len(kl, "kl_bits");
+    if (max_len < 1 || max_len > REC_MAX_BLOCK_LEN)
+        fail("max_block_len must be in [1, " + std::to_string(REC_MAX_BLOCK_LEN) + "], got " +
+             std::to_string(max_len));
+    if (!std::isfinite(slack) || slack < 0.0 || slack >= kappa)
+        fail("slack must be finite and in [0, kappa), got " + std::to_string(slack));
+    if (method < 0 || method > 2) fail("method must be 0 (greedy), 1 (optimal) or 2 (rate)");
+    if (!std::isfinite(block_cost) || block_cost < 0.0) fail("block_cost must be finite and >= 0");
+    if (!std::isfinite(compute_cost) || compute_cost < 0.0) fail("compute_cost must be finite and >= 0");
+    const double* p = kl.data();
+    for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(p[i]) || p[i] < 0.0)
+            fail("kl_bits[" + std::to_string(i) + "] must be finite and >= 0, got " +
+                 std::to_string(p[i]));
+    std::vector<int32_t> lens;
+    std::vector<uint8_t> ks;
+    {
+        py::gil_scoped_release nogil;
+        plan_blocks(p, n, kappa, max_len, slack, method, block_cost, compute_cost, lens, ks);
+    }
+    py::array_t<int32_t> L(lens.size());
+    py::array_t<uint8_t> K(ks.size());
+    if (!lens.empty()) {
+        std::memcpy(L.mutable_data(), lens.data(), lens.size() * 4);
+        std::memcpy(K.mutable_data(), ks.data(), ks.size());
+    }
+    return py::make_tuple(L, K);
+}
+
+py::bytes encode_plan_py(const I32& lens, const U8& ks, int kappa, int64_t n) {
+    const PlanView plan = check_plan(lens, ks, kappa, n);
+    std::vector<uint8_t> out;
+    {
+        py::gil_scoped_release nogil;
+        out = encode_plan(plan);
+    }
+    return to_bytes(out);
+}
+
+py::tuple decode_plan_py(const py::bytes& data, int64_t n, int kappa) {
+    check_kappa(kappa);
+    if (n < 0) fail("n_dims must be >= 0");
+    const std::string buf = bytes_of(data);
+    std::vector<int32_t> lens;
+    std::vector<uint8_t> ks;
+    {
+        py::gil_scoped_release nogil;
+        decode_plan(reinterpret_cast<const uint8_t*>(buf.data()), buf.size(), n, kappa, lens, ks);
+    }
+    py::array_t<int32_t> L(lens.size());
+    py::array_t<uint8_t> K(ks.size());
+    if (!lens.empty()) {
+        std::memcpy(L.mutable_data(), lens.data(), lens.size() * 4);
+        std::memcpy(K.mutable_data(), ks.data(), ks.size());
+    }
+    return py::make_tuple(L, K);
+}
+
+void check_indices(const PlanView& plan, const U32& idx) {
+    if (vec_len(idx, "indices") != plan.B)
+        fail("got " + std::to_string(idx.shape(0)) + " indices for " + std::to_string(plan.B) +
+             " blocks");
+    const uint32_t* p = idx.data();
+    for (int64_t b = 0; b < plan.B; ++b)
+        if ((uint64_t)p[b] >= ((uint64_t)1 << plan.k[b]))
+            fail("index " + std::to_string(p[b]) + " of block " + std::to_string(b) +
+                 " is out of range for 2^" + std::to_string(plan.k[b]) + " candidates");
+}
+
+int64_t plan_total(const I32& lens) {
+    int64_t t = 0;
+    for (int64_t b = 0; b < lens.shape(0); ++b) t += lens.data()[b];
+    return t;
+}
+
+py::bytes encode_indices_py(const I32& lens, const U8& ks, int kappa, const U32& idx) {
+    vec_len(lens, "plan lengths");
+    const PlanView plan = check_plan(lens, ks, kappa, plan_total(lens));
+    check_indices(plan, idx);
+    return to_bytes(encode_indices(plan, idx.data()));
+}
+
+py::array_t<uint32_t> decode_indices_py(const py::bytes& data, const I32& lens, const U8& ks,
+                                        int kappa) {
+    vec_len(lens, "plan lengths");
+    const PlanView plan = check_plan(lens, ks, kappa, plan_total(lens));
+    const std::string buf = bytes_of(data);
+    py::array_t<uint32_t> out(plan.B);
+    decode_indices(plan, reinterpret_cast<const uint8_t*>(buf.data()), buf.size(), out.mutable_data());
+    return out;
+}
+
+struct Checked {
+    RecInputs in;
+    PlanView plan;
+};
+
+Checked check_encode_inputs(const F32& mu_q, const F32& sg_q, const F32& mu_p, const F32& sg_p,
+                            const I32& lens, const U8& ks, int kappa) {
+    const int64_t n = vec_len(mu_q, "mu_q");
+    check_vec(mu_q, "mu_q", n, false);
+    check_vec(sg_q, "sigma_q", n, true);
+    check_vec(mu_p, "mu_p", n, false);
+    check_vec(sg_p, "sigma_p", n, true);
+    Checked c;
+    c.plan = check_plan(lens, ks, kappa, n);
+    c.in = RecInputs{mu_q.data(), sg_q.data(), mu_p.data(), sg_p.data(), n};
+    return c;
+}
+
+py::array_t<uint32_t> encode_py(const F32& mu_q, const F32& sg_q, const F32& mu_p, const F32& sg_p,
+                                const I32& lens, const U8& ks, int kappa, uint64_t seed, double tau,
+                                int threads, const std::string& device, const std::string& selection) {
+    const Checked c = check_encode_inputs(mu_q, sg_q, mu_p, sg_p, lens, ks, kappa);
+    check_tau(tau);
+    const int sel = check_selection(selection);
+    threads = resolve_threads(threads);
+    if (device != "cpu" && device != "cuda") fail("device must be 'cpu' or 'cuda', got '" + device + "'");
+    if (device == "cuda" && !rec_cuda_available()) fail("CUDA is not available: " + rec_cuda_info());
+    py::array_t<uint32_t> out(c.plan.B);
+    uint32_t* o = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        RecSetup S;
+        rec_setup(c.in, c.plan, seed, tau, sel, threads, S);
+        std::vector<ChunkStat> stats;
+        if (device == "cuda")
+            rec_stats_cuda(S, stats);
+        else
+            rec_stats_cpu(S, threads, stats);
+        rec_combine(S, stats, o);
+    }
+    return out;
+}
+
+py::array_t<float> decode_py(const F32& mu_p, const F32& sg_p, const I32& lens, const U8& ks,
+                             int kappa, uint64_t seed, const U32& idx, int threads) {
+    const int64_t n = vec_len(mu_p, "mu_p");
+    check_vec(mu_p, "mu_p", n, false);
+    check_vec(sg_p, "sigma_p", n, true);
+    const PlanView plan = check_plan(lens, ks, kappa, n);
+    check_indices(plan, idx);
+    threads = resolve_threads(threads);
+    py::array_t<float> out(n);
+    float* o = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        rec_decode(mu_p.data(), sg_p.data(), plan, seed, idx.data(), threads, o);
+    }
+    return out;
+}
+
+void check_block(const PlanView& plan, int64_t b) {
+    if (b < 0 || b >= plan.B) fail("block " + std::to_string(b) + " out of range");
+}
+
+py::array_t<float> debug_scores_py(const F32& mu_q, const F32& sg_q, const F32& mu_p,
+                                   const F32& sg_p, const I32& lens, const U8& ks, int kappa,
+                                   uint64_t seed, double tau, int64_t b, const std::string& selection) {
+    const Checked c = check_encode_inputs(mu_q, sg_q, mu_p, sg_p, lens, ks, kappa);
+    check_tau(tau);
+    const int sel = check_selection(selection);
+    check_block(c.plan, b);
+    RecSetup S;
+    rec_setup(c.in, c.plan, seed, tau, sel, 1, S);
+    const std::vector<float> v = rec_debug_scores(S, b);
+    py::array_t<float> out(v.size());
+    std::memcpy(out.mutable_data(), v.data(), v.size() * 4);
+    return out;
+}
+
+py::array_t<float> debug_candidate_py(const F32& mu_p, const F32& sg_p, const I32& lens,
+                                      const U8& ks, int kappa, uint64_t seed, int64_t b, uint32_t n) {
+    const Checked c = check_encode_inputs(mu_p, sg_p, mu_p, sg_p, lens, ks, kappa);
+    check_block(c.plan, b);
+    if ((uint64_t)n >= ((uint64_t)1 << c.plan.k[b])) fail("candidate index out of range");
+    RecSetup S;
+    rec_setup(c.in, c.plan, seed, 0.0, REC_SELECT_TEMPERED, 1, S);
+    const std::vector<float> v = rec_debug_candidate(S, mu_p.data(), sg_p.data(), b, n);
+    py::array_t<float> out(v.size());
+    std::memcpy(out.mutable_data(), v.data(), v.size() * 4);
+    return out;
+}
+
+py::array_t<float> pool_normals_py(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols,
+                                   bool scalar) {
+    if (rows < 0 || cols < 0 || rows > (1 << 24) || cols > (1 << 20)) fail("bad pool shape");
+    if ((uint64_t)n0 + (uint64_t)rows > (1ull << 32)) fail("rows exceed the 32-bit counter");
+    py::array_t<float> out({rows, cols});
+    float* o = out.mutable_data();
+    if (scalar) {
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c)
+                o[r * cols + c] = pool_normal(seed, n0 + (uint32_t)r, (uint32_t)c);
+        return out;
+    }
+    const int64_t R8 = (rows + 7) / 8 * 8, C4 = (cols + 3) / 4 * 4;
+    std::vector<float> E(R8 * C4), E2(R8 * C4);
+    if (R8 && C4) rec_kernels().gen_pool(seed, n0, R8, C4, R8, E.data(), E2.data());
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) o[r * cols + c] = E[c * R8 + r];
+    return out;
+}
+
+py::array_t<float> private_normals_py(uint64_t seed, uint64_t b, int64_t rows, int64_t cols,
+                                      bool scalar) {
+    if (rows < 0 || cols < 0 || rows > (1 << 16) || cols > (1 << 18)) fail("bad private shape");
+    py::array_t<float> out({rows, cols});
+    float* o = out.mutable_data();
+    if (scalar) {
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c)
+                o[r * cols + c] = private_normal(seed, b, (uint32_t)r, (uint32_t)c);
+        return out;
+    }
+    const int64_t R8 = (rows + 7) / 8 * 8, C4 = (cols + 3) / 4 * 4;
+    std::vector<float> E(R8 * C4), E2(R8 * C4);
+    if (R8 && C4) rec_kernels().gen_private(seed, b, 0, R8, C4, R8, E.data(), E2.data());
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) o[r * cols + c] = E[c * R8 + r];
+    return out;
+}
+
+py::array_t<float> exp_weights_py(const F32& y) {
+    const int64_t n = vec_len(y, "y");
+    const int64_t n8 = (n + 7) / 8 * 8;
+    std::vector<float> x(std::max<int64_t>(n8, 8), -INFINITY), w(x.size()), v(x.size() / 8);
+    std::memcpy(x.data(), y.data(), n * 4);
+    rec_kernels().weights(x.data(), (int64_t)x.size(), 0.0f, w.data(), v.data());
+    py::array_t<float> out(n);
+    std::memcpy(out.mutable_data(), w.data(), n * 4);
+    return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "bbimg native core: relative entropy coding engine and range coder";
+    m.attr("__version__") = VERSION_INFO;
+    m.attr("api_version") = CORE_API_VERSION;
+    m.attr("source_hash") = BBIMG_SOURCE_HASH;
+#ifdef BBIMG_DEBUG
+    m.attr("debug_build") = true;
+#else
+    m.attr("debug_build") = false;
+#endif
+    m.attr("KAPPA_MIN") = REC_KAPPA_MIN;
+    m.attr("KAPPA_MAX") = REC_KAPPA_MAX;
+    m.attr("MAX_BLOCK_LEN") = REC_MAX_BLOCK_LEN;
+    m.attr("POOL_MIN_BITS") = REC_POOL_MIN_BITS;
+    m.attr("CHUNK") = REC_CHUNK;
+    m.attr("RC_MAX_TOTAL") = RC_MAX_TOTAL;
+
+    auto& rec_error = py::register_exception<ArgError>(m, "RecError", PyExc_ValueError);
+    py::register_exception<CorruptError>(m, "CorruptDataError", rec_error.ptr());
+
+    m.def("plan_blocks", &plan_blocks_py, py::arg("kl_bits"), py::arg("kappa"), py::arg("max_block_len"),
+          py::arg("slack"), py::arg("method"), py::arg("block_cost"), py::arg("compute_cost"));
+    m.def("encode_plan", &encode_plan_py, py::arg("lengths"), py::arg("exponents"), py::arg("kappa"),
+          py::arg("n_dims"));
+    m.def("decode_plan", &decode_plan_py, py::arg("data"), py::arg("n_dims"), py::arg("kappa"));
+    m.def("encode_indices", &encode_indices_py, py::arg("lengths"), py::arg("exponents"),
+          py::arg("kappa"), py::arg("indices"));
+    m.def("decode_indices", &decode_indices_py, py::arg("data"), py::arg("lengths"),
+          py::arg("exponents"), py::arg("kappa"));
+    m.def("encode", &encode_py, py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"), py::arg("sigma_p"),
+          py::arg("lengths"), py::arg("exponents"), py::arg("kappa"), py::arg("seed"),
+          py::arg("temperature"), py::arg("threads"), py::arg("device") = "cpu",
+          py::arg("selection") = "tempered");
+    m.def("decode", &decode_py, py::arg("mu_p"), py::arg("sigma_p"), py::arg("lengths"),
+          py::arg("exponents"), py::arg("kappa"), py::arg("seed"), py::arg("indices"),
+          py::arg("threads"));
+    m.def("debug_scores", &debug_scores_py, py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"),
+          py::arg("sigma_p"), py::arg("lengths"), py::arg("exponents"), py::arg("kappa"),
+          py::arg("seed"), py::arg("temperature"), py::arg("block"),
+          py::arg("selection") = "tempered");
+    m.def("debug_candidate", &debug_candidate_py);
+    m.def("pool_normals", &pool_normals_py, py::arg("seed"), py::arg("n0"), py::arg("rows"),
+          py::arg("cols"), py::arg("scalar") = false);
+    m.def("private_normals", &private_normals_py, py::arg("seed"), py::arg("block"), py::arg("rows"),
+          py::arg("cols"), py::arg("scalar") = false);
+    m.def("exp_weights", &exp_weights_py);
+    m.def("philox", [](uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
+        const U32x4 w = philox_seed(seed, c0, c1, c2, c3);
+        return py::make_tuple(w.v[0], w.v[1], w.v[2], w.v[3]);
+    });
+    m.def("set_kernels", [](const std::string& name) { return rec_set_kernels(name); });
+    m.def("kernels", []() { return std::string(rec_kernels().name); });
+    m.def("cuda_compiled", &rec_cuda_compiled);
+    m.def("cuda_available", &rec_cuda_available);
+    m.def("cuda_info", &rec_cuda_info);
+
+    m.def("rc_encode_static", &rc_encode_static, py::arg("symbols"), py::arg("freqs"),
+          py::arg("contexts") = py::none());
+    m.def("rc_decode_static", &rc_decode_static, py::arg("data"), py::arg("freqs"), py::arg("count"),
+          py::arg("contexts") = py::none());
+    m.def("rc_encode_adaptive", &rc_encode_adaptive, py::arg("symbols"), py::arg("alphabet_size"),
+          py::arg("contexts"), py::arg("n_contexts"), py::arg("increment"), py::arg("limit"));
+    m.def("rc_decode_adaptive", &rc_decode_adaptive, py::arg("data"), py::arg("count"),
+          py::arg("alphabet_size"), py::arg("contexts"), py::arg("n_contexts"), py::arg("increment"),
+          py::arg("limit"));
+}

@@ -1,0 +1,600 @@
+// REC engine: setup, generic kernels, CPU statistics, selection and decoding.
+#include "rec.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "detmath.h"
+#include "philox.h"
+#include "rec_select.h"
+
+namespace bbimg {
+
+namespace {
+
+// Runs f(item, thread_id) for item in [0, n) on up to `threads` threads (dynamic scheduling).
+// Results never depend on the schedule: every item writes its own outputs.
+template <class F>
+void parallel_for(int64_t n, int threads, F&& f) {
+    const int T = (int)std::max<int64_t>(1, std::min<int64_t>(threads, n));
+    if (T <= 1) {
+        for (int64_t i = 0; i < n; ++i) f(i, 0);
+        return;
+    }
+    std::atomic<int64_t> next{0};
+    std::exception_ptr err;
+    std::mutex mu;
+    auto worker = [&](int tid) {
+        try {
+            for (;;) {
+                const int64_t i = next.fetch_add(1);
+                if (i >= n) break;
+                f(i, tid);
+            }
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mu);
+            if (!err) err = std::current_exception();
+            next.store(n);
+        }
+    };
+    std::vector<std::thread> ts;
+    ts.reserve(T - 1);
+    for (int t = 1; t < T; ++t) ts.emplace_back(worker, t);
+    worker(0);
+    for (auto& t : ts) t.join();
+    if (err) std::rethrow_exception(err);
+}
+
+inline int64_t round4(int64_t x) { return (x + 3) & ~(int64_t)3; }
+
+// Largest power of two r in [32, cap] with r * cols4 <= 2^20 floats (4 MiB per tile array).
+int64_t tile_rows(int64_t cols4, int64_t cap) {
+    int64_t r = cap;
+    while (r > 32 && r * cols4 > (1 << 20)) r >>= 1;
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generic (portable scalar) kernels. They define the arithmetic; the AVX2 set must match them.
+void gen_pool_generic(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld,
+                      float* E, float* E2) {
+    for (int64_t g = 0; g < cols4 / 4; ++g)
+        for (int64_t r = 0; r < rows; ++r) {
+            float z[4];
+            det_normal4(philox_seed(seed, (uint32_t)g, n0 + (uint32_t)r, 0u, TAG_POOL), z);
+            for (int i = 0; i < 4; ++i) {
+                E[(4 * g + i) * ld + r] = z[i];
+                E2[(4 * g + i) * ld + r] = BB_FMUL(z[i], z[i]);
+            }
+        }
+}
+
+void gen_private_generic(uint64_t seed, uint64_t b, uint32_t n0, int64_t rows, int64_t cols4,
+                         int64_t ld, float* E, float* E2) {
+    for (int64_t g = 0; g < cols4 / 4; ++g)
+        for (int64_t r = 0; r < rows; ++r) {
+            float z[4];
+            const uint32_t n = n0 + (uint32_t)r;
+            det_normal4(philox_seed(seed, (uint32_t)g | (n << 16), (uint32_t)b,
+                                    (uint32_t)(b >> 32), TAG_PRIVATE),
+                        z);
+            for (int i = 0; i < 4; ++i) {
+                E[(4 * g + i) * ld + r] = z[i];
+                E2[(4 * g + i) * ld + r] = BB_FMUL(z[i], z[i]);
+            }
+        }
+}
+
+void score_group_generic(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t P,
+                         const float* WA, const float* WC, int64_t Gp, float* S, int64_t ld_s) {
+    for (int64_t g = 0; g < Gp; ++g)
+        for (int64_t r = 0; r < rows; ++r) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < P; ++k) {
+                acc = BB_FMAF(WA[k * Gp + g], E2[k * ld + r], acc);
+                acc = BB_FMAF(WC[k * Gp + g], E[k * ld + r], acc);
+            }
+            S[g * ld_s + r] = acc;
+        }
+}
+
+void score_single_generic(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t P,
+                          const float* A, const float* C, float* S) {
+    for (int64_t r = 0; r < rows; ++r) {
+        float acc = 0.0f;
+        for (int64_t k = 0; k < P; ++k) {
+            acc = BB_FMAF(A[k], E2[k * ld + r], acc);
+            acc = BB_FMAF(C[k], E[k * ld + r], acc);
+        }
+        S[r] = acc;
+    }
+}
+
+void weights_generic(const float* x, int64_t rows, float m, float* w, float* v) {
+    for (int64_t r = 0; r < rows; ++r) w[r] = det_exp_weight(BB_FSUB(x[r], m));
+    for (int64_t i = 0; i < rows / 8; ++i) v[i] = tree8(w + 8 * i);
+}
+
+void argmax_generic(const float* x, int64_t rows, float* m, int64_t* idx) {
+    float best = x[0];
+    int64_t bi = 0;
+    for (int64_t r = 1; r < rows; ++r)
+        if (x[r] > best) {
+            best = x[r];
+            bi = r;
+        }
+    *m = best;
+    *idx = bi;
+}
+
+const RecKernels kGeneric = {"generic",          gen_pool_generic, gen_private_generic,
+                             score_group_generic, score_single_generic, weights_generic,
+                             argmax_generic};
+
+std::atomic<const RecKernels*> g_kernels{nullptr};
+
+// Statistics of one chunk of candidate scores x[0..rows) (rows % 8 == 0; padding rows hold
+// -inf). n_base: absolute index of x[0].
+void chunk_stat(const RecKernels& K, const float* x, int64_t rows, bool sample, uint64_t seed,
+                uint64_t b, uint32_t chunk, uint32_t n_base, float* w, float* v, ChunkStat& st) {
+    float m;
+    int64_t am;
+    K.argmax(x, rows, &m, &am);
+    st.m = m;
+    if (!sample) {
+        st.n = n_base + (uint32_t)am;
+        st.s = 0.0;
+        return;
+    }
+    K.weights(x, rows, m, w, v);
+    const int64_t nv = rows / 8;
+    double s = 0.0;
+    for (int64_t i = 0; i < nv; ++i)
+        if (v[i] != 0.0f) s = BB_DADD(s, (double)v[i]);  // identical to adding the zeros
+    st.s = s;
+    const double t = BB_DMUL(chunk_pick_u(seed, b, chunk), s);
+    st.n = n_base + (uint32_t)pick_in_weights(w, v, nv, t);
+}
+
+struct Buffers {
+    std::vector<float> E, E2, S, w, v;
+    void need(int64_t tile, int64_t scores) {
+        if ((int64_t)E.size() < tile) {
+            E.resize(tile);
+            E2.resize(tile);
+        }
+        if ((int64_t)S.size() < scores) S.resize(scores);
+        if ((int64_t)w.size() < REC_CHUNK) {
+            w.resize(REC_CHUNK);
+            v.resize(REC_CHUNK / 8);
+        }
+    }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+const RecKernels& rec_kernels_generic() { return kGeneric; }
+
+const RecKernels& rec_kernels() {
+    const RecKernels* k = g_kernels.load();
+    if (!k) {
+        const RecKernels* a = rec_kernels_avx2();
+        k = a ? a : &kGeneric;
+        g_kernels.store(k);
+    }
+    return *k;
+}
+
+bool rec_set_kernels(const std::string& name) {
+    if (name == "generic") {
+        g_kernels.store(&kGeneric);
+        return true;
+    }
+    const RecKernels* a = rec_kernels_avx2();
+    if (name == "avx2") {
+        if (!a) return false;
+        g_kernels.store(a);
+        return true;
+    }
+    if (name == "auto") {
+        g_kernels.store(a ? a : &kGeneric);
+        return true;
+    }
+    return false;
+}
+
+void block_perm_signs(uint64_t seed, uint64_t b, int32_t len, int32_t* perm, float* sign) {
+    thread_local std::vector<uint32_t> rnd;
+    rnd.resize(len);
+    for (int32_t i = 0; i < len; ++i) {
+        const U32x4 w = philox_seed(seed, (uint32_t)i, (uint32_t)b, (uint32_t)(b >> 32), TAG_PERM);
+        rnd[i] = w.v[0];
+        sign[i] = (w.v[1] & 1u) ? -1.0f : 1.0f;
+        perm[i] = i;
+    }
+    for (int32_t i = len - 1; i >= 1; --i) {
+        const uint32_t j = u32_below(rnd[i], (uint32_t)i + 1u);
+        std::swap(perm[i], perm[j]);
+    }
+}
+
+void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, int selection,
+               int threads, RecSetup& S) {
+    S.n = in.n;
+    S.B = plan.B;
+    S.kappa = plan.kappa;
+    S.seed = seed;
+    S.tau = tau;
+    S.selection = selection;
+    S.start.resize(plan.B);
+    S.len.assign(plan.len, plan.len + plan.B);
+    S.k.assign(plan.k, plan.k + plan.B);
+    int64_t off = 0;
+    for (int64_t b = 0; b < plan.B; ++b) {
+        S.start[b] = off;
+        off += plan.len[b];
+    }
+    assert(off == in.n);
+    S.A.assign(in.n, 0.0f);
+    S.C.assign(in.n, 0.0f);
+    // Score of candidate eps (z = mu_p + sigma_p eps), up to a per-block constant, with
+    // r = sigma_p / sigma_q and delta = (mu_q - mu_p) / sigma_q:
+    //   log q/p        = 0.5 (1 - r^2) eps^2 + r delta eps
+    //   log q          = -0.5 r^2 eps^2 + r delta eps
+    // power:    score = (log q/p) / tau            (tau = 0: argmax of log q/p)
+    // tempered: score = (log q) / tau - log p      (tau = 0: argmax of log q)
+    const double inv_tau = tau > 0.0 ? 1.0 / tau : 1.0;
+    const bool tempered = selection == REC_SELECT_TEMPERED;
+    const double a_p = tempered ? (tau > 0.0 ? 0.5 : 0.0) : 0.5 * inv_tau;  // coefficient of eps^2 from -log p
+    const double a_q = -0.5 * inv_tau;                                       // ... from log q, times r^2
+    const int64_t per = 256;
+    const int64_t nitems = (plan.B + per - 1) / per;
+    parallel_for(nitems, threads, [&](int64_t it, int) {
+        std::vector<int32_t> perm;
+        std::vector<float> sign;
+        const int64_t b1 = std::min(plan.B, (it + 1) * per);
+        for (int64_t b = it * per; b < b1; ++b) {
+            const int32_t L = plan.len[b];
+            perm.resize(L);
+            sign.resize(L);
+            block_perm_signs(seed, (uint64_t)b, L, perm.data(), sign.data());
+            const int64_t s0 = S.start[b];
+            for (int32_t j = 0; j < L; ++j) {
+                const int64_t d = s0 + j;
+                const double r = (double)in.sg_p[d] / (double)in.sg_q[d];
+                const double delta = ((double)in.mu_q[d] - (double)in.mu_p[d]) / (double)in.sg_q[d];
+                double a = a_p + a_q * r * r;
+                double c = r * delta * (double)sign[j] * inv_tau;
+                a = std::min(std::max(a, -1e30), 1e30);
+                c = std::min(std::max(c, -1e30), 1e30);
+                S.A[s0 + perm[j]] = (float)a;
+                S.C[s0 + perm[j]] = (float)c;
+            }
+        }
+    });
+    // Chunk statistics layout and block classes.
+    S.stat_off.assign(plan.B, -1);
+    S.n_stats = 0;
+    S.pool_blocks.clear();
+    S.private_blocks.clear();
+    for (int64_t b = 0; b < plan.B; ++b) {
+        const int k = plan.k[b];
+        if (k == 0) continue;
+        S.stat_off[b] = S.n_stats;
+        if (k >= REC_POOL_MIN_BITS) {
+            S.n_stats += (int64_t)1 << (k - REC_POOL_MIN_BITS);
+            S.pool_blocks.push_back(b);
+        } else {
+            S.n_stats += 1;
+            S.private_blocks.push_back(b);
+        }
+    }
+    std::stable_sort(S.pool_blocks.begin(), S.pool_blocks.end(), [&](int64_t x, int64_t y) {
+        if (plan.k[x] != plan.k[y]) return plan.k[x] > plan.k[y];
+        return plan.len[x] < plan.len[y];
+    });
+    S.group_begin.assign(1, 0);
+    S.group_P.clear();
+    S.group_k.clear();
+    const int64_t np = (int64_t)S.pool_blocks.size();
+    int64_t i = 0;
+    while (i < np) {
+        const int k = plan.k[S.pool_blocks[i]];
+        int64_t j = i;
+        int32_t P = 0;
+        // Close the group when lengths spread too far (zero padding would waste FMAs).
+        const int32_t L0 = plan.len[S.pool_blocks[i]];
+        while (j < np && j - i < REC_GROUP && plan.k[S.pool_blocks[j]] == k &&
+               plan.len[S.pool_blocks[j]] <= L0 + L0 / 4 + 4) {
+            P = std::max(P, plan.len[S.pool_blocks[j]]);
+            ++j;
+        }
+        S.group_begin.push_back(j);
+        S.group_P.push_back(P);
+        S.group_k.push_back(k);
+        i = j;
+    }
+}
+
+void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats) {
+    const RecKernels& K = rec_kernels();
+    stats.assign(S.n_stats, ChunkStat{0.0f, 0u, 0.0});
+    const bool sample = S.tau > 0.0;
+    const int64_t G = (int64_t)S.group_P.size();
+    // Group weight matrices WA/WC[k * Gp + g] (zero padding to a multiple of 3 blocks).
+    std::vector<int64_t> gw_off(G + 1, 0), gp(G);
+    for (int64_t g = 0; g < G; ++g) {
+        const int64_t cnt = S.group_begin[g + 1] - S.group_begin[g];
+        gp[g] = (cnt + 2) / 3 * 3;
+        gw_off[g + 1] = gw_off[g] + (int64_t)S.group_P[g] * gp[g];
+    }
+    std::vector<float> WA(gw_off[G], 0.0f), WC(gw_off[G], 0.0f);
+    for (int64_t g = 0; g < G; ++g)
+        for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+            const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
+            for (int32_t k = 0; k < S.len[b]; ++k) {
+                WA[gw_off[g] + k * gp[g] + gi] = S.A[S.start[b] + k];
+                WC[gw_off[g] + k * gp[g] + gi] = S.C[S.start[b] + k];
+            }
+        }
+    // Work items: (chunk, slice of active groups) for the pool; batches of private blocks.
+    struct Item {
+        int kind;
+        int64_t c, a, z;  // pool: chunk c, groups [a, z); private: private_blocks[a, z)
+    };
+    std::vector<Item> items;
+    std::vector<int64_t> gnch(G);
+    int64_t total = 0;
+    for (int64_t g = 0; g < G; ++g) {
+        gnch[g] = (int64_t)1 << (S.group_k[g] - REC_POOL_MIN_BITS);
+        total += gnch[g] * (int64_t)S.group_P[g] * gp[g];
+    }
+    const int64_t target = std::max<int64_t>(1, total / (8 * std::max(1, threads)));
+    const int64_t maxch = G ? gnch[0] : 0;
+    for (int64_t c = 0; c < maxch; ++c) {
+        int64_t a = 0, acc = 0;
+        int64_t g = 0;
+        for (; g < G && gnch[g] > c; ++g) {
+            acc += (int64_t)S.group_P[g] * gp[g];
+            if (acc >= target) {
+                items.push_back({0, c, a, g + 1});
+                a = g + 1;
+                acc = 0;
+            }
+        }
+        if (a < g) items.push_back({0, c, a, g});
+    }
+    {
+        const int64_t npb = (int64_t)S.private_blocks.size();
+        int64_t a = 0, acc = 0;
+        for (int64_t q = 0; q < npb; ++q) {
+            const int64_t b = S.private_blocks[q];
+            acc += std::max<int64_t>(32, (int64_t)1 << S.k[b]) * S.len[b] + 64;
+            if (acc >= (1 << 18)) {
+                items.push_back({1, 0, a, q + 1});
+                a = q + 1;
+                acc = 0;
+            }
+        }
+        if (a < npb) items.push_back({1, 0, a, npb});
+    }
+    const int T = std::max(1, threads);
+    std::vector<Buffers> bufs(T);
+    parallel_for((int64_t)items.size(), T, [&](int64_t it, int tid) {
+        const Item& I = items[it];
+        Buffers& B = bufs[tid];
+        if (I.kind == 0) {
+            int64_t Pmax = 0, Gpmax = 0;
+            for (int64_t g = I.a; g < I.z; ++g) {
+                Pmax = std::max<int64_t>(Pmax, S.group_P[g]);
+                Gpmax = std::max(Gpmax, gp[g]);
+            }
+            const int64_t cols4 = round4(Pmax);
+            const int64_t RT = tile_rows(cols4, REC_CHUNK);
+            const uint32_t n0 = (uint32_t)(I.c * REC_CHUNK);
+            B.need(RT * cols4, Gpmax * REC_CHUNK);
+            if (RT == REC_CHUNK)
+                K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data());
+            for (int64_t g = I.a; g < I.z; ++g) {
+                const float* wa = WA.data() + gw_off[g];
+                const float* wc = WC.data() + gw_off[g];
+                if (RT == REC_CHUNK) {
+                    K.score_group(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, S.group_P[g], wa,
+                                  wc, gp[g], B.S.data(), REC_CHUNK);
+                } else {
+                    const int64_t c4 = round4(S.group_P[g]);
+                    const int64_t rt = tile_rows(c4, REC_CHUNK);
+                    for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += rt) {
+                        K.gen_pool(S.seed, n0 + (uint32_t)r0, rt, c4, rt, B.E.data(), B.E2.data());
+                        K.score_group(B.E.data(), B.E2.data(), rt, rt, S.group_P[g], wa, wc, gp[g],
+                                      B.S.data() + r0, REC_CHUNK);
+                    }
+                }
+                for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+                    const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
+                    chunk_stat(K, B.S.data() + gi * REC_CHUNK, REC_CHUNK, sample, S.seed,
+                               (uint64_t)b, (uint32_t)I.c, n0, B.w.data(), B.v.data(),
+                               stats[S.stat_off[b] + I.c]);
+                }
+            }
+        } else {
+            for (int64_t q = I.a; q < I.z; ++q) {
+                const int64_t b = S.private_blocks[q];
+                const int64_t N = (int64_t)1 << S.k[b];
+                const int64_t Np = std::max<int64_t>(32, N);
+                const int64_t c4 = round4(S.len[b]);
+                const int64_t rt = tile_rows(c4, Np);
+                B.need(rt * c4, Np);
+                for (int64_t r0 = 0; r0 < Np; r0 += rt) {
+                    K.gen_private(S.seed, (uint64_t)b, (uint32_t)r0, rt, c4, rt, B.E.data(),
+                                  B.E2.data());
+                    K.score_single(B.E.data(), B.E2.data(), rt, rt, S.len[b], S.A.data() + S.start[b],
+                                   S.C.data() + S.start[b], B.S.data() + r0);
+                }
+                for (int64_t r = N; r < Np; ++r) B.S[r] = -std::numeric_limits<float>::infinity();
+                chunk_stat(K, B.S.data(), Np, sample, S.seed, (uint64_t)b, 0u, 0u, B.w.data(),
+                           B.v.data(), stats[S.stat_off[b]]);
+            }
+        }
+    });
+}
+
+void rec_combine(const RecSetup& S, const std::vector<ChunkStat>& stats, uint32_t* idx) {
+    for (int64_t b = 0; b < S.B; ++b) {
+        const int k = S.k[b];
+        if (k == 0) {
+            idx[b] = 0;
+            continue;
+        }
+        const int64_t nch = k >= REC_POOL_MIN_BITS ? ((int64_t)1 << (k - REC_POOL_MIN_BITS)) : 1;
+        const ChunkStat* st = stats.data() + S.stat_off[b];
+        if (S.tau <= 0.0) {
+            int64_t best = 0;
+            for (int64_t c = 1; c < nch; ++c)
+                if (st[c].m > st[best].m) best = c;
+            idx[b] = st[best].n;
+            continue;
+        }
+        float M = st[0].m;
+        for (int64_t c = 1; c < nch; ++c) M = std::max(M, st[c].m);
+        double T = 0.0;
+        thread_local std::vector<double> W;
+        W.resize(nch);
+        for (int64_t c = 0; c < nch; ++c) {
+            W[c] = BB_DMUL(st[c].s, (double)det_exp_weight(BB_FSUB(st[c].m, M)));
+            T = BB_DADD(T, W[c]);
+        }
+        const double t = BB_DMUL(block_pick_u(S.seed, (uint64_t)b), T);
+        int64_t pick = -1;
+        double cum = 0.0;
+        for (int64_t c = 0; c < nch; ++c) {
+            const double nc = BB_DADD(cum, W[c]);
+            if (nc > t) {
+                pick = c;
+                break;
+            }
+            cum = nc;
+        }
+        if (pick < 0)
+            for (int64_t c = nch - 1; c >= 0; --c)
+                if (W[c] > 0.0) {
+                    pick = c;
+                    break;
+                }
+        idx[b] = st[pick < 0 ? 0 : pick].n;
+    }
+}
+
+void rec_decode(const float* mu_p, const float* sg_p, const PlanView& plan, uint64_t seed,
+                const uint32_t* idx, int threads, float* out) {
+    std::vector<int64_t> start(plan.B);
+    int64_t off = 0;
+    for (int64_t b = 0; b < plan.B; ++b) {
+        start[b] = off;
+        off += plan.len[b];
+    }
+    const int64_t per = 256;
+    parallel_for((plan.B + per - 1) / per, threads, [&](int64_t it, int) {
+        std::vector<int32_t> perm;
+        std::vector<float> sign, e;
+        const int64_t b1 = std::min(plan.B, (it + 1) * per);
+        for (int64_t b = it * per; b < b1; ++b) {
+            const int32_t L = plan.len[b];
+            const int k = plan.k[b];
+            const uint32_t n = idx[b];
+            perm.resize(L);
+            sign.resize(L);
+            e.resize(round4(L));
+            block_perm_signs(seed, (uint64_t)b, L, perm.data(), sign.data());
+            for (int64_t g = 0; g < round4(L) / 4; ++g) {
+                const U32x4 w =
+                    k >= REC_POOL_MIN_BITS
+                        ? philox_seed(seed, (uint32_t)g, n, 0u, TAG_POOL)
+                        : philox_seed(seed, (uint32_t)g | (n << 16), (uint32_t)b,
+                                      (uint32_t)((uint64_t)b >> 32), TAG_PRIVATE);
+                det_normal4(w, e.data() + 4 * g);
+            }
+            const int64_t s0 = start[b];
+            for (int32_t j = 0; j < L; ++j)
+                out[s0 + j] =
+                    BB_FADD(mu_p[s0 + j], BB_FMUL(sg_p[s0 + j], BB_FMUL(sign[j], e[perm[j]])));
+        }
+    });
+}
+
+std::vector<float> rec_debug_scores(const RecSetup& S, int64_t b) {
+    const RecKernels& K = rec_kernels();
+    const int k = S.k[b];
+    const int64_t N = (int64_t)1 << k;
+    const int32_t L = S.len[b];
+    const int64_t c4 = round4(L);
+    std::vector<float> out(N);
+    if (k >= REC_POOL_MIN_BITS) {
+        // A one-block group padded to three blocks, exactly as in rec_stats_cpu.
+        std::vector<float> wa(L * 3, 0.0f), wc(L * 3, 0.0f);
+        for (int32_t j = 0; j < L; ++j) {
+            wa[j * 3] = S.A[S.start[b] + j];
+            wc[j * 3] = S.C[S.start[b] + j];
+        }
+        const int64_t rt = tile_rows(c4, REC_CHUNK);
+        std::vector<float> E(rt * c4), E2(rt * c4), Sb(3 * rt);
+        for (int64_t r0 = 0; r0 < N; r0 += rt) {
+            K.gen_pool(S.seed, (uint32_t)r0, rt, c4, rt, E.data(), E2.data());
+            K.score_group(E.data(), E2.data(), rt, rt, L, wa.data(), wc.data(), 3, Sb.data(), rt);
+            std::copy(Sb.begin(), Sb.begin() + rt, out.begin() + r0);
+        }
+    } else {
+        const int64_t Np = std::max<int64_t>(32, N);
+        const int64_t rt = tile_rows(c4, Np);
+        std::vector<float> E(rt * c4), E2(rt * c4), Sb(Np);
+        for (int64_t r0 = 0; r0 < Np; r0 += rt) {
+            K.gen_private(S.seed, (uint64_t)b, (uint32_t)r0, rt, c4, rt, E.data(), E2.data());
+            K.score_single(E.data(), E2.data(), rt, rt, L, S.A.data() + S.start[b],
+                           S.C.data() + S.start[b], Sb.data() + r0);
+        }
+        std::copy(Sb.begin(), Sb.begin() + N, out.begin());
+    }
+    return out;
+}
+
+std::vector<float> rec_debug_candidate(const RecSetup& S, const float* mu_p, const float* sg_p,
+                                       int64_t b, uint32_t n) {
+    const RecKernels& K = rec_kernels();
+    const int32_t L = S.len[b];
+    const int64_t c4 = round4(L);
+    std::vector<float> E(8 * c4), E2(8 * c4);
+    const uint32_t n0 = n & ~7u;
+    if (S.k[b] >= REC_POOL_MIN_BITS)
+        K.gen_pool(S.seed, n0, 8, c4, 8, E.data(), E2.data());
+    else
+        K.gen_private(S.seed, (uint64_t)b, n0, 8, c4, 8, E.data(), E2.data());
+    std::vector<int32_t> perm(L);
+    std::vector<float> sign(L), z(L);
+    block_perm_signs(S.seed, (uint64_t)b, L, perm.data(), sign.data());
+    const int64_t s0 = S.start[b];
+    for (int32_t j = 0; j < L; ++j) {
+        const float e = E[perm[j] * 8 + (n - n0)];
+        z[j] = BB_FADD(mu_p[s0 + j], BB_FMUL(sg_p[s0 + j], BB_FMUL(sign[j], e)));
+    }
+    return z;
+}
+
+#if !defined(BBIMG_WITH_CUDA)
+bool rec_cuda_compiled() { return false; }
+bool rec_cuda_available() { return false; }
+std::string rec_cuda_info() { return "built without CUDA (nvcc not found or BBIMG_NO_CUDA=1)"; }
+void rec_stats_cuda(const RecSetup&, std::vector<ChunkStat>&) {
+    throw ArgError("this build of bbimg._core has no CUDA support");
+}
+#endif
+
+}  // namespace bbimg

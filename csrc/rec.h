@@ -1,0 +1,153 @@
+// Relative entropy coding (REC) engine of bbimg. See docs/rec.md for the algorithm.
+//
+// Preconditions are written as REQUIRES: comments; they are checked once, at the Python
+// boundary (bindings.cpp), which raises RecError (a ValueError). Inside the engine they are
+// only asserted in debug builds (BBIMG_DEBUG_BUILD=1).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "range_coder.h"
+
+namespace bbimg {
+
+constexpr int REC_KAPPA_MIN = 8;
+constexpr int REC_KAPPA_MAX = 24;
+constexpr int REC_POOL_MIN_BITS = 10;                // blocks with k >= this use the shared pool
+constexpr int64_t REC_CHUNK = 1 << REC_POOL_MIN_BITS;  // candidates per chunk (pool blocks)
+constexpr int REC_MAX_BLOCK_LEN = 1 << 16;           // hard cap on a block's length
+constexpr int REC_GROUP = 24;                         // blocks per GEMM group (multiple of 3)
+
+// A block plan: contiguous blocks of dims, in the caller's order.
+struct PlanView {
+    const int32_t* len;  // [B], each in [1, REC_MAX_BLOCK_LEN]
+    const uint8_t* k;    // [B], each in [0, kappa]
+    int64_t B;
+    int kappa;
+};
+
+// Plan construction.
+// REQUIRES: kl[i] finite and >= 0; kappa in [REC_KAPPA_MIN, REC_KAPPA_MAX];
+//           1 <= max_len <= REC_MAX_BLOCK_LEN; 0 <= slack < kappa; block_cost >= 0.
+// method 0 = greedy, 1 = optimal (dynamic programme minimising sum k_b + block_cost * B),
+// 2 = rate (minimises index bits + estimated side-information bits; see rec_plan.cpp).
+// compute_cost (method 2 only): bits charged per block for its scoring work,
+// compute_cost * len * 2^(k - kappa); steers the planner away from long k = kappa blocks that
+// are mostly ~0-KL dims (e.g. a silent channel run merged with a few active dims).
+void plan_blocks(const double* kl, int64_t n, int kappa, int max_len, double slack, int method,
+                 double block_cost, double compute_cost, std::vector<int32_t>& lens,
+                 std::vector<uint8_t>& ks);
+
+// Plan side information (adaptive range coding). decode_plan throws CorruptError.
+// REQUIRES (encode): plan valid for n dims (lengths sum to n, k_b <= kappa).
+std::vector<uint8_t> encode_plan(const PlanView& plan);
+void decode_plan(const uint8_t* data, size_t size, int64_t n, int kappa,
+                 std::vector<int32_t>& lens, std::vector<uint8_t>& ks);
+
+// Index bit packing: block b's index is written MSB first with exactly k_b bits.
+// REQUIRES (encode): idx[b] < 2^k_b. decode throws CorruptError on wrong size / padding.
+std::vector<uint8_t> encode_indices(const PlanView& plan, const uint32_t* idx);
+void decode_indices(const PlanView& plan, const uint8_t* data, size_t size, uint32_t* idx);
+
+struct RecInputs {
+    const float* mu_q;   // [n] REQUIRES: finite
+    const float* sg_q;   // [n] REQUIRES: finite, > 0
+    const float* mu_p;   // [n] REQUIRES: finite
+    const float* sg_p;   // [n] REQUIRES: finite, > 0
+    int64_t n;           // REQUIRES: == sum of plan lengths
+};
+
+// Per (block, chunk) selection statistics.
+struct ChunkStat {
+    float m;      // maximum score in the chunk
+    uint32_t n;   // candidate picked inside the chunk (absolute index)
+    double s;     // sum of weights exp(x - m) (temperature > 0 only)
+};
+
+// Everything both the CPU and CUDA stats producers need; built on the host.
+struct RecSetup {
+    int64_t n = 0;
+    int64_t B = 0;
+    int kappa = 0;
+    uint64_t seed = 0;
+    double tau = 0.0;
+    int selection = 0;              // 0 tempered posterior q^(1/tau)/p, 1 power (q/p)^(1/tau)
+    std::vector<int64_t> start;     // [B]
+    std::vector<int32_t> len;       // [B]
+    std::vector<uint8_t> k;         // [B]
+    std::vector<float> A, C;        // [n] weights in pool-column order (sign, perm, 1/tau applied)
+    std::vector<int64_t> stat_off;  // [B] offset of the block's chunk stats (-1 for k = 0)
+    int64_t n_stats = 0;
+    // Pool blocks sorted by (k desc, len asc) and cut into groups of <= REC_GROUP.
+    std::vector<int64_t> pool_blocks;  // block ids in group order
+    std::vector<int64_t> group_begin;  // [G+1] offsets into pool_blocks
+    std::vector<int32_t> group_P;      // [G] max length in the group
+    std::vector<int32_t> group_k;      // [G] k of the group's blocks
+    std::vector<int64_t> private_blocks;  // blocks with 1 <= k < REC_POOL_MIN_BITS
+};
+
+// Selection rules (encoder-only; the decoder never needs to know which one was used):
+//   REC_SELECT_TEMPERED: weights q(z)^(1/tau) / p(z): importance sampling of the tempered
+//       posterior N(mu_q, tau sigma_q^2); tau = 1 is exact REC, tau = 0 the candidate most
+//       likely under q.
+//   REC_SELECT_POWER: weights (q(z)/p(z))^(1/tau); tau = 0 is the argmax of q/p.
+constexpr int REC_SELECT_TEMPERED = 0;
+constexpr int REC_SELECT_POWER = 1;
+
+// REQUIRES: inputs valid, plan valid for inputs.n, tau >= 0 finite, selection 0 or 1.
+void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, int selection,
+               int threads, RecSetup& S);
+void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats);
+void rec_combine(const RecSetup& S, const std::vector<ChunkStat>& stats, uint32_t* idx);
+bool rec_cuda_compiled();
+bool rec_cuda_available();
+std::string rec_cuda_info();
+// Fills stats on the GPU; throws ArgError when CUDA is unavailable.
+void rec_stats_cuda(const RecSetup& S, std::vector<ChunkStat>& stats);
+
+// Decoder. REQUIRES: idx[b] < 2^k_b (checked by bindings -> ValueError).
+void rec_decode(const float* mu_p, const float* sg_p, const PlanView& plan, uint64_t seed,
+                const uint32_t* idx, int threads, float* out);
+
+// Per-block permutation of pool columns and signs (shared by encoder, decoder, CUDA host code).
+void block_perm_signs(uint64_t seed, uint64_t b, int32_t len, int32_t* perm, float* sign);
+
+// ---------------------------------------------------------------------------------------------
+// Kernels with two implementations (generic scalar, AVX2+FMA) that give identical bits.
+struct RecKernels {
+    const char* name;
+    // Pool tile: rows [n0, n0 + rows) (rows % 8 == 0), columns [0, cols4) (cols4 % 4 == 0);
+    // column-major, E[col * ld + r]; E2 = E * E.
+    void (*gen_pool)(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld, float* E,
+                     float* E2);
+    // Private tile of block b: rows [n0, n0 + rows) (rows % 8 == 0, n0 + rows <= 2^16).
+    void (*gen_private)(uint64_t seed, uint64_t b, uint32_t n0, int64_t rows, int64_t cols4,
+                        int64_t ld, float* E, float* E2);
+    // Scores of a group: S[g * ld_s + r] for r < rows (rows % 32 == 0), g < Gp (Gp % 3 == 0);
+    // WA/WC[k * Gp + g] for k < P.
+    void (*score_group)(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t P,
+                        const float* WA, const float* WC, int64_t Gp, float* S, int64_t ld_s);
+    // Scores of one block: S[r] for r < rows (rows % 32 == 0); A/C[k] for k < P.
+    void (*score_single)(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t P,
+                         const float* A, const float* C, float* S);
+    // w[r] = det_exp_weight(x[r] - m) for r < rows (rows % 8 == 0); v[i] = tree8(w + 8 i).
+    void (*weights)(const float* x, int64_t rows, float m, float* w, float* v);
+    // max and first argmax of x[0..rows) (rows % 8 == 0).
+    void (*argmax)(const float* x, int64_t rows, float* m, int64_t* idx);
+};
+
+const RecKernels& rec_kernels_generic();
+const RecKernels* rec_kernels_avx2();  // nullptr when not compiled in or CPU lacks AVX2/FMA
+const RecKernels& rec_kernels();       // the active set
+// "auto", "generic" or "avx2"; returns false if the requested set is unavailable.
+bool rec_set_kernels(const std::string& name);
+
+// Debug helpers (tests): scores of all candidates of block b through the encoder's kernels;
+// candidate n of block b regenerated through the encoder's tile generator.
+std::vector<float> rec_debug_scores(const RecSetup& S, int64_t b);
+std::vector<float> rec_debug_candidate(const RecSetup& S, const float* mu_p, const float* sg_p,
+                                       int64_t b, uint32_t n);
+
+}  // namespace bbimg

@@ -1,0 +1,431 @@
+"""REC engine: shared randomness, plans, exact decoding, determinism, statistics, errors."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bbimg import _core, rec
+from bbimg.rec import BlockPlan, CorruptDataError, RecError
+from bbimg.rec import reference as R
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+def problem(n: int, total_bits: float, seed: int = 0):
+    """Gaussian q, p with a spread of per-dim KL (40% ~0, rest log-uniform 0.05..6 bits)."""
+    rng = np.random.default_rng(seed)
+    kl = np.where(rng.random(n) < 0.4, 1e-4, np.exp(rng.uniform(math.log(0.05), math.log(6), n)))
+    kl *= total_bits / kl.sum()
+    nats = kl * math.log(2)
+    mu_p = rng.normal(0, 1, n)
+    sg_p = np.exp(rng.normal(0, 0.5, n))
+    # all KL from a mean shift, plus a mild variance change
+    r = np.exp(-rng.uniform(0, 0.3, n) * np.minimum(nats, 1))
+    d2 = np.maximum(2 * (nats + np.log(r)) + 1 - r * r, 0)
+    mu_q = mu_p + np.sqrt(d2) * sg_p * np.where(rng.random(n) < 0.5, -1, 1)
+    return [a.astype(np.float32) for a in (mu_q, r * sg_p, mu_p, sg_p)]
+
+
+@pytest.fixture(scope="module")
+def small():
+    mq, sq, mp, sp = problem(3000, 1500.0, seed=1)
+    plan = rec.plan_blocks(rec.kl_bits(mq, sq, mp, sp), kappa=12, max_block_len=64)
+    return mq, sq, mp, sp, plan
+
+
+# --- shared randomness ---------------------------------------------------------------------
+def test_philox_known_answers():
+    # Random123 kat_vectors for philox4x32_10
+    assert _core.philox(0, 0, 0, 0, 0) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)
+    assert _core.philox(2**64 - 1, *(0xFFFFFFFF,) * 4) == (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)
+    assert _core.philox(0x299F31D0A4093822, 0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344) == (
+        0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)
+
+
+@pytest.mark.parametrize("seed", [0, 99, 2**63 + 5])
+def test_normals_bit_identical_everywhere(seed):
+    scalar = _core.pool_normals(seed, 4096, 1000, 23, scalar=True)
+    ref = R.pool_normals(seed, 4096, 1000, 23)
+    assert np.array_equal(scalar.view(np.uint32), ref.view(np.uint32))
+    for k in ("generic", "avx2"):
+        if not _core.set_kernels(k):
+            continue
+        try:
+            tile = _core.pool_normals(seed, 4096, 1000, 23)
+            priv = _core.private_normals(seed, 2**32 + 7, 300, 9)
+        finally:
+            _core.set_kernels("auto")
+        assert np.array_equal(tile.view(np.uint32), scalar.view(np.uint32)), k
+        assert np.array_equal(priv.view(np.uint32),
+                              _core.private_normals(seed, 2**32 + 7, 300, 9, scalar=True).view(np.uint32)), k
+
+
+def test_normals_are_standard_normal():
+    z = _core.pool_normals(7, 0, 1 << 15, 32).astype(np.float64).ravel()  # 1M values
+    assert abs(z.mean()) < 0.005
+    assert abs(z.var() - 1) < 0.006
+    assert abs((z**4).mean() - 3) < 0.03
+    assert abs((z < -2).mean() - 0.02275) < 0.0012
+
+
+def test_exp_weights():
+    y = -np.linspace(0, 35, 2003).astype(np.float32)
+    w = _core.exp_weights(y)
+    ref = np.where(y >= -30, np.exp(y.astype(np.float64)), 0.0)
+    assert w[0] == 1.0
+    assert np.max(np.abs(w - ref) / np.maximum(ref, 1e-300)) < 5e-7
+    _core.set_kernels("generic")
+    try:
+        assert np.array_equal(_core.exp_weights(y).view(np.uint32), w.view(np.uint32))
+    finally:
+        _core.set_kernels("auto")
+
+
+def test_kl_bits_analytic():
+    kl = rec.kl_bits([1.0, 0.0], [0.5, 1.0], [0.0, 0.0], [1.0, 1.0])
+    assert kl[0] == pytest.approx((math.log(2) + (0.25 + 1) / 2 - 0.5) / math.log(2))
+    assert kl[1] == 0.0
+
+
+# --- plans -------------------------------------------------------------------------------------
+kl_arrays = st.lists(st.one_of(st.just(0.0), st.floats(0, 3), st.floats(0, 30)), min_size=0, max_size=300)
+
+
+@SETTINGS
+@given(kl_arrays, st.integers(8, 20), st.integers(1, 80), st.sampled_from([0.0, 0.5, 2.0]),
+       st.sampled_from(["greedy", "optimal", "rate"]))
+def test_plan_properties_and_roundtrip(kl, kappa, max_len, slack, method):
+    kl = np.array(kl)
+    plan = rec.plan_blocks(kl, kappa, max_block_len=max_len, slack=slack, method=method)
+    assert plan.n_dims == len(kl)
+    assert np.all(plan.lengths >= 1) and np.all(plan.lengths <= max_len)
+    assert np.all(plan.exponents <= kappa)
+    for s, L, k in zip(plan.starts, plan.lengths, plan.exponents):
+        blk = kl[s:s + L].sum()
+        assert L == 1 or blk <= kappa - slack + 1e-6
+        assert k >= min(kappa, math.ceil(blk + slack - 1e-9))
+    data = rec.encode_plan(plan)
+    assert rec.decode_plan(data, len(kl), kappa) == plan
+
+
+def test_plan_methods_on_realistic_kl():
+    mq, sq, mp, sp = problem(20000, 13000.0)
+    kl = rec.kl_bits(mq, sq, mp, sp)
+    g = rec.plan_blocks(kl, 16, method="greedy")
+    o = rec.plan_blocks(kl, 16, method="optimal", block_cost=0.0)
+    r = rec.plan_blocks(kl, 16, method="rate")
+    assert o.index_bits <= g.index_bits  # the DP minimises index bits exactly
+    total = lambda p: p.index_bits + 8 * len(rec.encode_plan(p))  # noqa: E731
+    assert total(r) < total(g)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(1, 2000), st.integers(0, 16)), max_size=60))
+def test_indices_roundtrip(blocks):
+    lens = np.array([b[0] for b in blocks], dtype=np.int32)
+    ks = np.array([b[1] for b in blocks], dtype=np.uint8)
+    plan = BlockPlan(lens, ks, 16)
+    rng = np.random.default_rng(len(blocks))
+    idx = np.array([rng.integers(0, 1 << int(k)) for k in ks], dtype=np.uint32)
+    data = rec.encode_indices(idx, plan)
+    assert len(data) == (plan.index_bits + 7) // 8
+    assert np.array_equal(rec.decode_indices(data, plan), idx)
+
+
+# --- encoder / decoder -------------------------------------------------------------------------
+@pytest.mark.parametrize("tau", [0.0, 1.0])
+def test_decode_is_the_encoders_candidate(small, tau):
+    mq, sq, mp, sp, plan = small
+    idx = rec.encode(mq, sq, mp, sp, plan, seed=11, temperature=tau)
+    z = rec.decode(mp, sp, plan, 11, idx)
+    assert z.dtype == np.float32 and z.shape == mq.shape
+    blocks = list(range(0, plan.n_blocks, max(1, plan.n_blocks // 40)))
+    blocks += [int(b) for b in np.nonzero(plan.exponents < 10)[0][:5]]  # private-path blocks
+    for b in blocks:
+        s, L = int(plan.starts[b]), int(plan.lengths[b])
+        cand = _core.debug_candidate(mp, sp, plan.lengths, plan.exponents, plan.kappa, 11, b, int(idx[b]))
+        assert np.array_equal(cand.view(np.uint32), z[s:s + L].view(np.uint32)), b
+    # the NumPy reference regenerates the same bits too
+    ref = R.decode(mp, sp, plan, 11, idx)
+    assert np.array_equal(ref.view(np.uint32), z.view(np.uint32))
+
+
+@pytest.mark.parametrize("selection,tau", [("tempered", 0.0), ("power", 0.0), ("tempered", 0.5), ("power", 2.0)])
+def test_argmax_and_scores(small, selection, tau):
+    mq, sq, mp, sp, plan = small
+    idx = rec.encode(mq, sq, mp, sp, plan, seed=3, temperature=tau, selection=selection)
+    for b in [0, 1, plan.n_blocks // 2, plan.n_blocks - 1]:
+        x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, plan.kappa, 3, tau, b,
+                               selection)
+        if tau == 0.0:
+            assert int(idx[b]) == int(np.argmax(x))
+        # kernel scores agree with the float64 selection score of the regenerated candidates
+        rows = np.array([0, 1, int(idx[b]), len(x) - 1])
+        z = R.candidates(mp, sp, plan, 3, b, rows=rows)
+        lw = R.log_weights(mq, sq, mp, sp, z, int(plan.starts[b]), tau, selection)
+        d = (x[rows] - x[rows[0]]) - (lw - lw[0])
+        assert np.allclose(d, 0, atol=1e-3 * (1 + np.abs(lw).max()))
+
+
+def test_reference_encoder_agrees(small):
+    mq, sq, mp, sp, plan = small
+    blocks = np.arange(0, plan.n_blocks, 7)
+    ref = R.encode(mq, sq, mp, sp, plan, 5, 0.0, blocks=blocks)
+    idx = rec.encode(mq, sq, mp, sp, plan, seed=5)
+    for b in blocks:
+        if idx[b] != ref[b]:  # only near-ties may differ (float32 vs float64 scores)
+            z = R.candidates(mp, sp, plan, 5, int(b), rows=[int(idx[b]), int(ref[b])])
+            lw = R.log_weights(mq, sq, mp, sp, z, int(plan.starts[b]), 0.0, "tempered")
+            assert lw[1] - lw[0] < 1e-3 * (1 + abs(lw[1]))
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.5, 1.0])
+def test_thread_count_and_kernel_set_do_not_matter(small, tau):
+    mq, sq, mp, sp, plan = small
+    base = rec.encode(mq, sq, mp, sp, plan, seed=21, temperature=tau, threads=1)
+    for t in (2, 3):
+        assert np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=21, temperature=tau, threads=t), base)
+    _core.set_kernels("generic")
+    try:
+        assert np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=21, temperature=tau, threads=2), base)
+    finally:
+        _core.set_kernels("auto")
+    assert not np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=22, temperature=tau), base)
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0])
+def test_blocks_are_independent(small, tau):
+    mq, sq, mp, sp, plan = small
+    base = rec.encode(mq, sq, mp, sp, plan, seed=8, temperature=tau)
+    b = plan.n_blocks // 3
+    s, L = int(plan.starts[b]), int(plan.lengths[b])
+    mq2, sq2 = mq.copy(), sq.copy()
+    mq2[s:s + L] += 0.7 * sq[s:s + L]
+    sq2[s:s + L] *= 0.8
+    other = rec.encode(mq2, sq2, mp, sp, plan, seed=8, temperature=tau)
+    keep = np.arange(plan.n_blocks) != b
+    assert np.array_equal(other[keep], base[keep])
+
+
+def _coded_samples(mq, sq, mp, sp, k, seeds, tau=1.0):
+    n = len(mq)
+    plan = BlockPlan(np.array([n], np.int32), np.array([k], np.uint8), max(k, 8))
+    out = np.empty((len(seeds), n))
+    for i, s in enumerate(seeds):
+        idx = rec.encode(mq, sq, mp, sp, plan, s, temperature=tau, threads=1)
+        out[i] = rec.decode(mp, sp, plan, s, idx)
+    return out
+
+
+@pytest.mark.parametrize("k", [9, 12])  # private path and shared pool
+def test_tau1_samples_follow_the_posterior(k):
+    # 1-D (k=9, private candidates) and 4-D (k=12, shared pool) targets, KL ~1.2 / ~4 bits.
+    if k == 9:
+        mq, sq, mp, sp = (np.array([v], np.float32) for v in (1.0, 0.5, 0.0, 1.0))
+    else:
+        mq = np.array([0.8, -0.5, 0.3, 1.2], np.float32)
+        sq = np.array([0.5, 0.6, 0.8, 0.7], np.float32)
+        mp = np.array([0.0, 0.1, -0.2, 0.5], np.float32)
+        sp = np.array([1.0, 1.2, 0.9, 1.1], np.float32)
+    z = _coded_samples(mq, sq, mp, sp, k, range(1200))
+    se = sq / math.sqrt(len(z))
+    assert np.all(np.abs(z.mean(0) - mq) < 4.5 * se), (z.mean(0), mq)
+    ratio = z.var(0) / sq**2
+    assert np.all(np.abs(ratio - 1) < 0.17), ratio
+
+
+def test_tempered_selection_sharpens_the_posterior():
+    mq, sq, mp, sp = (np.array([v], np.float32) for v in (1.0, 0.5, 0.0, 1.0))
+    z0 = _coded_samples(mq, sq, mp, sp, 9, range(300), tau=0.0)
+    assert ((z0 - mq) ** 2).mean() < 0.05 * sq[0] ** 2  # the candidate most likely under q
+    zh = _coded_samples(mq, sq, mp, sp, 9, range(1500), tau=0.25)  # ~ N(mu_q, sigma_q^2 / 4)
+    assert abs(zh.var() / (0.25 * sq[0] ** 2) - 1) < 0.2
+    assert abs(zh.mean() - mq[0]) < 5 * math.sqrt(0.25 / 1500) * sq[0]
+
+
+def test_zero_kl_blocks_and_empty_input():
+    n = 50
+    mp = np.zeros(n, np.float32)
+    sp = np.ones(n, np.float32)
+    plan = rec.plan_blocks(rec.kl_bits(mp, sp, mp, sp), 16)
+    assert plan.index_bits == 0
+    idx = rec.encode(mp, sp, mp, sp, plan, 1)
+    assert np.all(idx == 0) and rec.encode_indices(idx, plan) == b""
+    assert np.isfinite(rec.decode(mp, sp, plan, 1, idx)).all()
+    e = np.zeros(0, np.float32)
+    p0 = rec.plan_blocks(e, 16)
+    assert p0.n_blocks == 0
+    assert rec.encode(e, e, e, e, p0, 0).shape == (0,)
+    assert rec.decode(e, e, p0, 0, np.zeros(0, np.uint32)).shape == (0,)
+    assert rec.decode_plan(rec.encode_plan(p0), 0, 16) == p0
+
+
+def test_float64_inputs_accepted(small):
+    mq, sq, mp, sp, plan = small
+    a = rec.encode(mq, sq, mp, sp, plan, seed=4)
+    b = rec.encode(*(x.astype(np.float64) for x in (mq, sq, mp, sp)), plan, seed=4)
+    assert np.array_equal(a, b)
+
+
+# --- errors --------------------------------------------------------------------------------------
+def test_input_errors(small):
+    mq, sq, mp, sp, plan = small
+    enc = lambda *a, **k: rec.encode(*a, **k)  # noqa: E731
+    bad_sigma = sq.copy()
+    bad_sigma[5] = 0.0
+    with pytest.raises(ValueError, match=r"sigma_q\[5\] must be > 0"):
+        enc(mq, bad_sigma, mp, sp, plan, 1)
+    bad_sigma[5] = -1.0
+    with pytest.raises(RecError, match="must be > 0"):
+        enc(mq, bad_sigma, mp, sp, plan, 1)
+    for v in (np.nan, np.inf):
+        s2 = sp.copy()
+        s2[2] = v
+        with pytest.raises(RecError, match=r"sigma_p\[2\] is not finite"):
+            enc(mq, sq, mp, s2, plan, 1)
+        m2 = mq.copy()
+        m2[7] = v
+        with pytest.raises(RecError, match=r"mu_q\[7\] is not finite"):
+            enc(m2, sq, mp, sp, plan, 1)
+        with pytest.raises(RecError, match="not finite"):
+            rec.decode(np.where(np.arange(len(mp)) == 3, v, mp), sp, plan, 1, np.zeros(plan.n_blocks, np.uint32))
+    with pytest.raises(RecError, match="expected"):
+        enc(mq, sq[:-1], mp, sp, plan, 1)
+    with pytest.raises(RecError, match="1-D"):
+        enc(mq.reshape(-1, 1), sq, mp, sp, plan, 1)
+    with pytest.raises(RecError, match="plan covers"):
+        enc(mq[:-1], sq[:-1], mp[:-1], sp[:-1], plan, 1)
+    with pytest.raises(RecError, match="seed"):
+        enc(mq, sq, mp, sp, plan, -1)
+    with pytest.raises(RecError, match="seed"):
+        enc(mq, sq, mp, sp, plan, 2**64)
+    with pytest.raises(RecError, match="temperature"):
+        enc(mq, sq, mp, sp, plan, 1, temperature=-0.5)
+    with pytest.raises(RecError, match="temperature"):
+        enc(mq, sq, mp, sp, plan, 1, temperature=float("nan"))
+    with pytest.raises(RecError, match="threads"):
+        enc(mq, sq, mp, sp, plan, 1, threads=0)
+    with pytest.raises(RecError, match="device"):
+        enc(mq, sq, mp, sp, plan, 1, device="tpu")
+    with pytest.raises(RecError, match="selection"):
+        enc(mq, sq, mp, sp, plan, 1, selection="best")
+    with pytest.raises(RecError, match="float32 overflow|not finite"):
+        enc(np.full(len(mq), 1e300), sq, mp, sp, plan, 1)
+
+
+@pytest.mark.parametrize("kappa", [7, 25, 0, -3])
+def test_kappa_range(kappa):
+    with pytest.raises(RecError, match="kappa"):
+        rec.plan_blocks(np.ones(10), kappa)
+    with pytest.raises(RecError, match="kappa"):
+        rec.decode_plan(b"", 10, kappa)
+    with pytest.raises(RecError, match="kappa"):
+        BlockPlan(np.ones(1, np.int32), np.zeros(1, np.uint8), kappa)
+
+
+def test_plan_and_index_errors(small):
+    mq, sq, mp, sp, plan = small
+    idx = rec.encode(mq, sq, mp, sp, plan, 1)
+    bad = idx.astype(np.int64)
+    bad[0] = 1 << int(plan.exponents[0])
+    with pytest.raises(RecError, match="out of range"):
+        rec.decode(mp, sp, plan, 1, bad)
+    bad[0] = -1
+    with pytest.raises(RecError, match="out of range"):
+        rec.decode(mp, sp, plan, 1, bad)
+    with pytest.raises(RecError, match="indices for"):
+        rec.decode(mp, sp, plan, 1, idx[:-1])
+    with pytest.raises(RecError, match="exponent"):
+        rec.encode(mq, sq, mp, sp, BlockPlan(plan.lengths, np.full(plan.n_blocks, 13, np.uint8), 12), 1)
+    with pytest.raises(RecError, match="length"):
+        rec.encode_plan(BlockPlan(np.array([0, 5], np.int32), np.zeros(2, np.uint8), 12))
+    with pytest.raises(RecError, match="kl_bits"):
+        rec.plan_blocks(np.array([1.0, -1.0]), 12)
+    with pytest.raises(RecError, match="kl_bits"):
+        rec.plan_blocks(np.array([np.nan]), 12)
+    with pytest.raises(RecError, match="slack"):
+        rec.plan_blocks(np.ones(3), 12, slack=12)
+    with pytest.raises(RecError, match="max_block_len"):
+        rec.plan_blocks(np.ones(3), 12, max_block_len=0)
+    with pytest.raises(RecError, match="method"):
+        rec.plan_blocks(np.ones(3), 12, method="magic")
+
+
+def test_corrupt_indices_raise(small):
+    mq, sq, mp, sp, plan = small
+    data = rec.encode_indices(rec.encode(mq, sq, mp, sp, plan, 1), plan)
+    for bad in (data[:-1], data + b"\x00"):
+        with pytest.raises(CorruptDataError):
+            rec.decode_indices(bad, plan)
+    if plan.index_bits % 8:
+        with pytest.raises(CorruptDataError, match="padding"):
+            rec.decode_indices(data[:-1] + bytes([data[-1] | 1]), plan)
+
+
+def test_corrupt_plan_raises(small):
+    plan = small[-1]
+    data = rec.encode_plan(plan)
+    for cut in (1, 2, 5, len(data) // 2):
+        with pytest.raises(CorruptDataError):
+            rec.decode_plan(data[:-cut], plan.n_dims, plan.kappa)
+    with pytest.raises(CorruptDataError):
+        rec.decode_plan(data + b"\x01", plan.n_dims, plan.kappa)
+    with pytest.raises(CorruptDataError):
+        rec.decode_plan(b"", plan.n_dims, plan.kappa)
+    assert issubclass(CorruptDataError, RecError) and issubclass(CorruptDataError, ValueError)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=80), st.integers(0, 5000), st.integers(8, 24))
+def test_garbage_plan_never_crashes(data, n, kappa):
+    try:
+        plan = rec.decode_plan(data, n, kappa)
+    except CorruptDataError:
+        return
+    assert plan.n_dims == n and np.all(plan.exponents <= kappa)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10**9), st.integers(0, 7))
+def test_bit_flipped_plan_never_crashes(pos, bit):
+    mq, sq, mp, sp = problem(400, 300.0, seed=3)
+    plan = rec.plan_blocks(rec.kl_bits(mq, sq, mp, sp), 12)
+    data = bytearray(rec.encode_plan(plan))
+    data[pos % len(data)] ^= 1 << bit
+    try:
+        out = rec.decode_plan(bytes(data), plan.n_dims, 12)
+    except CorruptDataError:
+        return
+    assert out.n_dims == plan.n_dims
+
+
+# --- build ---------------------------------------------------------------------------------------
+def test_build_is_current():
+    info = rec.core_info()
+    assert info["api_version"] == rec._CORE_API_VERSION
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    assert _core.source_hash == rec._source_hash(csrc)
+    assert isinstance(rec.cuda_available(), bool)
+
+
+@pytest.mark.parametrize("length,k", [(5000, 11), (40000, 6)])
+def test_long_blocks_use_row_subtiles(length, k):
+    # pool block wider than a 1024 x cols tile budget, and a long private block
+    mq, sq, mp, sp = problem(length, 8.0, seed=9)
+    plan = BlockPlan(np.array([length], np.int32), np.array([k], np.uint8), 16)
+    idx = rec.encode(mq, sq, mp, sp, plan, seed=2, temperature=0.5)
+    x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, 2, 0.0, 0)
+    assert int(rec.encode(mq, sq, mp, sp, plan, seed=2)[0]) == int(np.argmax(x))
+    _core.set_kernels("generic")
+    try:
+        assert np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=2, temperature=0.5), idx)
+    finally:
+        _core.set_kernels("auto")
+    z = rec.decode(mp, sp, plan, 2, idx)
+    cand = _core.debug_candidate(mp, sp, plan.lengths, plan.exponents, 16, 2, 0, int(idx[0]))
+    assert np.array_equal(cand.view(np.uint32), z.view(np.uint32))
