@@ -20,7 +20,9 @@ from PIL import Image
 
 from . import format as bbi
 from . import rec
-from .rec import range_coder as rc
+from . import tiling  # tiling hook: large images (bbimg/tiling.py)
+from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, channel_plan, decode_channel_plan, encode_channel_plan,
+                                plan_from_channels, position_order)
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
 from .models import DEFAULT_MODEL, load_model, pad_to_multiple
 
@@ -71,63 +73,6 @@ def _to_tensor(pixels: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
 
 
-_OCTAVE_STEPS = 4          # block counts are coded on a log scale: nb = round(2 ** (s / 4))
-_NB_ALPHABET = 96          # up to 2**23.75 blocks per channel
-DEFAULT_BLOCK_RATIO = 1.0  # blocks per channel = ratio * KL_c / kappa
-
-
-def _position_order(positions: int, seed: int) -> np.ndarray:
-    """A seeded permutation of the latent positions, shared by encoder and decoder (integer-only).
-
-    Blocks are runs of this order, so each block gathers positions from all over the image and
-    their KL sums concentrate near the per-channel average: uniform blocks then fit kappa well,
-    and the plan costs a few bits per channel instead of several bits per block."""
-    x = np.arange(positions, dtype=np.uint64) + np.uint64(seed & 0xFFFF_FFFF_FFFF_FFFF)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    x = x ^ (x >> np.uint64(31))
-    return np.argsort(x, kind="stable")
-
-
-def _blocks_per_channel(symbol: np.ndarray, positions: int) -> np.ndarray:
-    nb = np.round(2.0 ** (symbol.astype(np.float64) / _OCTAVE_STEPS)).astype(np.int64)
-    return np.clip(nb, 1, positions)
-
-
-def _channel_plan(kl: np.ndarray, kappa: int, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel: the block-count symbol and the index bits per block, from the channel's KL."""
-    kl_c = kl.sum(axis=1)
-    target = ratio * kl_c / kappa
-    symbols = np.clip(np.round(_OCTAVE_STEPS * np.log2(np.maximum(target, 1.0))), 0, _NB_ALPHABET - 1)
-    symbols = symbols.astype(np.int32)
-    # Channels too poor for one full block get one block with just enough candidates (0 bits:
-    # the decoder takes a fixed prior sample).
-    exps = np.where(target < 1.0, np.clip(np.ceil(kl_c + 0.5), 0, kappa), kappa).astype(np.int32)
-    exps = np.where(kl_c < 0.5, 0, exps).astype(np.int32)
-    return symbols, exps
-
-
-def _block_plan(symbols: np.ndarray, exps: np.ndarray, positions: int, kappa: int) -> "rec.BlockPlan":
-    lengths, exponents = [], []
-    for nb, k in zip(_blocks_per_channel(symbols, positions), exps):
-        base, extra = divmod(positions, int(nb))
-        lengths.append(np.full(int(nb), base, np.int64) + (np.arange(int(nb)) < extra))
-        exponents.append(np.full(int(nb), k, np.int64))
-    return rec.BlockPlan(np.concatenate(lengths), np.concatenate(exponents), kappa)
-
-
-def _encode_channel_plan(symbols: np.ndarray, exps: np.ndarray, kappa: int) -> bytes:
-    return rc.encode_adaptive(np.concatenate([symbols, exps]), max(_NB_ALPHABET, kappa + 1))
-
-
-def _decode_channel_plan(data: bytes, channels: int, kappa: int) -> tuple[np.ndarray, np.ndarray]:
-    both = rc.decode_adaptive(data, 2 * channels, max(_NB_ALPHABET, kappa + 1))
-    symbols, exps = both[:channels], both[channels:]
-    if (symbols >= _NB_ALPHABET).any() or (exps > kappa).any():
-        raise bbi.BbiError("corrupt file: block plan out of range")
-    return symbols, exps
-
-
 def _ordered(t: torch.Tensor, order: np.ndarray) -> np.ndarray:
     """(1, C, H, W) tensor -> float32 (C * H * W,) in channel-major, permuted-position order."""
     arr = t.detach().to("cpu", torch.float32).numpy().reshape(t.shape[1], -1)
@@ -142,28 +87,37 @@ def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _code_level(q, p, kappa: int, seed: int, temperature: float, ratio: float):
-    """REC-code one latent level: (plan bytes, index bytes, decoded sample, kl bits, index bits, blocks)."""
-    order = _position_order(q.mean.shape[2] * q.mean.shape[3], seed)
+def _code_level(q, p, kappa: int, seed: int, temperature: float, ratio: float, size_only: bool = False):
+    """REC-code one latent level: (plan bytes, index bytes, decoded sample, kl bits, index bits, blocks).
+
+    ``size_only`` skips the candidate search: the index stream's length is known from the plan
+    alone (zero bytes of the right length stand in, and no sample is returned)."""
+    order = position_order(q.mean.shape[2] * q.mean.shape[3], seed)
     mu_q, sd_q, mu_p, sd_p = (_ordered(a, order) for a in (q.mean, q.scale, p.mean, p.scale))
-    kl = rec.kl_bits(mu_q, sd_q, mu_p, sd_p)
+    kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p)  # tiling hook: rec.kl_bits in bounded-memory chunks
     channels, positions = q.mean.shape[1], order.size
-    symbols, exps = _channel_plan(kl.reshape(channels, positions), kappa, ratio)
-    plan = _block_plan(symbols, exps, positions, kappa)
+    symbols, exps = channel_plan(kl.reshape(channels, positions), kappa, ratio)
+    plan = plan_from_channels(symbols, exps, positions, kappa)
+    if size_only:
+        return (encode_channel_plan(symbols, exps, kappa), bytes((plan.index_bits + 7) // 8), None,
+                float(kl.sum()), plan.index_bits, plan.n_blocks)
     indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature)
     sample = rec.decode(mu_p, sd_p, plan, seed, indices)
-    return (_encode_channel_plan(symbols, exps, kappa), rec.encode_indices(indices, plan),
+    return (encode_channel_plan(symbols, exps, kappa), rec.encode_indices(indices, plan),
             _unordered(sample, order, q.mean.shape), float(kl.sum()), plan.index_bits, plan.n_blocks)
 
 
 @torch.no_grad()
 def _analyse(prep: PreparedImage, model, t: float, seed: int, kappa: int, temperature: float, ratio: float,
-             device, progress: Progress | None) -> tuple[list, EncodeStats]:
-    x = pad_to_multiple(_to_tensor(prep.pixels, device), model.cfg.stride)
+             device, progress: Progress | None, size_only: bool = False) -> tuple[list, EncodeStats]:
+    # --- tiling hook (bbimg/tiling.py): above a size threshold g_a runs on overlapping tiles ---
+    tiled = tiling.should_tile(*prep.pixels.shape[:2], model.cfg.stride)
+    x = None if tiled else pad_to_multiple(_to_tensor(prep.pixels, device), model.cfg.stride)
+    # --- end tiling hook ---
     fa, fs, fha, fhs, fz = model._films(torch.tensor([t], device=device))
     if progress:
         progress("analysis")
-    qy = model.encode_y(x, fa)
+    qy = tiling.encode_y(model, prep.pixels, fa, device) if tiled else model.encode_y(x, fa)  # tiling hook
     qz = model.encode_z(qy.mean, fha)
     pz = model.prior_z(fz, qz.mean.shape)
     if progress:
@@ -174,7 +128,8 @@ def _analyse(prep: PreparedImage, model, t: float, seed: int, kappa: int, temper
     py = model.prior_y(z_hat, fhs)
     if progress:
         progress("coding y")
-    yp, yi, _, kl_y, bits_y, blocks_y = _code_level(qy, py, kappa, _seed(seed, _Y_SEED_SALT), temperature, ratio)
+    yp, yi, _, kl_y, bits_y, blocks_y = _code_level(qy, py, kappa, _seed(seed, _Y_SEED_SALT), temperature, ratio,
+                                                    size_only)
     sections = [bbi.Section("ZPLN", zp), bbi.Section("ZIDX", zi), bbi.Section("YPLN", yp), bbi.Section("YIDX", yi)]
     stats = EncodeStats(kl_z + kl_y, bits_z + bits_y, 8 * (len(zp) + len(yp)), 0, blocks_z + blocks_y)
     return sections, stats
@@ -221,8 +176,10 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
     info_, net = load_model(model, device)
     dev = torch.device(device)
 
-    def build(t: float, q_int: int) -> tuple[bytes, EncodeStats]:
-        sections, st = _analyse(prep, net, t, seed, kappa, temperature, block_ratio, dev, progress)
+    def build(t: float, ratio: float, size_only: bool = False) -> tuple[bytes, EncodeStats]:
+        q_int = int(round(quality)) if bpp is None else max(1, min(100, int(round(1 + 99 * t))))
+        sections, st = _analyse(prep, net, t, seed, kappa, temperature, ratio, dev,
+                                None if size_only else progress, size_only)
         if prep.icc_profile:
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
         header = bbi.Header(width=w, height=h, model_name=info_.name, weights_hash=info_.sha256,
@@ -233,28 +190,58 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
         return data, st
 
     if bpp is None:
-        data, st = build(quality_to_t(quality), int(round(quality)))
+        data, st = build(quality_to_t(quality), block_ratio)
     else:
-        data, st = _search_bpp(build, bpp, h * w)
+        t, ratio = _search_bpp(lambda t, r: len(build(t, r, size_only=True)[0]) * 8 / (h * w), bpp, block_ratio)
+        data, st = build(t, ratio)
     if stats is not None:
         stats.append(st)
     return data
 
 
-def _search_bpp(build, target: float, pixels: int):
-    """Bisection on t: file size grows monotonically with t (up to candidate noise)."""
-    lo, hi = 0.0, 1.0
-    best = None
-    for _ in range(14):
-        mid = 0.5 * (lo + hi)
-        data, st = build(mid, max(1, min(100, int(round(1 + 99 * mid)))))
-        got = len(data) * 8 / pixels
-        if best is None or abs(got - target) < abs(len(best[0]) * 8 / pixels - target):
-            best = (data, st)
-        if abs(got - target) <= 0.005 * target:
+def _bisect(size_of, lo: float, hi: float, target: float, steps: int = 16, tol: float = 0.01):
+    """x in [lo, hi] with size_of(x) within ``tol`` of ``target`` (size grows with x): regula falsi
+    (Illinois variant) on log size, a few analysis passes instead of a bisection's dozen."""
+    f_lo, f_hi = math.log(size_of(lo) / target), math.log(size_of(hi) / target)
+    best = (lo, f_lo) if abs(f_lo) < abs(f_hi) else (hi, f_hi)
+    side = 0
+    for _ in range(steps):
+        if abs(best[1]) <= tol or f_hi == f_lo:
             break
-        lo, hi = (mid, hi) if got < target else (lo, mid)
+        x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        x = min(max(x, lo + 1e-6 * (hi - lo)), hi - 1e-6 * (hi - lo))
+        fx = math.log(size_of(x) / target)
+        if abs(fx) < abs(best[1]):
+            best = (x, fx)
+        if fx > 0:
+            hi, f_hi = x, fx
+            if side == -1:
+                f_lo /= 2
+            side = -1
+        else:
+            lo, f_lo = x, fx
+            if side == 1:
+                f_hi /= 2
+            side = 1
     return best
+
+
+def _search_bpp(bpp_of, target: float, ratio: float) -> tuple[float, float]:
+    """(t, block ratio) giving the largest file not above ``target`` bpp.
+
+    The size of a file is known exactly before the candidate search (index bits are fixed by the
+    plan), so each probe costs one analysis pass. Quality t is searched first; targets below the
+    model's lowest rate lower the block ratio at t = 0 (fewer, coarser blocks), targets above its
+    highest raise it at t = 1."""
+    if bpp_of(0.0, ratio) > target:
+        lo, hi = math.log(0.1), math.log(ratio)
+        x, _ = _bisect(lambda x: bpp_of(0.0, math.exp(x)), lo, hi, target)
+        return 0.0, math.exp(x)
+    if bpp_of(1.0, ratio) <= target:
+        x, _ = _bisect(lambda x: bpp_of(1.0, math.exp(x)), math.log(ratio), math.log(10.0), target)
+        return 1.0, math.exp(x)
+    t, _ = _bisect(lambda t: bpp_of(t, ratio), 0.0, 1.0, target)
+    return t, ratio
 
 
 def _read(data: bytes) -> bbi.Container:
@@ -284,19 +271,24 @@ def decode(data: bytes, *, device: str = "cpu") -> Image.Image:
     z_hat = _decode_level(container, "Z", pz, h, _seed(h.seed, _Z_SEED_SALT)).to(dev).view(z_shape)
     py = net.prior_y(z_hat, fhs)
     y_hat = _decode_level(container, "Y", py, h, _seed(h.seed, _Y_SEED_SALT)).to(dev).view_as(py.mean)
-    x_hat = net.decode(y_hat, fs)[0, :, :h.height, :h.width]
-    pixels = x_hat.clamp_(0, 1).mul_(255).round_().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+    # --- tiling hook (bbimg/tiling.py): above a size threshold g_s runs on overlapping tiles ---
+    if tiling.should_tile(h.height, h.width, stride):
+        pixels = tiling.decode_pixels(net, y_hat, fs, h.height, h.width)
+    else:
+        x_hat = net.decode(y_hat, fs)[0, :, :h.height, :h.width]
+        pixels = x_hat.clamp_(0, 1).mul_(255).round_().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+    # --- end tiling hook ---
     colour = "L" if h.colour_mode in (bbi.ColourMode.L, bbi.ColourMode.LA) else "RGB"
     return restore(np.ascontiguousarray(pixels), colour, container.section("ICCP"))
 
 
 def _decode_level(container, level: str, prior, header, seed: int) -> torch.Tensor:
     shape = prior.mean.shape
-    order = _position_order(shape[2] * shape[3], seed)
+    order = position_order(shape[2] * shape[3], seed)
     mu_p, sd_p = _ordered(prior.mean, order), _ordered(prior.scale, order)
     try:
-        symbols, exps = _decode_channel_plan(container.section(level + "PLN"), shape[1], header.kappa)
-        plan = _block_plan(symbols, exps, order.size, header.kappa)
+        symbols, exps = decode_channel_plan(container.section(level + "PLN"), shape[1], header.kappa)
+        plan = plan_from_channels(symbols, exps, order.size, header.kappa)
         indices = rec.decode_indices(container.section(level + "IDX"), plan)
         sample = rec.decode(mu_p, sd_p, plan, seed, indices)
     except ValueError as exc:

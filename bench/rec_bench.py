@@ -4,10 +4,11 @@ trade-offs (bench/results/rec_fidelity.csv).
     python bench/rec_bench.py [--quick] [--threads N]
 
 Problems are synthetic Gaussian posteriors/priors built from a target per-dim KL profile:
-``kodak`` is the size of a Kodak image's latent (300,000 dims, 200,000 bits of KL) with ~40% of
-dims at ~0 KL and the rest log-uniform in 0.05..6 bits, i.i.d. over dims (no spatial structure,
-the hardest case for the plan side information); ``kodak_runs`` has the same KL histogram with
-the ~0-KL dims in runs (whole channels), as in a real latent; ``small`` is a quick problem.
+``kodak`` is the size of a Kodak image's latent (300,000 dims, 200,000 bits of KL) as 200 channels
+of 1,500 positions, ~40% of the channels at ~0 KL and the other dims log-uniform in 0.05..6 bits,
+coded with the codec's per-channel plans (``bbimg.rec.channel_plan``, the default setting);
+``kodak_perblock`` (~0-KL dims scattered) and ``kodak_runs_perblock`` (in whole channels) code the
+same sizes with the per-block planner ``plan_blocks``; ``small`` is a quick problem.
 
 Alongside the engine it times a vectorised NumPy reference of the same algorithm (shared
 Philox pool, float64 matmul scoring per group of blocks, argmax) on a subset of blocks and
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bbimg import rec  # noqa: E402
+from bbimg.rec import channel_plan as CP  # noqa: E402
 from bbimg.rec import reference as R  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
@@ -88,14 +90,31 @@ def work(plan: rec.BlockPlan) -> float:
     return float(((1 << plan.exponents.astype(np.int64)) * plan.lengths).sum())
 
 
-def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac):
+def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac, planner="rate", channels=200):
+    """``planner="rate"``: per-block plan (bbimg.rec.plan_blocks); ``"channels"``: the codec's
+    per-channel plan (bbimg.rec.channel_plan) over ``channels`` equal channels in seeded order."""
     mq, sq, mp, sp = gaussians(kl0)
+    if planner == "channels":
+        positions = kl0.size // channels
+        order = CP.position_order(positions, 1234)
+        perm = (np.arange(channels)[:, None] * positions + order[None, :]).reshape(-1)
+        mq, sq, mp, sp = (a[perm] for a in (mq, sq, mp, sp))
     kl = rec.kl_bits(mq, sq, mp, sp)
-    t_plan = _timed(lambda: None)
     t0 = time.perf_counter()
-    plan = rec.plan_blocks(kl, kappa)
+    if planner == "channels":
+        symbols, exps = CP.channel_plan(kl.reshape(channels, positions), kappa, CP.DEFAULT_BLOCK_RATIO)
+        plan = CP.plan_from_channels(symbols, exps, positions, kappa)
+        side = CP.encode_channel_plan(symbols, exps, kappa)
+
+        def read_plan():
+            return CP.plan_from_channels(*CP.decode_channel_plan(side, channels, kappa), positions, kappa)
+    else:
+        plan = rec.plan_blocks(kl, kappa)
+        side = rec.encode_plan(plan)
+
+        def read_plan():
+            return rec.decode_plan(side, plan.n_dims, kappa)
     t_plan = time.perf_counter() - t0
-    side = rec.encode_plan(plan)
     enc = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -105,7 +124,7 @@ def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac):
     dec = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        p2 = rec.decode_plan(side, plan.n_dims, kappa)
+        p2 = read_plan()
         i2 = rec.decode_indices(payload, p2)
         z = rec.decode(mp, sp, p2, 1234, i2, threads=threads)
         dec.append(time.perf_counter() - t0)
@@ -126,11 +145,12 @@ def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac):
         "index_over_kl": round(plan.index_bits / kl.sum(), 4),
         "side_pct_of_kl": round(800 * len(side) / kl.sum(), 2),
         "total_over_kl": round((plan.index_bits + 8 * len(side)) / kl.sum(), 4),
-        "blocks": plan.n_blocks, "method": rec.DEFAULT_METHOD, "slack": rec.DEFAULT_SLACK, "temperature": tau, "threads": threads or os.cpu_count(),
+        "blocks": plan.n_blocks, "method": planner if planner == "channels" else rec.DEFAULT_METHOD, "slack": rec.DEFAULT_SLACK, "temperature": tau, "threads": threads or os.cpu_count(),
         "plan_s": round(t_plan, 4), "gflops": round(4 * w / enc_s / 1e9, 1),
         "numpy_encode_s": round(t_np, 2),
         "numpy_note": f"reference on every {step}th block ({len(blocks)} blocks), extrapolated by work",
         "fidelity": round(float(np.mean(((z - mq) / sq) ** 2)), 4),
+        "block_kl_std": round(float(np.std(np.add.reduceat(kl, plan.starts))), 2) if plan.n_blocks else 0.0,
     }
 
 
@@ -190,14 +210,17 @@ def main() -> None:
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')!r}")
     gflops = gemm_rate(1536 if args.quick else 3072)
     print(f"numpy fp32 GEMM: {gflops:.1f} GFLOP/s")
-    probs = [("small", kl_profile(30_000, 20_000.0), 12)]
+    probs = [("small", kl_profile(30_000, 20_000.0), 12, "rate")]
     if not args.quick:
-        probs += [("kodak", kl_profile(300_000, 200_000.0), 16),
-                  ("kodak_runs", kl_profile(300_000, 200_000.0, runs=True), 16)]
+        # "kodak": the codec's setting (per-channel plans, 200 channels x 1500 positions, ~40% of
+        # the channels silent); the per-block planner on the same sizes for comparison.
+        probs += [("kodak", kl_profile(300_000, 200_000.0, runs=True), 16, "channels"),
+                  ("kodak_perblock", kl_profile(300_000, 200_000.0), 16, "rate"),
+                  ("kodak_runs_perblock", kl_profile(300_000, 200_000.0, runs=True), 16, "rate")]
     rows = []
-    for name, kl0, kappa in probs:
+    for name, kl0, kappa, planner in probs:
         for tau in (0.0, 1.0):
-            r = run_problem(name, kl0, kappa, args.threads, tau, args.reps, 0.02 if kappa >= 16 else 0.2)
+            r = run_problem(name, kl0, kappa, args.threads, tau, args.reps, 0.02 if kappa >= 16 else 0.2, planner)
             r["gemm_gflops"] = round(gflops, 1)
             r["gemm_fraction"] = round(r["gflops"] / gflops, 3)
             r["loadavg"] = round(os.getloadavg()[0], 2)

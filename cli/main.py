@@ -281,5 +281,75 @@ def train(data, state_dir, minutes, max_steps, batch, crop, lr, threads, bf16, d
     click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
 
+@main.command("eval")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-q", "--quality", "qualities", type=click.IntRange(1, 100), multiple=True,
+              help="Quality to evaluate (repeatable; default 75).")
+@click.option("--csv", "csv_path", type=str, default=None,
+              help="Write codec,param,image,bpp,psnr,ms_ssim rows to this CSV file ('-' = stdout).")
+@click.option("--model", default=None, help="Model name (see `bbimg models`).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+def eval_(folder, qualities, csv_path, model, device) -> None:
+    """Encode and decode every image in FOLDER; print bpp, PSNR and MS-SSIM per image and on average.
+
+    bpp counts the real .bbi bytes. MS-SSIM needs pytorch-msssim (pip install bbimg[bench]) and
+    images of at least 161 pixels a side; otherwise it shows as nan.
+    """
+    import csv
+    import io
+    import math
+
+    from bbimg.evaluate import CSV_COLUMNS, evaluate, image_files, mean_rows, ms_ssim_note
+    from bbimg.models import DEFAULT_MODEL
+
+    paths = image_files(folder)
+    if not paths:
+        raise CliError(f"no images in {folder}")
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise CliError("--device cuda: no CUDA device is available")
+    qualities = list(dict.fromkeys(qualities)) or [75]
+    if (note := ms_ssim_note()) is not None:
+        click.echo(f"bbimg: note: {note}", err=True)
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(total=len(paths) * len(qualities), unit="image", file=sys.stderr, leave=False)
+
+    def progress(done: int, total: int, label: str) -> None:
+        bar.set_postfix_str(label, refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        rows = evaluate(paths, qualities, model=model or DEFAULT_MODEL, device=device,
+                        progress=progress if bar is not None else None)
+    except _library_errors() as exc:
+        raise CliError(f"cannot evaluate: {exc}") from exc
+    finally:
+        if bar is not None:
+            bar.close()
+
+    def num(v: float, digits: int) -> str:
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+
+    to_err = csv_path == "-"  # the CSV owns stdout then
+    width = max(len("(mean)"), *(len(r["image"]) for r in rows))
+    click.echo(f"{'image':{width}s} {'q':>3s} {'bytes':>8s} {'bpp':>7s} {'psnr':>6s} {'ms-ssim':>7s}", err=to_err)
+    for r in rows:
+        click.echo(f"{r['image']:{width}s} {r['param']:3d} {r['bytes']:8d} {r['bpp']:7.4f} {num(r['psnr'], 2):>6s} "
+                   f"{num(r['ms_ssim'], 4):>7s}", err=to_err)
+    for r in mean_rows(rows):
+        click.echo(f"{r['image']:{width}s} {r['param']:3d} {'':8s} {r['bpp']:7.4f} {num(r['psnr'], 2):>6s} "
+                   f"{num(r['ms_ssim'], 4):>7s}", err=to_err)
+    if csv_path is not None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        with _atomic_output(csv_path) as f:
+            f.write(text.getvalue().encode())
+
+
 if __name__ == "__main__":
     main()

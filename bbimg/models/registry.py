@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ __all__ = ["DEFAULT_MODEL", "ModelInfo", "available_models", "load_model", "weig
 DEFAULT_MODEL = "bbimg-hvae-v1"
 _cache: dict[str, tuple["ModelInfo", HierarchicalVAE]] = {}
 _lock = threading.Lock()
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 def weights_dir() -> Path:
@@ -61,6 +63,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
         if key in _cache:
             return _cache[key]
         if path is None:
+            # A name comes from .bbi files too: never let it pick a path outside the model folders.
+            if not _NAME_RE.fullmatch(name):
+                raise ValueError(f"invalid model name {name!r}")
             found = [folder / f"{name}.pt" for folder in _search_path() if (folder / f"{name}.pt").is_file()]
             path = found[0] if found else weights_dir() / f"{name}.pt"
         path = Path(path)

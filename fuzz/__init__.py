@@ -1,0 +1,1 @@
+"""Fuzz targets for the .bbi reader and the decoder (see docs/security.md)."""

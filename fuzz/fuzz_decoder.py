@@ -1,0 +1,73 @@
+"""atheris target: the whole decoder, ``bbimg.codec.decode``, with a tiny model and the shipped one.
+
+    BBIMG_MODEL_PATH=WORK/models python fuzz/fuzz_decoder.py CORPUS_DIR -max_total_time=1200 -timeout=5
+
+Normally started by ``fuzz/run.py decoder``, which installs the tiny model and writes the seed
+corpus (real coded files). Only BbiError may escape. Files whose CRC-valid header claims more than
+``harness.FUZZ_MAX_PIXELS`` pixels are skipped (a huge image legitimately needs time and memory;
+docs/security.md). torch runs on one thread.
+"""
+import random
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy  # noqa: E402,F401  (heavy dependencies imported uninstrumented)
+import torch  # noqa: E402
+import PIL.Image  # noqa: E402,F401
+
+with atheris.instrument_imports(include=["bbimg"]):
+    import bbimg.codec  # noqa: E402,F401
+
+from fuzz import harness  # noqa: E402
+
+_outcomes: dict[str, int] = {}
+
+
+def test_one_input(data: bytes) -> None:
+    outcome = harness.check_decoder(data)
+    _outcomes[outcome] = _outcomes.get(outcome, 0) + 1
+    total = sum(_outcomes.values())
+    if total & (total - 1) == 0 or total % 100000 == 0:
+        _report()
+
+
+_seeds: list[bytes] = []
+
+
+def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """libFuzzer's byte mutations (CRCs then fixed most of the time) or the structure-aware
+    mutator of fuzz/harness.py, applied to the input or, to keep reaching deep, to a seed file."""
+    rng = random.Random(seed)
+    r = rng.random()
+    if r < 0.3 and _seeds:
+        return harness.mutate(rng.choice(_seeds), rng, None, max_size)
+    if r < 0.6:
+        return harness.mutate(data, rng, None, max_size)
+    out = atheris.Mutate(data, max_size)
+    if rng.random() < 0.7:
+        out = harness.fix_crcs(out)
+    return out[:max_size]
+
+
+def _report() -> None:
+    print(f"#{sum(_outcomes.values())} decoder outcomes: {dict(sorted(_outcomes.items()))}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    corpus = [Path(a) for a in sys.argv[1:] if not a.startswith("-")]
+    for folder in corpus:                      # warm up: load the models, size the allocator
+        for f in sorted(folder.glob("seed-*.bbi")):
+            harness.check_decoder(f.read_bytes())
+    harness.limit_memory()
+    _seeds.extend(p.read_bytes() for a in sys.argv[1:] if not a.startswith("-")
+                  for p in sorted(Path(a).glob("seed-*.bbi")))
+    atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

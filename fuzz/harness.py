@@ -1,0 +1,313 @@
+"""Shared pieces of the bbimg fuzz targets: invariants, a structure-aware mutator, seeds, limits.
+
+The invariants (``docs/security.md``): for any input bytes, the container reader and the decoder
+either succeed or raise :class:`bbimg.BbiError` (subclasses included); nothing else escapes, nothing
+crashes, no input takes over :data:`TIME_LIMIT_S` seconds, and no input allocates more than
+:data:`MEMORY_LIMIT_BYTES` beyond what the process had before fuzzing (``RLIMIT_AS``).
+
+Used by ``fuzz_format.py`` / ``fuzz_decoder.py`` (atheris, coverage-guided) and, without atheris, by
+:func:`fuzz_loop` (random mutation), which ``tests/test_hardening.py`` runs for a few seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import resource
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from bbimg import format as bbi
+
+__all__ = ["TIME_LIMIT_S", "MEMORY_LIMIT_BYTES", "FUZZ_MAX_PIXELS", "TINY_MODEL", "check_format", "check_decoder",
+           "fix_crcs", "mutate", "limit_memory", "make_tiny_model", "make_seeds", "fuzz_loop", "FuzzStats"]
+
+TIME_LIMIT_S = 5.0
+MEMORY_LIMIT_BYTES = 1 << 30
+#: The decoder target skips files whose (CRC-valid) header claims more pixels than this: decoding a
+#: legitimately huge image legitimately needs memory and time (see docs/security.md, memory bounds).
+FUZZ_MAX_PIXELS = 256 * 256
+TINY_MODEL = "fuzz-tiny"
+TINY_CONFIG = dict(widths=(8, 8, 8), latent_channels=8, hyper_width=8, hyper_channels=4)
+
+_PREFIX_SIZE = 12      # magic, major, minor, header body size (u16 at offset 10)
+_FILE_SIZE_AT = 12     # first field of the header body: u32 file size
+
+
+# -- invariants -----------------------------------------------------------------------------------
+def check_format(data: bytes) -> str:
+    """Container reader: every entry point either succeeds or raises BbiError.
+
+    Returns "accepted" when :func:`bbimg.format.read` accepts the input, else "rejected"."""
+    bbi.check(data)
+    outcome = "rejected"
+    for fn in (bbi.read_header, bbi.read_info, bbi.read):
+        try:
+            result = fn(data)
+        except bbi.BbiError:
+            continue
+        if fn is bbi.read_info:
+            assert result.total_size == len(data)
+            assert all(s.offset + s.length <= len(data) for s in result.sections)
+        if fn is bbi.read:
+            outcome = "accepted"
+    return outcome
+
+
+def check_decoder(data: bytes, max_pixels: int = FUZZ_MAX_PIXELS) -> str:
+    """Whole decoder: ``bbimg.codec.decode`` succeeds with the header's size or raises BbiError.
+
+    Returns what happened: "ok", "rejected" or "skipped" (header claims more than ``max_pixels``)."""
+    from bbimg import codec
+
+    try:
+        header = bbi.read_header(data)
+    except bbi.BbiError:
+        header = None
+    if header is not None and header.width * header.height > max_pixels:
+        return "skipped"
+    try:
+        image = codec.decode(data)
+    except bbi.BbiError:
+        return "rejected"
+    assert header is not None and image.size == (header.width, header.height), "decoded size differs from header"
+    return "ok"
+
+
+# -- mutation -------------------------------------------------------------------------------------
+def fix_crcs(data: bytes, fix_size: bool = True) -> bytes:
+    """Make the file-size field and both CRCs agree with ``data``, so mutations reach past them."""
+    out = bytearray(data)
+    if len(out) < _PREFIX_SIZE:
+        return bytes(out)
+    crc_at = _PREFIX_SIZE + struct.unpack_from("<H", out, 10)[0]
+    if fix_size and len(out) >= _FILE_SIZE_AT + 4:
+        struct.pack_into("<I", out, _FILE_SIZE_AT, len(out))
+    if crc_at + 4 <= len(out):
+        struct.pack_into("<I", out, crc_at, zlib.crc32(out[:crc_at]))
+    if len(out) >= crc_at + 8:
+        struct.pack_into("<I", out, len(out) - 4, zlib.crc32(out[:-4]))
+    return bytes(out)
+
+
+_INTERESTING = [0, 1, 2, 7, 8, 15, 16, 24, 25, 31, 32, 63, 64, 127, 128, 255, 256, 4096, 65535, 65536,
+                (1 << 28), (1 << 31) - 1, (1 << 31), (1 << 32) - 1]
+
+
+def _byte_mutation(buf: bytearray, rng: random.Random, corpus) -> bytearray:
+    op = rng.randrange(9)
+    n = len(buf)
+    if op == 0 and n:                                   # flip a bit
+        i = rng.randrange(n)
+        buf[i] ^= 1 << rng.randrange(8)
+    elif op == 1 and n:                                 # random byte
+        buf[rng.randrange(n)] = rng.randrange(256)
+    elif op == 2:                                       # insert bytes
+        i = rng.randrange(n + 1)
+        buf[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+    elif op == 3 and n:                                 # delete a range
+        i = rng.randrange(n)
+        del buf[i:i + rng.randint(1, 32)]
+    elif op == 4 and n:                                 # truncate
+        del buf[rng.randrange(n):]
+    elif op == 5 and n >= 4:                            # interesting little-endian integer
+        width = rng.choice((1, 2, 4, 8))
+        i = rng.randrange(max(1, n - width + 1))
+        v = rng.choice(_INTERESTING) & ((1 << (8 * width)) - 1)
+        buf[i:i + width] = v.to_bytes(width, "little")[: n - i]
+    elif op == 6 and corpus:                            # splice with another input
+        other = rng.choice(corpus)
+        i, j = rng.randrange(n + 1), rng.randrange(len(other) + 1)
+        buf = buf[:i] + bytearray(other[j:])
+    elif op == 7 and n:                                 # duplicate a chunk
+        i = rng.randrange(n)
+        buf[i:i] = buf[i:i + rng.randint(1, 64)]
+    elif n:                                             # arithmetic on a byte
+        i = rng.randrange(n)
+        buf[i] = (buf[i] + rng.randint(-8, 8)) % 256
+    return buf
+
+
+def _structural_mutation(data: bytes, rng: random.Random) -> bytes | None:
+    """Parse a valid file, change one field or payload, write it back (valid CRCs and lengths)."""
+    try:
+        c = bbi.read(data)
+    except bbi.BbiError:
+        return None
+    h = c.header
+    sections = list(c.sections)
+    op = rng.randrange(6)
+    if op == 0 and sections:                            # mutate a payload
+        i = rng.randrange(len(sections))
+        payload = bytes(_byte_mutation(bytearray(sections[i].payload), rng, None))
+        sections[i] = dataclasses.replace(sections[i], payload=payload)
+    elif op == 1 and sections:                          # drop a section
+        del sections[rng.randrange(len(sections))]
+    elif op == 2 and sections:                          # random payload
+        i = rng.randrange(len(sections))
+        payload = bytes(rng.randrange(256) for _ in range(rng.choice((0, 1, 2, 5, 17, 64, 300))))
+        sections[i] = dataclasses.replace(sections[i], payload=payload)
+    elif op == 3:                                       # integer header fields
+        field = rng.choice(("width", "height", "kappa", "seed", "quality_q", "bit_depth", "colour_mode"))
+        old = getattr(h, field)
+        value = rng.choice((old + rng.randint(-70, 70), rng.choice(_INTERESTING), old ^ (1 << rng.randrange(16))))
+        try:
+            h = dataclasses.replace(h, **{field: value})
+        except (ValueError, TypeError):
+            return None
+    elif op == 4:                                       # float header fields
+        field = rng.choice(("quality_t", "temperature"))
+        value = rng.choice((0.0, 1.0, 1e-30, 0.5, rng.random(), 1e30))
+        try:
+            h = dataclasses.replace(h, **{field: value})
+        except ValueError:
+            return None
+    else:                                               # model name / hash
+        try:
+            if rng.random() < 0.5:
+                h = dataclasses.replace(h, model_name=rng.choice(("bbimg-hvae-v1", TINY_MODEL, "x", "../x", "a" * 64)))
+            else:
+                h = dataclasses.replace(h, weights_hash=bytes(rng.randrange(256) for _ in range(16)))
+        except ValueError:
+            return None
+    try:
+        return bbi.write(bbi.Container(h, tuple(sections)))
+    except ValueError:
+        return None
+
+
+def mutate(data: bytes, rng: random.Random, corpus=None, max_size: int = 1 << 16) -> bytes:
+    """One mutant of ``data``: byte-level edits (then CRCs fixed half the time) or a structural edit."""
+    if rng.random() < 0.35:
+        out = _structural_mutation(data, rng)
+        if out is not None:
+            return out[:max_size]
+    buf = bytearray(data)
+    for _ in range(rng.choice((1, 1, 1, 2, 3, 5))):
+        buf = _byte_mutation(buf, rng, corpus)
+    out = bytes(buf[:max_size])
+    r = rng.random()
+    if r < 0.4:
+        out = fix_crcs(out)
+    elif r < 0.5:
+        out = fix_crcs(out, fix_size=False)
+    return out
+
+
+# -- resources ------------------------------------------------------------------------------------
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmSize in /proc/self/status")
+
+
+def limit_memory(extra: int = MEMORY_LIMIT_BYTES) -> int:
+    """Cap the address space at its current size plus ``extra`` (call after warming up); returns the cap."""
+    cap = _vm_size() + extra
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    return cap
+
+
+# -- seeds ----------------------------------------------------------------------------------------
+def make_tiny_model(folder: Path, name: str = TINY_MODEL) -> str:
+    """A tiny model with fixed random weights in ``folder`` (put it on $BBIMG_MODEL_PATH)."""
+    import torch
+
+    from bbimg.models import HierarchicalVAE, VAEConfig
+    from bbimg.training.trainer import export_weights
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = HierarchicalVAE(VAEConfig(**TINY_CONFIG))
+        export_weights({"config": dataclasses.asdict(model.cfg), "model": model.state_dict(), "step": 0}, path)
+    return name
+
+
+def _natural(rng: np.random.Generator, h: int, w: int, grey: bool = False) -> np.ndarray:
+    from PIL import Image
+
+    base = rng.random((h // 8 + 2, w // 8 + 2, 3))
+    arr = np.asarray(Image.fromarray((base * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float64)
+    arr = np.clip(arr * 0.8 + np.linspace(0, 50, w)[None, :, None], 0, 255).astype(np.uint8)
+    return arr[:, :, 0] if grey else arr
+
+
+def make_seeds(tiny_model: str, default_model: bool = True) -> list[bytes]:
+    """Real coded files: small images with the tiny model (RGB, grey, RGBA + ICC, odd sizes) and,
+    with ``default_model``, one 64x48 crop of a photo-like image with the shipped model."""
+    from PIL import Image
+
+    from bbimg import codec
+
+    rng = np.random.default_rng(1)
+    seeds = [codec.encode(_natural(rng, 64, 64), 50, model=tiny_model),
+             codec.encode(_natural(rng, 40, 72), 90, model=tiny_model, seed=7),
+             codec.encode(_natural(rng, 17, 3, grey=True), 10, model=tiny_model)]
+    rgba = Image.fromarray(np.dstack([_natural(rng, 33, 65), np.full((33, 65), 200, np.uint8)]), "RGBA")
+    rgba.info["icc_profile"] = b"fake icc profile bytes"
+    seeds.append(codec.encode(rgba, 70, model=tiny_model))
+    if default_model:
+        seeds.append(codec.encode(_natural(rng, 48, 64), 40))
+    return seeds
+
+
+# -- a fuzz loop without atheris --------------------------------------------------------------------
+@dataclasses.dataclass
+class FuzzStats:
+    inputs: int = 0
+    seconds: float = 0.0
+    slowest_s: float = 0.0
+    outcomes: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def per_second(self) -> float:
+        return self.inputs / self.seconds if self.seconds else 0.0
+
+
+def fuzz_loop(target, seeds: list[bytes], *, iterations: int | None = None, seconds: float | None = None,
+              seed: int = 0, time_limit: float = TIME_LIMIT_S, crash_file: Path | None = None) -> FuzzStats:
+    """Random-mutation fuzzing of ``target`` (raises on a broken invariant) from ``seeds``.
+
+    Deterministic for a given ``seed``. The seeds themselves run first. An input slower than
+    ``time_limit`` is an error; ``crash_file`` receives the failing input."""
+    if iterations is None and seconds is None:
+        raise ValueError("give iterations or seconds")
+    rng = random.Random(seed)
+    corpus = [bytes(s) for s in seeds]
+    stats = FuzzStats()
+    start = time.perf_counter()
+    i = 0
+    while True:
+        if iterations is not None and i >= iterations:
+            break
+        if seconds is not None and time.perf_counter() - start >= seconds:
+            break
+        data = corpus[i] if i < len(corpus) else mutate(rng.choice(corpus), rng, corpus)
+        t0 = time.perf_counter()
+        try:
+            outcome = target(data)
+        except BaseException:
+            if crash_file is not None:
+                Path(crash_file).write_bytes(data)
+            raise
+        dt = time.perf_counter() - t0
+        if dt > time_limit:
+            if crash_file is not None:
+                Path(crash_file).write_bytes(data)
+            raise AssertionError(f"input {i} took {dt:.2f} s (limit {time_limit} s)")
+        stats.slowest_s = max(stats.slowest_s, dt)
+        stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
+        i += 1
+    stats.inputs = i
+    stats.seconds = time.perf_counter() - start
+    return stats
