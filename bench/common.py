@@ -168,7 +168,7 @@ def reference_codecs(only: set[str] | None = None) -> tuple[list[Codec], list[st
 
     if features.check("jpg"):
         turbo = " libjpeg-turbo" if features.check("libjpeg_turbo") else " libjpeg"
-        codecs.append(Codec("jpeg", (5, 10, 15, 20, 30, 40, 50, 60, 75, 85), 75, _pillow_encode("JPEG"),
+        codecs.append(Codec("jpeg", (5, 10, 15, 20, 30, 40, 50, 60, 75, 85), 50, _pillow_encode("JPEG"),
                             _pillow_decode, f"{pil}{turbo} {features.version('jpg')}"))
     else:
         notes.append("jpeg: Pillow was built without libjpeg; skipped")
@@ -198,7 +198,7 @@ def reference_codecs(only: set[str] | None = None) -> tuple[list[Codec], list[st
         else:
             notes.append(f"{name}: neither Pillow (>= 11, with libavif) nor imagecodecs can write AVIF; skipped")
     if imagecodecs is not None and imagecodecs.JPEGXL.available:
-        codecs.append(Codec("jpegxl", (25.0, 18.0, 13.0, 9.0, 6.5, 4.5, 3.2, 2.3, 1.6, 1.1), 1.5,
+        codecs.append(Codec("jpegxl", (18.0, 13.0, 9.0, 6.5, 4.5, 3.2, 2.3, 1.6, 1.1, 0.8), 3.2,
                             lambda im, d: imagecodecs.jpegxl_encode(im, distance=float(d), effort=7),
                             lambda d: np.asarray(imagecodecs.jpegxl_decode(d))[..., :3],
                             f"imagecodecs {imagecodecs.__version__} libjxl, effort 7, param = distance"))

@@ -32,7 +32,7 @@ WEBP_Q = [2, 10, 25, 45, 65, 80, 90, 97]
 def ideal_points(model, image: np.ndarray, t: float, seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
     """(ideal bpp, sample reconstruction, mean reconstruction) for one image at quality t."""
     h, w = image.shape[:2]
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
     xp = pad_to_multiple(x, model.cfg.stride)
     fa, fs, fha, fhs, fz = model._films(torch.tensor([t]))
     qy = model.encode_y(xp, fa)

@@ -180,18 +180,23 @@ def bd_table(cv: dict, codecs: list[str]) -> list[dict]:
                 rt, dt = cv[test]["bpp"], cv[test][metric]
                 rr, dr = cv[ref]["bpp"], cv[ref][metric]
                 ok = np.isfinite(dr) & np.isfinite(rr)
-                value = float("nan")
+                value, overlap = float("nan"), 0.0
                 if ok.sum() >= 4 and np.isfinite(dt).all() and len(dt) >= 4:
                     rr, dr = local_points(rr[ok], dr[ok], float(np.min(dt)), float(np.max(dt)))
                     value = bd_rate(rr, dr, rt, dt)
-                row["bd_rate_psnr" if metric == "psnr" else "bd_rate_ms_ssim"] = value
+                    overlap = max(0.0, min(dr.max(), dt.max()) - max(dr.min(), dt.min()))
+                name = "psnr" if metric == "psnr" else "ms_ssim"
+                row[f"bd_rate_{name}"] = value
+                row[f"{name}_overlap_db"] = overlap  # width of the quality interval both curves cover
             table.append(row)
     return table
 
 
 def markdown(table: list[dict]) -> str:
-    def fmt(v):
-        return "n/a" if v is None or math.isnan(v) else f"{v:+.1f}%"
+    def fmt(v, overlap):
+        if v is None or math.isnan(v):
+            return "n/a"
+        return f"{v:+.1f}%" + (f" ({overlap:.1f} dB)" if overlap < 2 else "")
 
     refs = list(dict.fromkeys(r["reference"] for r in table))
     lines = ["| reference | bbimg (PSNR) | bbimg (MS-SSIM) | bbimg-ideal (PSNR) | bbimg-ideal (MS-SSIM) |",
@@ -200,7 +205,8 @@ def markdown(table: list[dict]) -> str:
         cells = []
         for test in TESTS:
             r = next((r for r in table if r["reference"] == ref and r["test"] == test), None)
-            cells += [fmt(r and r["bd_rate_psnr"]), fmt(r and r["bd_rate_ms_ssim"])]
+            cells += [fmt(r and r["bd_rate_psnr"], r and r["psnr_overlap_db"]),
+                      fmt(r and r["bd_rate_ms_ssim"], r and r["ms_ssim_overlap_db"])]
         lines.append(f"| {ANCHORS.get(ref, ref)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -283,6 +289,8 @@ def main() -> None:
             print(f"  {codec:12s} " + "  ".join(f"{a:.3f}/{b:.2f}/{c:.4f}" for a, b, c in zip(bpp, p, m)))
     print(f"\nBD-rate of bbimg (negative = fewer bits than the reference at equal quality):\n")
     print(markdown(table))
+    print("\nn/a: the curves share no quality range (or fewer than 4 points); (x dB): computed over an overlap "
+          "of only x dB, so indicative only.")
     if n < 24:
         print(f"\nnote: {n} images only; the published anchors average all 24, so BD-rates against them are "
               "indicative only.")
