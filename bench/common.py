@@ -167,9 +167,12 @@ def reference_codecs(only: set[str] | None = None) -> tuple[list[Codec], list[st
         imagecodecs = None
 
     if features.check("jpg"):
-        turbo = " libjpeg-turbo" if features.check("libjpeg_turbo") else " libjpeg"
+        if features.check("libjpeg_turbo"):
+            lib = f"libjpeg-turbo {features.version('libjpeg_turbo')}"
+        else:
+            lib = f"libjpeg {features.version('jpg')}"
         codecs.append(Codec("jpeg", (5, 10, 15, 20, 30, 40, 50, 60, 75, 85), 50, _pillow_encode("JPEG"),
-                            _pillow_decode, f"{pil}{turbo} {features.version('jpg')}"))
+                            _pillow_decode, f"{pil} {lib}"))
     else:
         notes.append("jpeg: Pillow was built without libjpeg; skipped")
     if features.check("webp"):

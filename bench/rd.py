@@ -20,9 +20,11 @@ Writes to DIR (default bench/results):
                   Curves are averaged per parameter over the images; each reference is fitted only
                   near the compared quality range (``common.local_points``).
   rd_kodak.png    PSNR and MS-SSIM (dB) against bpp, all curves
+  bd_rate.md      the same table in Markdown (as printed at the end of the run)
   rd_cache.jsonl  every measured row, keyed by codec, parameter, image and the codec's identity
-                  (model weights hash, library version): a rerun only measures what is missing,
-                  so an interrupted run resumes. --fresh starts over.
+                  (bbimg: model name, weights hash and a hash of the bbimg and csrc sources, so new
+                  weights or a changed coder are measured afresh; others: library version): a rerun
+                  only measures what is missing, so an interrupted run resumes. --fresh starts over.
 
 Published anchors average all 24 Kodak images: with --images < 24 the BD-rates against them
 compare different image sets and are only indicative.
@@ -30,6 +32,7 @@ compare different image sets and are only indicative.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, average_curve, bd_rate, kodak_files, local_points, ms_ssim, psnr,  # noqa: E402
+from common import (RESULTS, ROOT, average_curve, bd_rate, kodak_files, local_points, ms_ssim, psnr,  # noqa: E402
                     read_anchors, reference_codecs, write_csv)
 
 COLUMNS = ("codec", "param", "image", "bpp", "psnr", "ms_ssim")
@@ -89,17 +92,34 @@ class Cache:
             f.write(json.dumps(dict(key=key, row=row)) + "\n")
 
 
+def code_hash() -> str:
+    """Hash of the bbimg package's Python sources and of csrc/ (the C++ / CUDA engine) when this is a
+    source checkout: part of the cache key of bbimg rows, so that a changed coder is re-measured."""
+    import bbimg
+
+    files = sorted(Path(bbimg.__file__).resolve().parent.rglob("*.py"))
+    if (ROOT / "csrc").is_dir():
+        files += sorted(p for p in (ROOT / "csrc").rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        if "__pycache__" in f.parts:
+            continue
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def measure(args) -> tuple[list[dict], list[str]]:
     import torch
     from PIL import Image
 
+    from bbimg.codec import quality_to_t
     from bbimg.evaluate import evaluate
     from bbimg.models import DEFAULT_MODEL, load_model
     from ideal_rd import ideal_points
 
     model_name = args.model or DEFAULT_MODEL
     info, model = load_model(model_name)
-    identity = f"{info.name}:{info.sha256.hex()[:16]}"
+    identity = f"{info.name}:{info.sha256.hex()[:16]}:code-{code_hash()}"
     only = set(args.codecs.split(",")) if args.codecs else None
     codecs, notes = reference_codecs(only)
     cache = Cache(args.out_dir / "rd_cache.jsonl", args.fresh)
@@ -117,6 +137,7 @@ def measure(args) -> tuple[list[dict], list[str]]:
         image = np.asarray(Image.open(path).convert("RGB"))
         name = path.stem
         fresh = 0
+        t_image = time.time()
         if not args.skip_bbimg:
             for q in args.qualities:
                 key = Cache.key("bbimg", q, name, identity)
@@ -129,12 +150,13 @@ def measure(args) -> tuple[list[dict], list[str]]:
                 key = Cache.key("bbimg-ideal", q, name, identity)
                 if (row := cache.get(key)) is None:
                     with torch.no_grad():
-                        bpp, sample, _ = ideal_points(model, image, (q - 1) / 99)
+                        bpp, sample, _ = ideal_points(model, image, quality_to_t(q))
                     row = dict(codec="bbimg-ideal", param=q, image=name, bpp=bpp, psnr=psnr(image, sample),
                                ms_ssim=ms_ssim(image, sample))
                     cache.put(key, row)
                     fresh += 1
                 rows.append(row)
+        t_bbimg = time.time() - t_image
         for c in codecs:
             for p in c.params:
                 key = Cache.key(c.name, p, name, c.library)
@@ -145,7 +167,8 @@ def measure(args) -> tuple[list[dict], list[str]]:
                     cache.put(key, row)
                     fresh += 1
                 rows.append(row)
-        print(f"{name}: {fresh} new measurements ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
+        print(f"{name}: {fresh} new measurements, bbimg {t_bbimg:.0f} s, others {time.time() - t_image - t_bbimg:.0f} s "
+              f"({time.time() - start:.0f} s in all)", file=sys.stderr, flush=True)
     return rows, [c.name for c in codecs]
 
 
@@ -216,8 +239,11 @@ def plot(cv: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
-    colours = plt.get_cmap("tab10").colors
+    # up to 1.6 bpp, or a little past bbimg's highest rate when it goes further
+    xmax = max([1.6] + [1.05 * float(np.max(cv[t]["bpp"])) for t in TESTS if t in cv])
+    fig, axes = plt.subplots(1, 2, figsize=(17, 6.5))
+    tab20 = plt.get_cmap("tab20").colors
+    colours = tab20[::2] + tab20[1::2]  # the 10 strong colours, then their light variants: 20 distinct
     style = {}
     k = 0
     for codec in cv:
@@ -228,7 +254,7 @@ def plot(cv: dict, path: Path, title: str) -> None:
                                 label="bbimg ideal (KL rate)")
         else:
             published = codec in ANCHORS
-            style[codec] = dict(color=colours[(k + 1) % 10], lw=1.3, ls="--" if published else "-",
+            style[codec] = dict(color=colours[(k + 1) % 20], lw=1.3, ls="--" if published else "-",
                                 marker="x" if published else ".", ms=5, label=ANCHORS.get(codec, codec))
             k += 1
     for ax, metric, ylabel in ((axes[0], "psnr", "PSNR RGB (dB)"),
@@ -237,18 +263,18 @@ def plot(cv: dict, path: Path, title: str) -> None:
             ok = np.isfinite(c[metric])
             if ok.sum():
                 ax.plot(c["bpp"][ok], c[metric][ok], **style[codec])
-        ax.set_xlim(0, 1.6)
+        ax.set_xlim(0, xmax)
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        lo = min(np.nanmin(np.where(c["bpp"] <= 1.6, c[metric], np.nan)) for c in cv.values()
-                 if np.isfinite(c[metric]).any() and (c["bpp"] <= 1.6).any())
-        hi = max(np.nanmax(np.where(c["bpp"] <= 1.6, c[metric], np.nan)) for c in cv.values()
-                 if np.isfinite(c[metric]).any() and (c["bpp"] <= 1.6).any())
+        shown = [np.where(c["bpp"] <= xmax, c[metric], np.nan) for c in cv.values()]
+        shown = [v for v in shown if np.isfinite(v).any()]
+        lo, hi = min(np.nanmin(v) for v in shown), max(np.nanmax(v) for v in shown)
         ax.set_ylim(lo - 0.5, hi + 0.5)
-    axes[0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right")  # beside the axes, never over a curve
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -272,12 +298,14 @@ def main() -> None:
     if any(not 1 <= q <= 100 for q in args.qualities):
         parser.error("qualities must be in 1..100")
 
+    t0 = time.time()
     rows, codecs = measure(args)
     rows.sort(key=lambda r: (r["codec"], r["image"], r["bpp"]))
     write_csv(rows, args.out_dir / "rd_kodak.csv", COLUMNS)
     cv = curves(rows, codecs)
     table = bd_table(cv, codecs)
     write_csv(table, args.out_dir / "bd_rate.csv")
+    (args.out_dir / "bd_rate.md").write_text(markdown(table) + "\n")
     n = len({r["image"] for r in rows})
     plot(cv, args.out_dir / "rd_kodak.png", f"Kodak, {n} image{'s' if n != 1 else ''} (published anchors: 24)")
 
@@ -294,7 +322,8 @@ def main() -> None:
     if n < 24:
         print(f"\nnote: {n} images only; the published anchors average all 24, so BD-rates against them are "
               "indicative only.")
-    print(f"\nwrote {args.out_dir / 'rd_kodak.csv'}, {args.out_dir / 'bd_rate.csv'}, {args.out_dir / 'rd_kodak.png'}")
+    print(f"\nwrote {args.out_dir / 'rd_kodak.csv'}, {args.out_dir / 'bd_rate.csv'} (and .md), "
+          f"{args.out_dir / 'rd_kodak.png'}; {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

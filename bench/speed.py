@@ -15,6 +15,15 @@ One operating point per codec, near 0.5-1 bpp on Kodak: bbimg -q 75, JPEG qualit
 JPEG 2000 0.75 bpp, AVIF quality 60, JPEG XL distance 3.2, hyperprior quality 3. Libraries use
 their default threading; bbimg and CompressAI use torch's default thread count unless --threads.
 
+``hyperprior`` is CompressAI's bmshj2018-hyperprior (``compressai.models.ScaleHyperprior``, N=128,
+M=192 as for its quality 3) with random weights: its architecture, transforms and rANS coding
+cost as much time as the trained model, but its bpp is meaningless. CompressAI is installed
+without its dependencies (``pip install --no-deps -r bench/requirements-compressai.txt``, so it
+cannot replace torch or pull torchvision) and imported through bench/compressai_shim.py, which
+skips the package ``__init__`` files that need torchvision, torch-geometric and pandas. Its
+``bytes`` are the two rANS strings plus 8 bytes for the image and latent shapes; the input is
+padded to a multiple of 64 (replicate) and the output cropped back.
+
 The machine is shared and noisy (a training run may hold the CPU cores): absolute times vary
 between runs, which is why the reference codecs are measured in the same run, right beside bbimg;
 compare codecs within one run, not across runs. Writes bench/results/speed.csv
@@ -81,12 +90,11 @@ def _bbimg_coder(device: str):
 
 def _hyperprior_coder(device: str):
     import torch
-    from compressai.zoo import bmshj2018_hyperprior
+    from compressai_shim import scale_hyperprior, scale_hyperprior_class  # CompressAI without torchvision
 
+    scale_hyperprior_class()  # the import, not timed (as for the other codecs)
     start = time.perf_counter()
-    torch.manual_seed(0)
-    net = bmshj2018_hyperprior(quality=HYPERPRIOR_Q, pretrained=False).eval().to(device)
-    net.update(force=True)
+    net = scale_hyperprior(HYPERPRIOR_Q, seed=0).to(device)
     load_s = time.perf_counter() - start
 
     @torch.no_grad()
@@ -131,7 +139,8 @@ def worker(job: dict, files: list[str], result_path: str) -> None:
             try:
                 (encode, decode), load_s, param = _hyperprior_coder(device)
             except ImportError as exc:
-                raise RuntimeError(f"CompressAI does not import here ({exc})") from exc
+                raise RuntimeError(f"CompressAI does not import here ({exc}); install it with "
+                                   "pip install --no-deps -r bench/requirements-compressai.txt") from exc
         else:
             from common import reference_codecs
             codecs, notes = reference_codecs({name})

@@ -1,0 +1,83 @@
+"""The benchmark helpers that can be checked quickly: bench/cli_check.py (row choice, and one
+end-to-end check through the real CLI with the tiny model) and bench/compressai_shim.py (when
+CompressAI is installed)."""
+import csv
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import smooth_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import cli_check  # noqa: E402
+
+
+def rows(images=("kodim01", "kodim02"), qualities=(1, 25, 55, 100)):
+    return [dict(codec="bbimg", param=str(q), image=i, bpp="0.5", psnr="30", ms_ssim="0.9")
+            for i in images for q in qualities]
+
+
+def test_cli_check_default_row_is_first_image_mid_quality():
+    (r,) = cli_check.pick(rows(qualities=(1, 40, 70, 100)), None, None, False)
+    assert (r["image"], r["param"]) == ("kodim01", "40")  # 40 and 70 tie around 55: the lower one
+
+
+def test_cli_check_choices():
+    (r,) = cli_check.pick(rows(), "kodim02", 100, False)
+    assert (r["image"], r["param"]) == ("kodim02", "100")
+    assert len(cli_check.pick(rows(), None, None, True)) == 8
+    assert len(cli_check.pick(rows(), "kodim02", None, True)) == 4
+    with pytest.raises(SystemExit):
+        cli_check.pick(rows(), "kodim03", None, False)
+    with pytest.raises(SystemExit):
+        cli_check.pick(rows(), "kodim01", 30, False)
+
+
+def test_cli_check_end_to_end(tiny_model, tmp_path):
+    """A row from bbimg.evaluate (what rd.py writes) agrees with `bbimg encode` / `bbimg decode`
+    run as separate processes: same bytes, so the same bpp and PSNR."""
+    from bbimg.evaluate import CSV_COLUMNS, evaluate
+
+    folder = tmp_path / "kodak"
+    folder.mkdir()
+    Image.fromarray(smooth_image(np.random.default_rng(3), 176, 192)).save(folder / "img.png")
+    (row,) = evaluate([folder / "img.png"], [40], model=tiny_model)
+    table = tmp_path / "rd.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow(row)
+    out = tmp_path / "check.csv"
+    cli = f"{shlex.quote(sys.executable)} -m bbimg.cli.main"
+    with pytest.raises(SystemExit) as exc:
+        cli_check.main(["--csv", str(table), "--kodak", str(folder), "--model", tiny_model, "--bbimg", cli,
+                        "--out", str(out)])
+    assert exc.value.code == 0
+    with open(out, newline="") as f:
+        (checked,) = list(csv.DictReader(f))
+    assert checked["pass"] == "True"
+    assert int(checked["bytes"]) == row["bytes"]
+    assert float(checked["psnr_diff_db"]) == pytest.approx(0, abs=1e-9)
+
+
+def test_compressai_shim_round_trip():
+    pytest.importorskip("scipy")
+    import importlib.util
+    if importlib.util.find_spec("compressai") is None:
+        pytest.skip("CompressAI not installed (pip install --no-deps -r bench/requirements-compressai.txt)")
+    import torch
+
+    import compressai_shim
+
+    net = compressai_shim.scale_hyperprior(3)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = net.compress(x)
+        y = net.decompress(out["strings"], out["shape"])["x_hat"]
+    assert y.shape == x.shape
+    assert all(len(s[0]) > 0 for s in out["strings"])
+    assert "torchvision" not in sys.modules and "torch_geometric" not in sys.modules
