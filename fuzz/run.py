@@ -73,6 +73,7 @@ def run_loop(target: str, work: Path, seeds: list[bytes], runs: int | None, seco
     faulthandler.dump_traceback_later(4 * harness.TIME_LIMIT_S, exit=True)  # a true hang ends the run
 
     def guarded(data: bytes):
+        harness.limit_memory()              # per input: see harness.limit_memory
         faulthandler.cancel_dump_traceback_later()
         faulthandler.dump_traceback_later(4 * harness.TIME_LIMIT_S, exit=True)
         return check(data)

@@ -100,6 +100,64 @@ def test_fuzz_loop_reports_the_failing_input(tmp_path):
     assert len(crash.read_bytes()) > 3
 
 
+def test_fuzz_loop_fails_on_a_slow_input(tmp_path):
+    """The time invariant: an input slower than the limit is a failure, and is kept."""
+    def target(data):
+        if data == b"slow":
+            time.sleep(0.2)
+        return "ok"
+
+    crash = tmp_path / "slow.bin"
+    with pytest.raises(AssertionError, match="took"):
+        harness.fuzz_loop(target, [b"fast", b"slow"], iterations=10, time_limit=0.1, crash_file=crash)
+    assert crash.read_bytes() == b"slow"
+
+
+_MEMORY_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+from fuzz import harness
+torch.zeros(4)
+over = harness.MEMORY_LIMIT_BYTES + (64 << 20)
+cap = harness.limit_memory()
+for alloc in (lambda: np.empty(over, np.uint8), lambda: torch.empty(over, dtype=torch.uint8)):
+    try:
+        alloc()
+    except (MemoryError, RuntimeError) as exc:
+        print(type(exc).__name__)
+    else:
+        print("ALLOCATED")
+held = np.empty(600 << 20, np.uint8)   # what earlier inputs left behind (address space only)
+print("recap" if harness.limit_memory() >= cap + (600 << 20) else "no recap")
+print(np.empty(700 << 20, np.uint8).nbytes >> 20)   # over the first cap, within the new one
+"""
+
+
+def test_fuzz_memory_cap_makes_allocations_over_1_gib_fail():
+    """The memory invariant of the fuzz targets: after ``limit_memory`` an allocation of more than
+    1 GiB fails (MemoryError / RuntimeError, which is not a BbiError, so the fuzzer reports it), and
+    re-capping before each input bounds that input's allocations, not the growth of the whole run.
+    Run in a child: the cap is per process."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(ROOT)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["MemoryError", "RuntimeError", "recap", "700"], out.stdout
+
+
+def test_fuzz_runner_passes_the_limits_to_libfuzzer(tmp_path, monkeypatch):
+    from fuzz import run
+
+    seen = []
+    monkeypatch.setattr(run.subprocess, "call", lambda cmd, env=None: seen.append(cmd) or 0)
+    for target in ("format", "decoder"):
+        assert run.run_atheris(target, tmp_path, tmp_path, 1000, None) == 0
+    for cmd in seen:
+        assert "-timeout=5" in cmd and "-runs=1000" in cmd
+        rss = [int(a.split("=")[1]) for a in cmd if a.startswith("-rss_limit_mb=")]
+        assert len(rss) == 1 and rss[0] <= 2048
+
+
 # -- corruption through the CLI ------------------------------------------------------------------
 def _assert_cli_rejects(tmp_path: Path, data: bytes, what: str) -> None:
     src, out = tmp_path / "in.bbi", tmp_path / "out.png"
@@ -138,6 +196,26 @@ def test_cli_decodes_the_intact_file(tmp_path, coded):
     r = CliRunner().invoke(main, ["decode", str(tmp_path / "in.bbi"), str(tmp_path / "out.png")])
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "out.png").size == (image.shape[1], image.shape[0])
+
+
+@pytest.mark.skipif(not KODAK.is_dir(), reason="Kodak images not available")
+def test_cli_rejects_corrupt_kodak_file(tmp_path, tiny_model):
+    """A full Kodak image (768x512) coded for real (tiny model, so it is fast): sampled truncations
+    and single-bit flips are rejected through the CLI with exit 1 and no output; the intact file decodes.
+    The same with the shipped model: test_cli_rejects_corrupt_kodak_files_default_model (slow)."""
+    data = codec.encode(Image.open(KODAK / "kodim23.png"), 50, model=tiny_model)
+    (tmp_path / "ok.bbi").write_bytes(data)
+    r = CliRunner().invoke(main, ["decode", str(tmp_path / "ok.bbi"), str(tmp_path / "ok.png")])
+    assert r.exit_code == 0 and Image.open(tmp_path / "ok.png").size == (768, 512), r.output
+    rng = random.Random(1)
+    work = tmp_path / "w"
+    work.mkdir()
+    for n in [0, 1, 12, len(data) - 1] + rng.sample(range(len(data)), 40):
+        _assert_cli_rejects(work, data[:n], f"kodim23 truncated to {n}")
+    for bit in rng.sample(range(8 * len(data)), 150):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        _assert_cli_rejects(work, bytes(flipped), f"kodim23 bit {bit}")
 
 
 @pytest.mark.slow
@@ -227,6 +305,30 @@ def test_large_images_are_tiled_without_seams(tiny_model, monkeypatch):
     assert psnr(np.asarray(codec.decode(untiled)), plain) > 50
 
 
+def test_tiling_bounds_what_the_transforms_see(tiny_model, monkeypatch):
+    """Large images never reach the transforms whole: every g_a / g_s call gets at most one tile
+    plus its halo, so activation memory does not grow with the image (8192x8192 is tiled)."""
+    from bbimg.models import load_model
+
+    assert tiling.should_tile(8192, 8192) and not tiling.should_tile(2048, 2048)
+    _, net = load_model(tiny_model)
+    sizes = []
+    encode_y, decode = type(net).encode_y, type(net).decode
+    monkeypatch.setattr(type(net), "encode_y", lambda self, x, *a: sizes.append(("a", x.shape[-2:])) or encode_y(self, x, *a))
+    monkeypatch.setattr(type(net), "decode", lambda self, y, *a: sizes.append(("s", y.shape[-2:])) or decode(self, y, *a))
+    monkeypatch.setattr(tiling, "THRESHOLD_PIXELS", 0)
+    monkeypatch.setattr(tiling, "TILE_LATENTS", 4)
+    image = smooth_image(np.random.default_rng(3), 256, 320)
+    out = codec.decode(codec.encode(image, 50, model=tiny_model))
+    assert out.size == (320, 256)
+    span = tiling.TILE_LATENTS + 2 * tiling.HALO_LATENTS
+    analysis = [s for kind, s in sizes if kind == "a"]
+    synthesis = [s for kind, s in sizes if kind == "s"]
+    assert len(analysis) > 1 and len(synthesis) > 1
+    assert max(max(s) for s in analysis) <= span * tiling.LATENT_STRIDE
+    assert max(max(s) for s in synthesis) <= span
+
+
 def test_halo_too_small_would_show_seams(tiny_model):
     """The halo is what removes seams: without it the tiled transform differs (guards the test above)."""
     from bbimg.models import load_model, pad_to_multiple
@@ -259,17 +361,27 @@ def test_same_image_and_seed_give_identical_bytes(tiny_model):
     assert codec.encode(image, 50, model=tiny_model, seed=4) != first
 
 
-def test_bytes_do_not_depend_on_torch_thread_count(tiny_model):
+def test_bytes_do_not_depend_on_thread_counts(tiny_model, monkeypatch):
+    """torch intra-op threads and the REC engine's threads (the codec uses all cores) change nothing."""
+    import functools
+
+    from bbimg import rec
+
     image = smooth_image(np.random.default_rng(10), 160, 192)
+    rec_encode, rec_decode = rec.encode, rec.decode
     old = torch.get_num_threads()
+    outputs = []
     try:
-        torch.set_num_threads(1)
-        one = codec.encode(image, 70, model=tiny_model, seed=5)
-        torch.set_num_threads(2)
-        two = codec.encode(image, 70, model=tiny_model, seed=5)
+        for torch_threads, rec_threads in ((1, 1), (2, 3), (2, None)):
+            torch.set_num_threads(torch_threads)
+            monkeypatch.setattr(rec, "encode", functools.partial(rec_encode, threads=rec_threads))
+            monkeypatch.setattr(rec, "decode", functools.partial(rec_decode, threads=rec_threads))
+            data = codec.encode(image, 70, model=tiny_model, seed=5)
+            outputs.append((data, np.asarray(codec.decode(data))))
     finally:
         torch.set_num_threads(old)
-    assert one == two
+    assert all(d == outputs[0][0] for d, _ in outputs)
+    assert all(np.array_equal(px, outputs[0][1]) for _, px in outputs)
 
 
 _CHILD = """
