@@ -240,6 +240,9 @@ def models(as_json) -> None:
 @click.option("--lr", type=float, default=2e-4, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: PyTorch's choice).")
 @click.option("--bf16/--no-bf16", default=False, help="bf16 autocast (fast only on CPUs with native bf16).")
+@click.option("--dim-kl-cap", type=click.FloatRange(min=0), default=None,
+              help="Charge twice the KL bits any single latent dimension holds above this (e.g. 8): "
+                   "REC cannot deliver more than ~kappa bits per dimension.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True)
 @click.option("--downscale", type=int, default=2, show_default=True,
@@ -252,8 +255,9 @@ def models(as_json) -> None:
 @click.option("--hyper-width", type=int, default=None, help="Hidden width of the hyper transforms (new model).")
 @click.option("--hyper-channels", type=int, default=None, help="Channels of z for a new model.")
 @click.option("--progress/--no-progress", default=True)
-def train(data, state_dir, minutes, max_steps, batch, crop, lr, threads, bf16, device, checkpoint_minutes,
-          downscale, init, seed, widths, latent_channels, hyper_width, hyper_channels, progress) -> None:
+def train(data, state_dir, minutes, max_steps, batch, crop, lr, threads, bf16, dim_kl_cap, device,
+          checkpoint_minutes, downscale, init, seed, widths, latent_channels, hyper_width, hyper_channels,
+          progress) -> None:
     """Train (or resume training) the VAE on folders of images.
 
     Resumes from STATE_DIR/state.pt when it exists; writes a checkpoint every few minutes and at the
@@ -276,7 +280,7 @@ def train(data, state_dir, minutes, max_steps, batch, crop, lr, threads, bf16, d
     opts = TrainOptions(data=list(data), state_dir=state_dir, minutes=minutes, max_steps=max_steps,
                         batch=batch, crop=crop, lr=lr, threads=threads, bf16=bf16, device=device,
                         checkpoint_minutes=checkpoint_minutes, downscale=downscale, init=init, seed=seed,
-                        model=model, progress=progress and sys.stderr.isatty())
+                        model=model, progress=progress and sys.stderr.isatty(), dim_kl_cap=dim_kl_cap)
     result = run_training(opts, log=lambda s: click.echo(s, err=True))
     click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 

@@ -61,3 +61,12 @@ def test_corrupt_plan_is_rejected():
     data = encode_channel_plan(symbols, exps, 16)
     with pytest.raises(ValueError):
         decode_channel_plan(data[:-1] + bytes([data[-1] ^ 0xFF]) + b"\x00" * 3, 4, 16)
+
+
+def test_channels_longer_than_a_block_split_into_enough_blocks():
+    # An empty channel of 65,537 positions (an image above 4096 x 4096) must still give blocks the
+    # engine accepts: one block would exceed its 2^16 length cap.
+    positions = 65537
+    plan = plan_from_channels(np.zeros(1, np.int32), np.zeros(1, np.int32), positions, 16)
+    assert plan.n_dims == positions and plan.lengths.max() <= 1 << 16
+    assert rec.decode_indices(b"", plan).size == plan.n_blocks

@@ -72,6 +72,7 @@ class ForwardResult:
     x_hat: torch.Tensor
     kl_y: torch.Tensor   # bits, shape (B,)
     kl_z: torch.Tensor   # bits, shape (B,)
+    kl_excess: torch.Tensor | None = None  # bits above the per-dimension cap, shape (B,)
 
 
 class HierarchicalVAE(nn.Module):
@@ -141,8 +142,12 @@ class HierarchicalVAE(nn.Module):
         return h
 
     # -- training -----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> ForwardResult:
-        """x in [0, 1], shape (B, 3, H, W) with H, W multiples of 64; t in [0, 1], shape (B,)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, dim_kl_cap: float | None = None) -> ForwardResult:
+        """x in [0, 1], shape (B, 3, H, W) with H, W multiples of 64; t in [0, 1], shape (B,).
+
+        ``dim_kl_cap``: also return the KL bits by which single latent dimensions exceed it (REC
+        codes a block of 2^kappa candidates, at least one dimension, so bits a dimension holds
+        beyond ~kappa cannot be delivered)."""
         fa, fs, fha, fhs, fz = self._films(t)
         qy = self.encode_y(x, fa)
         qz = self.encode_z(qy.mean, fha)
@@ -151,9 +156,12 @@ class HierarchicalVAE(nn.Module):
         py = self.prior_y(z, fhs)
         y = qy.sample()
         x_hat = self.decode(y, fs)
-        kl_y = gaussian_kl_bits(qy, py).flatten(1).sum(1)
-        kl_z = gaussian_kl_bits(qz, pz).flatten(1).sum(1)
-        return ForwardResult(x_hat, kl_y, kl_z)
+        kl_y_dims = gaussian_kl_bits(qy, py).flatten(1)
+        kl_z_dims = gaussian_kl_bits(qz, pz).flatten(1)
+        excess = None
+        if dim_kl_cap is not None:
+            excess = ((kl_y_dims - dim_kl_cap).clamp_min(0).sum(1) + (kl_z_dims - dim_kl_cap).clamp_min(0).sum(1))
+        return ForwardResult(x_hat, kl_y_dims.sum(1), kl_z_dims.sum(1), excess)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

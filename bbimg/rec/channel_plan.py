@@ -35,9 +35,14 @@ def position_order(positions: int, seed: int) -> np.ndarray:
     return np.argsort(x, kind="stable")
 
 
+_MAX_BLOCK_LEN = 1 << 16  # the engine's cap on a block's length (REC_MAX_BLOCK_LEN in csrc/rec.h)
+
+
 def blocks_per_channel(symbol: np.ndarray, positions: int) -> np.ndarray:
+    """Blocks per channel from the coded symbols; at least enough that no block is longer than the
+    engine allows (channels of more than 2^16 positions: images above 4096 x 4096)."""
     nb = np.round(2.0 ** (symbol.astype(np.float64) / _OCTAVE_STEPS)).astype(np.int64)
-    return np.clip(nb, 1, positions)
+    return np.clip(nb, -(-positions // _MAX_BLOCK_LEN), positions)
 
 
 def channel_plan(kl: np.ndarray, kappa: int, ratio: float) -> tuple[np.ndarray, np.ndarray]:
