@@ -90,21 +90,32 @@ def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> torch.Tensor:
 def _code_level(q, p, kappa: int, seed: int, temperature: float, ratio: float, size_only: bool = False):
     """REC-code one latent level: (plan bytes, index bytes, decoded sample, kl bits, index bits, blocks).
 
+    ``q`` and ``p`` may be one-element lists holding the posterior and prior: they are emptied once
+    their values are reordered for the engine, so that a caller holding nothing else lets the
+    tensors go (a y latent of an 8192 x 8192 image is ~170 MB per tensor).
+
     ``size_only`` skips the candidate search: the index stream's length is known from the plan
     alone (zero bytes of the right length stand in, and no sample is returned)."""
-    order = position_order(q.mean.shape[2] * q.mean.shape[3], seed)
+    q = q.pop() if isinstance(q, list) else q
+    p = p.pop() if isinstance(p, list) else p
+    shape = tuple(q.mean.shape)
+    order = position_order(shape[2] * shape[3], seed)
     mu_q, sd_q, mu_p, sd_p = (_ordered(a, order) for a in (q.mean, q.scale, p.mean, p.scale))
+    del q, p
+    channels, positions = shape[1], order.size
     kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p)  # tiling hook: rec.kl_bits in bounded-memory chunks
-    channels, positions = q.mean.shape[1], order.size
-    symbols, exps = channel_plan(kl.reshape(channels, positions), kappa, ratio)
+    kl_total, kl_channels = float(kl.sum()), kl.reshape(channels, positions).sum(axis=1, keepdims=True)
+    del kl  # the plan needs only the per-channel sums
+    symbols, exps = channel_plan(kl_channels, kappa, ratio)
     plan = plan_from_channels(symbols, exps, positions, kappa)
     if size_only:
         return (encode_channel_plan(symbols, exps, kappa), bytes((plan.index_bits + 7) // 8), None,
-                float(kl.sum()), plan.index_bits, plan.n_blocks)
+                kl_total, plan.index_bits, plan.n_blocks)
     indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature)
+    del mu_q, sd_q
     sample = rec.decode(mu_p, sd_p, plan, seed, indices)
     return (encode_channel_plan(symbols, exps, kappa), rec.encode_indices(indices, plan),
-            _unordered(sample, order, q.mean.shape), float(kl.sum()), plan.index_bits, plan.n_blocks)
+            _unordered(sample, order, shape), kl_total, plan.index_bits, plan.n_blocks)
 
 
 @torch.no_grad()
@@ -128,8 +139,10 @@ def _analyse(prep: PreparedImage, model, t: float, seed: int, kappa: int, temper
     py = model.prior_y(z_hat, fhs)
     if progress:
         progress("coding y")
-    yp, yi, _, kl_y, bits_y, blocks_y = _code_level(qy, py, kappa, _seed(seed, _Y_SEED_SALT), temperature, ratio,
-                                                    size_only)
+    held_q, held_p = [qy], [py]  # handed over, so the y tensors are freed while the engine runs
+    del qy, py
+    yp, yi, _, kl_y, bits_y, blocks_y = _code_level(held_q, held_p, kappa, _seed(seed, _Y_SEED_SALT), temperature,
+                                                    ratio, size_only)
     sections = [bbi.Section("ZPLN", zp), bbi.Section("ZIDX", zi), bbi.Section("YPLN", yp), bbi.Section("YIDX", yi)]
     stats = EncodeStats(kl_z + kl_y, bits_z + bits_y, 8 * (len(zp) + len(yp)), 0, blocks_z + blocks_y)
     return sections, stats
