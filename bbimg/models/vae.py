@@ -160,7 +160,7 @@ class HierarchicalVAE(nn.Module):
         kl_z_dims = gaussian_kl_bits(qz, pz).flatten(1)
         excess = None
         if dim_kl_cap is not None:
-            excess = ((kl_y_dims - dim_kl_cap).clamp_min(0).sum(1) + (kl_z_dims - dim_kl_cap).clamp_min(0).sum(1))
+            excess = sum((d - dim_kl_cap).clamp_min(0).sum(1) for d in (kl_y_dims, kl_z_dims))
         return ForwardResult(x_hat, kl_y_dims.sum(1), kl_z_dims.sum(1), excess)
 
 

@@ -55,7 +55,7 @@ def rd_loss(model: HierarchicalVAE, x: torch.Tensor, t: torch.Tensor, dim_kl_cap
     cannot deliver them (a block is at least one dimension and carries ~kappa bits), so the model
     should spread its information instead (measured: dimensions of 100-400 bits cost the shipped
     model ~2 dB between ideal and coded quality). The reported bpp stays the exact KL."""
-    out = model(x, t, dim_kl_cap) if dim_kl_cap is not None else model(x, t)
+    out = model(x, t, dim_kl_cap)
     pixels = x.shape[2] * x.shape[3]
     bpp = (out.kl_y + out.kl_z) / pixels
     mse = ((out.x_hat.float() - x) * 255.0).pow(2).flatten(1).mean(1)
