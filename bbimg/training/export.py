@@ -10,7 +10,7 @@ from .trainer import export_weights, load_checkpoint
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("state", type=Path, help="state.pt written by `bbimg train`")
-    parser.add_argument("out", type=Path, help="e.g. bbimg/weights/bbimg-hvae-v1.pt")
+    parser.add_argument("out", type=Path, help="e.g. bbimg/weights/bbimg-hvae-v3.pt")
     args = parser.parse_args()
     state = load_checkpoint(args.state)
     export_weights(state, args.out)
