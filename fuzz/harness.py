@@ -168,7 +168,8 @@ def _structural_mutation(data: bytes, rng: random.Random) -> bytes | None:
     else:                                               # model name / hash
         try:
             if rng.random() < 0.5:
-                h = dataclasses.replace(h, model_name=rng.choice(("bbimg-hvae-v2", TINY_MODEL, "x", "../x", "a" * 64)))
+                from bbimg.models.registry import DEFAULT_MODEL  # torch: only the mutations that need it
+                h = dataclasses.replace(h, model_name=rng.choice((DEFAULT_MODEL, TINY_MODEL, "x", "../x", "a" * 64)))
             else:
                 h = dataclasses.replace(h, weights_hash=bytes(rng.randrange(256) for _ in range(16)))
         except ValueError:

@@ -25,6 +25,7 @@ from PIL import Image
 from bbimg import codec, tiling
 from bbimg import format as bbi
 from bbimg.cli.main import main
+from bbimg.models import DEFAULT_MODEL
 from conftest import smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +239,7 @@ def test_cli_rejects_corrupt_kodak_files_default_model(tmp_path, request):
 
 
 # -- resources -----------------------------------------------------------------------------------
-def _hand_made_header(width: int, height: int, name: bytes = b"bbimg-hvae-v2") -> bytes:
+def _hand_made_header(width: int, height: int, name: bytes = DEFAULT_MODEL.encode()) -> bytes:
     """A file whose header fields are packed by hand (bypassing Header's checks), valid CRCs."""
     body = struct.pack("<IIIBBfBQBfHB", 0, width, height, 0, 8, 0.5, 50, 0, 16, 1.0, 0, 0)
     body += bytes([len(name)]) + name + bytes([32]) + bytes(32)
@@ -266,11 +267,11 @@ def test_absurd_dimensions_are_rejected_before_any_allocation(tmp_path):
 
 def test_model_name_from_a_file_cannot_pick_a_path():
     """The name in a file must not reach the file system as a path (absolute or with '..')."""
-    weights = ROOT / "bbimg" / "weights" / "bbimg-hvae-v2.pt"
+    weights = ROOT / "bbimg" / "weights" / f"{DEFAULT_MODEL}.pt"
     digest = hashlib.sha256(weights.read_bytes()).digest()
     header = dataclasses.replace(bbi.read(_hand_made_header(64, 48)).header, weights_hash=digest)
     sections = tuple(bbi.Section(t, b"") for t in ("ZPLN", "ZIDX", "YPLN", "YIDX"))
-    for name in (str(weights)[:-3], "../weights/bbimg-hvae-v2", "bbimg-hvae-v2/../bbimg-hvae-v2"):
+    for name in (str(weights)[:-3], f"../weights/{DEFAULT_MODEL}", f"{DEFAULT_MODEL}/../{DEFAULT_MODEL}"):
         data = bbi.write(bbi.Container(dataclasses.replace(header, model_name=name), sections))
         with pytest.raises(bbi.BbiError, match="not installed"):
             codec.decode(data)

@@ -18,7 +18,7 @@ from .vae import HierarchicalVAE, VAEConfig
 
 __all__ = ["DEFAULT_MODEL", "ModelInfo", "available_models", "load_model", "weights_dir", "config_from_dict"]
 
-DEFAULT_MODEL = "bbimg-hvae-v2"
+DEFAULT_MODEL = "bbimg-hvae-v4"
 _cache: dict[str, tuple["ModelInfo", HierarchicalVAE]] = {}
 _lock = threading.Lock()
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
