@@ -1,7 +1,9 @@
 """The codec pipeline: image -> posteriors -> REC-coded z, then y against p(y | decoded z) -> .bbi.
 
-Glue only: the model (torch) gives Gaussians, ``bbimg.rec`` (numpy) turns them into indices and
-back, ``bbimg.format`` (bytes) stores them. Decoding needs nothing but the file and the model it
+Glue only: the model gives Gaussians as numpy arrays (through ONNX Runtime where its export is
+installed and the job runs on the CPU at an untiled size, so a command-line run never imports
+torch; otherwise through torch), ``bbimg.rec`` (numpy) turns them into indices and back,
+``bbimg.format`` (bytes) stores them. Decoding needs nothing but the file and the model it
 names: the block plans travel in the file as integers, and no entropy-coding table is computed from
 floating-point network outputs, so tiny numerical differences between machines (CPU vs CUDA,
 thread counts, BLAS) only move decoded pixels by tiny amounts; they can never desynchronise the
@@ -15,16 +17,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 from PIL import Image
 
 from . import format as bbi
 from . import rec
+from . import runtime
 from . import tiling  # tiling hook: large images (bbimg/tiling.py)
 from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, channel_plan, decode_channel_plan, encode_channel_plan,
                                 plan_from_channels, position_order)
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
-from .models import DEFAULT_MODEL, load_model, pad_to_multiple
+from .model_files import DEFAULT_MODEL
 
 __all__ = ["encode", "decode", "info", "quality_to_t", "EncodeStats", "DEFAULT_QUALITY", "DEFAULT_KAPPA",
            "DEFAULT_TEMPERATURE", "MAX_PIXELS"]
@@ -49,10 +51,6 @@ def _seed(seed: int, salt: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + salt) & 0xFFFF_FFFF_FFFF_FFFF
 
 
-def _flat(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
-
-
 @dataclass
 class EncodeStats:
     kl_bits: float          # KL(q||p) of both levels: the ideal rate
@@ -69,35 +67,130 @@ class _Analysis:
     stats: EncodeStats
 
 
-def _to_tensor(pixels: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+@dataclass
+class _Gaussian:
+    mean: np.ndarray   # (1, C, H, W) float32
+    scale: np.ndarray
 
 
-def _ordered(t: torch.Tensor, order: np.ndarray) -> np.ndarray:
-    """(1, C, H, W) tensor -> float32 (C * H * W,) in channel-major, permuted-position order."""
-    arr = t.detach().to("cpu", torch.float32).numpy().reshape(t.shape[1], -1)
+class _TorchTransforms:
+    """The model's transforms on torch (any device; tiles for large images), numpy in and out."""
+
+    def __init__(self, name: str, device: str):
+        import torch
+
+        from .models import load_model
+
+        self._torch = torch
+        self.info, self.net = load_model(name, device)
+        self.name, self.sha256, self.stride = name, self.info.sha256, self.net.cfg.stride
+        self.device = torch.device(device)
+
+    def _films(self, t: float):
+        return self.net._films(self._torch.tensor([t], device=self.device))
+
+    def _np(self, a) -> np.ndarray:
+        return a.detach().to("cpu", self._torch.float32).numpy()
+
+    def _in(self, a: np.ndarray):
+        return self._torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
+
+    def analysis_pixels(self, pixels: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        from .models import pad_to_multiple
+
+        with self._torch.no_grad():
+            fa = self._films(t)[0]
+            if tiling.should_tile(*pixels.shape[:2], self.stride):  # tiling hook
+                q = tiling.encode_y(self.net, pixels, fa, self.device)
+            else:
+                x = self._torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(self.device)
+                x = pad_to_multiple(x.permute(2, 0, 1)[None].float().div_(255.0), self.stride)
+                q = self.net.encode_y(x, fa)
+                del x
+            mean, log_scale = q.mean, q.log_scale
+            del q
+            return self._np(mean), self._np(log_scale.exp_())
+
+    def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        with self._torch.no_grad():
+            q = self.net.encode_z(self._in(y_mean), self._films(t)[2])
+            return self._np(q.mean), self._np(q.scale)
+
+    def z_prior(self, t: float, lh: int, lw: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._torch.no_grad():
+            p = self.net.prior_z(self._films(t)[4], (1, self.net.cfg.hyper_channels, lh, lw))
+            return self._np(p.mean), self._np(p.scale)
+
+    def y_prior(self, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        with self._torch.no_grad():
+            p = self.net.prior_y(self._in(z), self._films(t)[3])
+            return self._np(p.mean), self._np(p.scale)
+
+    def synthesis_pixels(self, y: np.ndarray, t: float, height: int, width: int) -> np.ndarray:
+        torch = self._torch
+        with torch.no_grad():
+            fs = self._films(t)[1]
+            y_t = self._in(y)
+            if tiling.should_tile(height, width, self.stride):  # tiling hook
+                return tiling.decode_pixels(self.net, y_t, fs, height, width)
+            x_hat = self.net.decode(y_t, fs)[0, :, :height, :width]
+            return x_hat.clamp_(0, 1).mul_(255).round_().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+
+
+class _OrtPipeline:
+    """Adapter giving the ONNX Runtime transforms the pipeline's pixel-level interface."""
+
+    def __init__(self, ort: runtime.OrtTransforms):
+        self._ort = ort
+        self.name, self.sha256, self.stride = ort.name, ort.sha256, ort.stride
+        self.hyper, self.z_prior, self.y_prior = ort.hyper, ort.z_prior, ort.y_prior
+
+    def analysis_pixels(self, pixels: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        h, w = pixels.shape[:2]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        x = np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode="edge")  # = pad_to_multiple's replicate
+        x = (x.transpose(2, 0, 1)[None].astype(np.float32)) / np.float32(255.0)
+        return self._ort.analysis(x, t)
+
+    def synthesis_pixels(self, y: np.ndarray, t: float, height: int, width: int) -> np.ndarray:
+        x_hat = self._ort.synthesis(y, t)[0, :, :height, :width]
+        return np.round(np.clip(x_hat, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _transforms(name: str, device: str, height: int, width: int):
+    """ONNX Runtime where it can run this job (CPU, untiled size, export present), else torch."""
+    if str(device) == "cpu" and not tiling.should_tile(height, width, 64):
+        ort = runtime.load(name)
+        if ort is not None:
+            return _OrtPipeline(ort)
+    return _TorchTransforms(name, device)
+
+
+def _ordered(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """(1, C, H, W) array -> float32 (C * H * W,) in channel-major, permuted-position order."""
+    arr = np.asarray(a, dtype=np.float32)
+    arr = arr.reshape(arr.shape[1], -1)
     return np.ascontiguousarray(arr[:, order]).reshape(-1)
 
 
-def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> torch.Tensor:
+def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> np.ndarray:
     channels = shape[1]
     out = np.empty((channels, order.size), np.float32)
     out[:, order] = flat.reshape(channels, -1)
-    return torch.from_numpy(out).view(shape)
+    return out.reshape(shape)
 
 
-@torch.no_grad()
-def _code_level(q, p, kappa: int, seed: int, temperature: float, ratio: float, size_only: bool = False):
+def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float, ratio: float,
+                size_only: bool = False):
     """REC-code one latent level: (plan bytes, index bytes, decoded sample, kl bits, index bits, blocks).
 
-    ``q`` and ``p`` may be one-element lists holding the posterior and prior: they are emptied once
+    ``q`` and ``p`` are one-element lists holding the posterior and prior: they are emptied once
     their values are reordered for the engine, so that a caller holding nothing else lets the
-    tensors go (a y latent of an 8192 x 8192 image is ~170 MB per tensor).
+    arrays go (a y latent of an 8192 x 8192 image is ~170 MB per array).
 
     ``size_only`` skips the candidate search: the index stream's length is known from the plan
     alone (zero bytes of the right length stand in, and no sample is returned)."""
-    q = q.pop() if isinstance(q, list) else q
-    p = p.pop() if isinstance(p, list) else p
+    q, p = q.pop(), p.pop()
     shape = tuple(q.mean.shape)
     order = position_order(shape[2] * shape[3], seed)
     mu_q, sd_q, mu_p, sd_p = (_ordered(a, order) for a in (q.mean, q.scale, p.mean, p.scale))
@@ -118,29 +211,22 @@ def _code_level(q, p, kappa: int, seed: int, temperature: float, ratio: float, s
             _unordered(sample, order, shape), kl_total, plan.index_bits, plan.n_blocks)
 
 
-@torch.no_grad()
-def _analyse(prep: PreparedImage, model, t: float, seed: int, kappa: int, temperature: float, ratio: float,
-             device, progress: Progress | None, size_only: bool = False) -> tuple[list, EncodeStats]:
-    # --- tiling hook (bbimg/tiling.py): above a size threshold g_a runs on overlapping tiles ---
-    tiled = tiling.should_tile(*prep.pixels.shape[:2], model.cfg.stride)
-    x = None if tiled else pad_to_multiple(_to_tensor(prep.pixels, device), model.cfg.stride)
-    # --- end tiling hook ---
-    fa, fs, fha, fhs, fz = model._films(torch.tensor([t], device=device))
+def _analyse(prep: PreparedImage, tr, t: float, seed: int, kappa: int, temperature: float, ratio: float,
+             progress: Progress | None, size_only: bool = False) -> tuple[list, EncodeStats]:
     if progress:
         progress("analysis")
-    qy = tiling.encode_y(model, prep.pixels, fa, device) if tiled else model.encode_y(x, fa)  # tiling hook
-    qz = model.encode_z(qy.mean, fha)
-    pz = model.prior_z(fz, qz.mean.shape)
+    y_mean, y_scale = tr.analysis_pixels(prep.pixels, t)
+    z_mean, z_scale = tr.hyper(y_mean, t)
+    pz = _Gaussian(*tr.z_prior(t, z_mean.shape[2], z_mean.shape[3]))
     if progress:
         progress("coding z")
-    zp, zi, z_sample, kl_z, bits_z, blocks_z = _code_level(qz, pz, kappa, _seed(seed, _Z_SEED_SALT),
-                                                           temperature, ratio)
-    z_hat = z_sample.to(device)
-    py = model.prior_y(z_hat, fhs)
+    zp, zi, z_hat, kl_z, bits_z, blocks_z = _code_level([_Gaussian(z_mean, z_scale)], [pz], kappa,
+                                                        _seed(seed, _Z_SEED_SALT), temperature, ratio)
+    py = _Gaussian(*tr.y_prior(z_hat, t))
     if progress:
         progress("coding y")
-    held_q, held_p = [qy], [py]  # handed over, so the y tensors are freed while the engine runs
-    del qy, py
+    held_q, held_p = [_Gaussian(y_mean, y_scale)], [py]  # handed over: the y arrays are freed while the engine runs
+    del y_mean, y_scale, py
     yp, yi, _, kl_y, bits_y, blocks_y = _code_level(held_q, held_p, kappa, _seed(seed, _Y_SEED_SALT), temperature,
                                                     ratio, size_only)
     sections = [bbi.Section("ZPLN", zp), bbi.Section("ZIDX", zi), bbi.Section("YPLN", yp), bbi.Section("YIDX", yi)]
@@ -186,16 +272,15 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
         raise ValueError(f"block_ratio must be in [0.1, 10], got {block_ratio}")
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
         raise ValueError(f"target bpp must be a positive number, got {bpp}")
-    info_, net = load_model(model, device)
-    dev = torch.device(device)
+    tr = _transforms(model, device, h, w)
 
     def build(t: float, ratio: float, size_only: bool = False) -> tuple[bytes, EncodeStats]:
         q_int = int(round(quality)) if bpp is None else max(1, min(100, int(round(1 + 99 * t))))
-        sections, st = _analyse(prep, net, t, seed, kappa, temperature, ratio, dev,
+        sections, st = _analyse(prep, tr, t, seed, kappa, temperature, ratio,
                                 None if size_only else progress, size_only)
         if prep.icc_profile:
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
-        header = bbi.Header(width=w, height=h, model_name=info_.name, weights_hash=info_.sha256,
+        header = bbi.Header(width=w, height=h, model_name=tr.name, weights_hash=tr.sha256,
                             quality_t=t, quality_q=q_int, seed=seed, kappa=kappa, temperature=temperature,
                             colour_mode=_colour_mode(prep), bit_depth=min(prep.bit_depth, 16))
         data = bbi.write(bbi.Container(header=header, sections=tuple(sections)))
@@ -261,7 +346,6 @@ def _read(data: bytes) -> bbi.Container:
     return bbi.read(bytes(data))
 
 
-@torch.no_grad()
 def decode(data: bytes, *, device: str = "cpu") -> Image.Image:
     """Decompress .bbi bytes to a PIL image (mode RGB or L, ICC profile attached)."""
     container = _read(data)
@@ -270,32 +354,25 @@ def decode(data: bytes, *, device: str = "cpu") -> Image.Image:
         if container.section(tag) is None:
             raise bbi.BbiError(f"corrupt file: missing required section {tag}")
     try:
-        info_, net = load_model(h.model_name, device)
+        tr = _transforms(h.model_name, device, h.height, h.width)
     except ValueError as exc:
         raise bbi.BbiError(f"file needs model {h.model_name!r}, which is not installed") from exc
-    if not h.matches_weights(info_.sha256):
+    if not h.matches_weights(tr.sha256):
         raise bbi.BbiError(f"file was coded with other weights of model {h.model_name!r} than the installed ones")
-    dev = torch.device(device)
-    stride = net.cfg.stride
+    stride = tr.stride
     ph, pw = -(-h.height // stride) * stride, -(-h.width // stride) * stride
-    fa, fs, fha, fhs, fz = net._films(torch.tensor([h.quality_t], device=dev))
-    z_shape = (1, net.cfg.hyper_channels, ph // 64, pw // 64)
-    pz = net.prior_z(fz, z_shape)
-    z_hat = _decode_level(container, "Z", pz, h, _seed(h.seed, _Z_SEED_SALT)).to(dev).view(z_shape)
-    py = net.prior_y(z_hat, fhs)
-    y_hat = _decode_level(container, "Y", py, h, _seed(h.seed, _Y_SEED_SALT)).to(dev).view_as(py.mean)
-    # --- tiling hook (bbimg/tiling.py): above a size threshold g_s runs on overlapping tiles ---
-    if tiling.should_tile(h.height, h.width, stride):
-        pixels = tiling.decode_pixels(net, y_hat, fs, h.height, h.width)
-    else:
-        x_hat = net.decode(y_hat, fs)[0, :, :h.height, :h.width]
-        pixels = x_hat.clamp_(0, 1).mul_(255).round_().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
-    # --- end tiling hook ---
+    t = h.quality_t
+    pz = _Gaussian(*tr.z_prior(t, ph // 64, pw // 64))
+    z_hat = _decode_level(container, "Z", pz, h, _seed(h.seed, _Z_SEED_SALT))
+    py = _Gaussian(*tr.y_prior(z_hat, t))
+    y_hat = _decode_level(container, "Y", py, h, _seed(h.seed, _Y_SEED_SALT))
+    del py
+    pixels = tr.synthesis_pixels(y_hat, t, h.height, h.width)  # tiles above a size threshold
     colour = "L" if h.colour_mode in (bbi.ColourMode.L, bbi.ColourMode.LA) else "RGB"
     return restore(np.ascontiguousarray(pixels), colour, container.section("ICCP"))
 
 
-def _decode_level(container, level: str, prior, header, seed: int) -> torch.Tensor:
+def _decode_level(container, level: str, prior: _Gaussian, header, seed: int) -> np.ndarray:
     shape = prior.mean.shape
     order = position_order(shape[2] * shape[3], seed)
     mu_p, sd_p = _ordered(prior.mean, order), _ordered(prior.scale, order)

@@ -20,8 +20,9 @@ would see untiled, so tiled and untiled results agree up to floating-point summa
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-import torch
 
 __all__ = ["TILE_LATENTS", "HALO_LATENTS", "THRESHOLD_PIXELS", "KL_CHUNK", "should_tile", "tiles",
            "encode_y", "decode_pixels", "kl_bits"]
@@ -31,6 +32,16 @@ TILE_LATENTS = 64           # kept part of a tile: 64 latents = 1024 pixels squa
 HALO_LATENTS = 4            # context on each side: 64 pixels (2 latents are enough, see above)
 THRESHOLD_PIXELS = 2048 * 2048  # padded images with more pixels than this are tiled
 KL_CHUNK = 1 << 22          # elements per chunk of the KL computation (bounds float64 temporaries)
+
+
+def _no_grad(fn):
+    """torch.no_grad, imported on first call: this module is also used where torch is not (KL, tiles)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def should_tile(height: int, width: int, stride: int = 64) -> bool:
@@ -55,12 +66,14 @@ def tiles(n: int, tile: int | None = None, halo: int | None = None) -> list[tupl
     return out
 
 
-@torch.no_grad()
+@_no_grad
 def encode_y(model, pixels: np.ndarray, film, device, *, tile: int | None = None, halo: int | None = None):
     """``model.encode_y`` on the image padded to the model's stride, computed tile by tile.
 
     ``pixels``: (H, W, 3) uint8. The padding replicates the last row and column, as
     ``pad_to_multiple`` does, and only one tile is ever converted to float."""
+    import torch
+
     from .models.vae import Gaussian
 
     stride = model.cfg.stride
@@ -87,11 +100,13 @@ def encode_y(model, pixels: np.ndarray, film, device, *, tile: int | None = None
     return Gaussian(mean, log_scale)
 
 
-@torch.no_grad()
+@_no_grad
 def decode_pixels(model, y: torch.Tensor, film, height: int, width: int, *, tile: int | None = None,
                   halo: int | None = None) -> np.ndarray:
     """``model.decode`` of the latent ``y`` (1, M, H/16, W/16), tile by tile, cropped to
     ``height`` x ``width`` and quantised to (height, width, 3) uint8 as the untiled decoder does."""
+    import torch
+
     lh, lw = y.shape[2], y.shape[3]
     out = np.empty((height, width, 3), np.uint8)
     s = LATENT_STRIDE

@@ -116,7 +116,7 @@ def encode(input, output, quality, bpp, model, device, seed, quiet) -> None:
     from PIL import Image
 
     from bbimg.codec import encode as encode_image
-    from bbimg.models import DEFAULT_MODEL
+    from bbimg.model_files import DEFAULT_MODEL
 
     if bpp is not None and click.get_current_context().get_parameter_source("quality").name != "DEFAULT":
         raise click.UsageError("give either -q/--quality or --bpp, not both")
@@ -304,7 +304,7 @@ def eval_(folder, qualities, csv_path, model, device) -> None:
     import math
 
     from bbimg.evaluate import CSV_COLUMNS, evaluate, image_files, mean_rows, ms_ssim_note
-    from bbimg.models import DEFAULT_MODEL
+    from bbimg.model_files import DEFAULT_MODEL
 
     paths = image_files(folder)
     if not paths:

@@ -7,31 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..model_files import DEFAULT_MODEL, check_name, search_path, weights_dir
 from .vae import HierarchicalVAE, VAEConfig
 
 __all__ = ["DEFAULT_MODEL", "ModelInfo", "available_models", "load_model", "weights_dir", "config_from_dict"]
 
-DEFAULT_MODEL = "bbimg-hvae-v4"
 _cache: dict[str, tuple["ModelInfo", HierarchicalVAE]] = {}
 _lock = threading.Lock()
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-
-
-def weights_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "weights"
-
-
-def _search_path() -> list[Path]:
-    """Folders searched for ``<name>.pt``: $BBIMG_MODEL_PATH (os.pathsep-separated) first, then the package's."""
-    extra = [Path(p) for p in os.environ.get("BBIMG_MODEL_PATH", "").split(os.pathsep) if p]
-    return extra + [weights_dir()]
+_search_path = search_path
 
 
 @dataclass(frozen=True)
@@ -64,8 +53,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
             return _cache[key]
         if path is None:
             # A name comes from .bbi files too: never let it pick a path outside the model folders.
-            if not _NAME_RE.fullmatch(name):
-                raise ValueError(f"invalid model name {name!r}")
+            check_name(name)
             found = [folder / f"{name}.pt" for folder in _search_path() if (folder / f"{name}.pt").is_file()]
             path = found[0] if found else weights_dir() / f"{name}.pt"
         path = Path(path)
