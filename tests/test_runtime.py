@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +19,6 @@ from conftest import TINY, smooth_image
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-ROOT = Path(__file__).resolve().parents[1]
 NAME = "tiny-onnx"
 
 
@@ -95,8 +94,9 @@ def test_command_line_never_imports_torch(tmp_path):
         assert "torch" not in sys.modules, "torch was imported"
         print("ok")
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
-                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    env = {k: v for k, v in os.environ.items() if k not in ("BBIMG_MODEL_PATH", "BBIMG_BACKEND")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={**env, "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
     assert Image.open(tmp_path / "out.png").size == (128, 96)
