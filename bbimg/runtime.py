@@ -39,15 +39,7 @@ class OrtTransforms:
         with self._session_lock:
             sess = self._sessions.get(part)
             if sess is None:
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                threads = int(os.environ.get("BBIMG_THREADS", "0") or 0)
-                if threads > 0:
-                    opts.intra_op_num_threads = threads
-                opts.log_severity_level = 3
-                sess = ort.InferenceSession(str(self._files[part]), opts, providers=["CPUExecutionProvider"])
-                self._sessions[part] = sess
+                sess = self._sessions[part] = _session(self._files[part])
         return sess.run(None, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
 
     @staticmethod
@@ -77,19 +69,24 @@ class OrtTransforms:
         return self._run("synthesis", {"y": y, "t": self._t(t)})[0]
 
 
-def _export_matches(path: Path, sha_hex: str) -> bool:
-    """True when the ONNX file's metadata names these weights (read without building a session)."""
-    try:
-        import onnxruntime as ort
+def _session(path: Path):
+    import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        # Metadata only: a session on the small z prior is cheap; other parts are checked by
-        # their recorded hash through the same reader below.
-        meta = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).get_modelmeta()
-        return meta.custom_metadata_map.get("bbimg_weights_sha256") == sha_hex
+    opts = ort.SessionOptions()
+    threads = int(os.environ.get("BBIMG_THREADS", "0") or 0)
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _matching_session(path: Path, sha_hex: str):
+    """A session on ``path`` when its metadata names these weights, else None."""
+    try:
+        sess = _session(path)
     except Exception:
-        return False
+        return None
+    return sess if sess.get_modelmeta().custom_metadata_map.get("bbimg_weights_sha256") == sha_hex else None
 
 
 def load(name: str) -> OrtTransforms | None:
@@ -112,7 +109,10 @@ def load(name: str) -> OrtTransforms | None:
             except ImportError:
                 files = {}
             sha = weights_sha256(weights)
-            if files and _export_matches(files["zprior"], sha.hex()):
+            # The small z-prior graph is opened to read the recorded hash, and kept for decoding.
+            zprior = _matching_session(files["zprior"], sha.hex()) if files else None
+            if zprior is not None:
                 result = OrtTransforms(name, weights, sha, files)
+                result._sessions["zprior"] = zprior
         _cache[key] = result
         return result
