@@ -401,7 +401,15 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
             const int64_t cols4 = round4(Pmax);
             const int64_t RT = tile_rows(cols4, REC_CHUNK);
             const uint32_t n0 = (uint32_t)(I.c * REC_CHUNK);
-            B.need(RT * cols4, Gpmax * REC_CHUNK);
+            // A narrower group can take a taller tile than the widest one (power-of-two rows):
+            // the tile buffer must hold the largest rows x columns of any group in the item.
+            int64_t tile = RT * cols4;
+            if (RT != REC_CHUNK)
+                for (int64_t g = I.a; g < I.z; ++g) {
+                    const int64_t c4 = round4(S.group_P[g]);
+                    tile = std::max(tile, tile_rows(c4, REC_CHUNK) * c4);
+                }
+            B.need(tile, Gpmax * REC_CHUNK);
             if (RT == REC_CHUNK)
                 K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data());
             for (int64_t g = I.a; g < I.z; ++g) {

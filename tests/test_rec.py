@@ -429,3 +429,28 @@ def test_long_blocks_use_row_subtiles(length, k):
     z = rec.decode(mp, sp, plan, 2, idx)
     cand = _core.debug_candidate(mp, sp, plan.lengths, plan.exponents, 16, 2, 0, int(idx[0]))
     assert np.array_equal(cand.view(np.uint32), z.view(np.uint32))
+
+
+def test_groups_of_different_widths_in_one_work_item(tmp_path):
+    """Regression: two pool groups whose widths round to different tile heights (1728 columns get
+    512-row tiles, 2592 get 256) shared one tile buffer sized for the widest group, and the
+    narrower group's taller tile overflowed it (heap corruption, seen on a 4608 x 4608 image)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import numpy as np\n"
+        "from bbimg import rec\n"
+        "rng = np.random.default_rng(0)\n"
+        "n = 1728 + 2592\n"
+        "mq, mp = rng.normal(0, 0.05, n), np.zeros(n)\n"
+        "sq, sp = np.full(n, 0.995), np.ones(n)\n"
+        "plan = rec.BlockPlan(np.array([1728, 2592]), np.array([16, 16]), 16)\n"
+        "for tau in (0.0, 1.0):\n"
+        "    idx = rec.encode(mq, sq, mp, sp, plan, 5, temperature=tau, threads=1)\n"
+        "    z = rec.decode(mp, sp, plan, 5, idx)\n"
+        "    assert np.isfinite(z).all() and z.shape == (n,)\n"
+        "print('ok')\n" % str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout, (result.returncode, result.stderr[-2000:])
