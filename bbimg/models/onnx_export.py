@@ -20,76 +20,45 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..runtime import PARTS
 from .registry import load_model
 from .vae import HierarchicalVAE
 
 __all__ = ["PARTS", "export"]
 
-PARTS = ("analysis", "hyper", "zprior", "yprior", "synthesis")
 
+class _Part(nn.Module):
+    """One transform as a graph: ``fn(model, films, *inputs)`` with the quality ``t`` as last input."""
 
-class _Analysis(nn.Module):
-    def __init__(self, m: HierarchicalVAE):
+    def __init__(self, m: HierarchicalVAE, fn):
         super().__init__()
-        self.m = m
+        self.m, self.fn = m, fn
 
-    def forward(self, x, t):
-        q = self.m.encode_y(x, self.m._films(t)[0])
-        return q.mean, q.log_scale
-
-
-class _Hyper(nn.Module):
-    def __init__(self, m: HierarchicalVAE):
-        super().__init__()
-        self.m = m
-
-    def forward(self, y_mean, t):
-        q = self.m.encode_z(y_mean, self.m._films(t)[2])
-        return q.mean, q.log_scale
-
-
-class _ZPrior(nn.Module):
-    def __init__(self, m: HierarchicalVAE):
-        super().__init__()
-        self.m = m
-
-    def forward(self, t):
-        p = self.m.prior_z(self.m._films(t)[4], (1, self.m.cfg.hyper_channels, 1, 1))
-        return p.mean, p.log_scale
-
-
-class _YPrior(nn.Module):
-    def __init__(self, m: HierarchicalVAE):
-        super().__init__()
-        self.m = m
-
-    def forward(self, z, t):
-        p = self.m.prior_y(z, self.m._films(t)[3])
-        return p.mean, p.log_scale
-
-
-class _Synthesis(nn.Module):
-    def __init__(self, m: HierarchicalVAE):
-        super().__init__()
-        self.m = m
-
-    def forward(self, y, t):
-        return self.m.decode(y, self.m._films(t)[1])
+    def forward(self, *inputs):
+        *args, t = inputs
+        return self.fn(self.m, self.m._films(t), *args)
 
 
 def _graphs(m: HierarchicalVAE):
+    """(part, module, example inputs, input names, output names, dynamic axes), in PARTS order."""
     c, k = m.cfg.latent_channels, m.cfg.hyper_channels
     t = torch.tensor([0.5])
     hw = {2: "h", 3: "w"}
-    yield "analysis", _Analysis(m), (torch.rand(1, 3, 128, 192), t), ["x", "t"], ["mean", "log_scale"], \
-        {"x": hw, "mean": hw, "log_scale": hw}
-    yield "hyper", _Hyper(m), (torch.randn(1, c, 8, 12), t), ["y_mean", "t"], ["mean", "log_scale"], \
-        {"y_mean": hw, "mean": hw, "log_scale": hw}
-    yield "zprior", _ZPrior(m), (t,), ["t"], ["mean", "log_scale"], {}
-    yield "yprior", _YPrior(m), (torch.randn(1, k, 2, 3), t), ["z", "t"], ["mean", "log_scale"], \
-        {"z": hw, "mean": hw, "log_scale": hw}
-    yield "synthesis", _Synthesis(m), (torch.randn(1, c, 8, 12), t), ["y", "t"], ["x_hat"], \
-        {"y": hw, "x_hat": hw}
+    gauss = ["mean", "log_scale"]
+    spatial = {"mean": hw, "log_scale": hw}
+    yield "analysis", _Part(m, lambda m, f, x: _pair(m.encode_y(x, f[0]))), \
+        (torch.rand(1, 3, 128, 192), t), ["x", "t"], gauss, {"x": hw, **spatial}
+    yield "hyper", _Part(m, lambda m, f, y: _pair(m.encode_z(y, f[2]))), \
+        (torch.randn(1, c, 8, 12), t), ["y_mean", "t"], gauss, {"y_mean": hw, **spatial}
+    yield "zprior", _Part(m, lambda m, f: _pair(m.prior_z(f[4], (1, k, 1, 1)))), (t,), ["t"], gauss, {}
+    yield "yprior", _Part(m, lambda m, f, z: _pair(m.prior_y(z, f[3]))), \
+        (torch.randn(1, k, 2, 3), t), ["z", "t"], gauss, {"z": hw, **spatial}
+    yield "synthesis", _Part(m, lambda m, f, y: m.decode(y, f[1])), \
+        (torch.randn(1, c, 8, 12), t), ["y", "t"], ["x_hat"], {"y": hw, "x_hat": hw}
+
+
+def _pair(g):
+    return g.mean, g.log_scale
 
 
 def _fp16_weights(model) -> None:
@@ -117,7 +86,9 @@ def export(name: str, out_dir: Path | None = None) -> list[Path]:
     info, model = load_model(name)
     out_dir = Path(out_dir) if out_dir else info.path.parent
     written = []
-    for part, module, args, inputs, outputs, axes in _graphs(model.float().eval()):
+    graphs = list(_graphs(model.float().eval()))
+    assert tuple(g[0] for g in graphs) == PARTS, "the export must write every part bbimg.runtime loads"
+    for part, module, args, inputs, outputs, axes in graphs:
         path = out_dir / f"{name}.{part}.onnx"
         tmp = path.with_suffix(".tmp")
         with torch.no_grad(), warnings.catch_warnings():

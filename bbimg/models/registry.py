@@ -13,14 +13,13 @@ from pathlib import Path
 
 import torch
 
-from ..model_files import DEFAULT_MODEL, check_name, search_path, weights_dir
+from ..model_files import DEFAULT_MODEL, find_weights, search_path, weights_dir
 from .vae import HierarchicalVAE, VAEConfig
 
 __all__ = ["DEFAULT_MODEL", "ModelInfo", "available_models", "load_model", "weights_dir", "config_from_dict"]
 
 _cache: dict[str, tuple["ModelInfo", HierarchicalVAE]] = {}
 _lock = threading.Lock()
-_search_path = search_path
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def config_from_dict(d: dict) -> VAEConfig:
 
 
 def available_models() -> list[str]:
-    return sorted({p.stem for folder in _search_path() for p in folder.glob("*.pt")})
+    return sorted({p.stem for folder in search_path() for p in folder.glob("*.pt")})
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
@@ -52,10 +51,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
         if key in _cache:
             return _cache[key]
         if path is None:
-            # A name comes from .bbi files too: never let it pick a path outside the model folders.
-            check_name(name)
-            found = [folder / f"{name}.pt" for folder in _search_path() if (folder / f"{name}.pt").is_file()]
-            path = found[0] if found else weights_dir() / f"{name}.pt"
+            # A name comes from .bbi files too: find_weights never lets it pick a path outside the
+            # model folders.
+            path = find_weights(name) or weights_dir() / f"{name}.pt"
         path = Path(path)
         if not path.is_file():
             known = ", ".join(available_models()) or "none"
