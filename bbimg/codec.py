@@ -33,7 +33,9 @@ __all__ = ["encode", "decode", "info", "quality_to_t", "EncodeStats", "DEFAULT_Q
 
 DEFAULT_QUALITY = 75
 DEFAULT_KAPPA = 16
-DEFAULT_TEMPERATURE = 1.0
+#: None: the "nearest" selection rule (rec.encode); a number tau: importance sampling of
+#: q^(1/tau)/p (tau = 1 is the exact REC sample). docs/rec.md section 5 has the comparison.
+DEFAULT_TEMPERATURE: float | None = None
 MAX_PIXELS = bbi.MAX_PIXELS
 _Z_SEED_SALT, _Y_SEED_SALT = 0x5A5A_0001, 0x5959_0002
 
@@ -180,7 +182,7 @@ def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float, ratio: float,
+def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float | None, ratio: float,
                 size_only: bool = False):
     """REC-code one latent level: (plan bytes, index bytes, decoded sample, kl bits, index bits, blocks).
 
@@ -204,14 +206,17 @@ def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float, rat
     if size_only:
         return (encode_channel_plan(symbols, exps, kappa), bytes((plan.index_bits + 7) // 8), None,
                 kl_total, plan.index_bits, plan.n_blocks)
-    indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature)
+    if temperature is None:
+        indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=0.0, selection="nearest")
+    else:
+        indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature, selection="tempered")
     del mu_q, sd_q
     sample = rec.decode(mu_p, sd_p, plan, seed, indices)
     return (encode_channel_plan(symbols, exps, kappa), rec.encode_indices(indices, plan),
             _unordered(sample, order, shape), kl_total, plan.index_bits, plan.n_blocks)
 
 
-def _analyse(prep: PreparedImage, tr, t: float, seed: int, kappa: int, temperature: float, ratio: float,
+def _analyse(prep: PreparedImage, tr, t: float, seed: int, kappa: int, temperature: float | None, ratio: float,
              progress: Progress | None, size_only: bool = False) -> tuple[list, EncodeStats]:
     if progress:
         progress("analysis")
@@ -254,12 +259,14 @@ def _as_pil(image) -> Image.Image:
 
 def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None, model: str = DEFAULT_MODEL,
            device: str = "cpu", seed: int = 0, kappa: int = DEFAULT_KAPPA,
-           temperature: float = DEFAULT_TEMPERATURE, block_ratio: float = DEFAULT_BLOCK_RATIO,
+           temperature: float | None = DEFAULT_TEMPERATURE, block_ratio: float = DEFAULT_BLOCK_RATIO,
            progress: Progress | None = None, stats: list | None = None) -> bytes:
     """Compress an image to .bbi bytes.
 
     ``quality`` 1..100 (higher = more bits) or ``bpp``: a target file size in bits per pixel, met
     by searching the model's continuous quality (the size is known before any candidate search).
+    ``temperature`` None (default) picks each block's candidate by the "nearest" rule; a number
+    tau >= 0 samples it in proportion to q^(1/tau)/p instead (the file size does not change).
     """
     pil = _as_pil(image)
     prep = prepare(pil)
@@ -268,6 +275,8 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
         raise ValueError(f"image of {w}x{h} is larger than the format allows")
     if not 0 <= seed < 2**64:
         raise ValueError("seed must be in [0, 2**64)")
+    if temperature is not None and not (0 <= temperature and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be None or a finite number >= 0, got {temperature}")
     if not (0.1 <= block_ratio <= 10):
         raise ValueError(f"block_ratio must be in [0.1, 10], got {block_ratio}")
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
@@ -281,7 +290,8 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
         if prep.icc_profile:
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
         header = bbi.Header(width=w, height=h, model_name=tr.name, weights_hash=tr.sha256,
-                            quality_t=t, quality_q=q_int, seed=seed, kappa=kappa, temperature=temperature,
+                            quality_t=t, quality_q=q_int, seed=seed, kappa=kappa,
+                            temperature=0.0 if temperature is None else temperature,
                             colour_mode=_colour_mode(prep), bit_depth=min(prep.bit_depth, 16))
         data = bbi.write(bbi.Container(header=header, sections=tuple(sections)))
         st.file_bytes = len(data)

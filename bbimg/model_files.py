@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_MODEL", "weights_dir", "search_path", "find_weights", "weights_sha256", "check_name"]
 
-DEFAULT_MODEL = "bbimg-hvae-v4"
+DEFAULT_MODEL = "bbimg-hvae-v5"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _sha_cache: dict[tuple[str, int, int], bytes] = {}
 

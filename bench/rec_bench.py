@@ -118,7 +118,8 @@ def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac, planner="rate"
     enc = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        idx = rec.encode(mq, sq, mp, sp, plan, seed=1234, temperature=tau, threads=threads)
+        idx = rec.encode(mq, sq, mp, sp, plan, seed=1234, temperature=tau, threads=threads,
+                         selection="tempered")
         enc.append(time.perf_counter() - t0)
     payload = rec.encode_indices(idx, plan)
     dec = []
@@ -134,7 +135,7 @@ def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac, planner="rate"
     blocks = np.arange(0, plan.n_blocks, step)
     sub = rec.BlockPlan(plan.lengths[blocks], plan.exponents[blocks], kappa)
     t0 = time.perf_counter()
-    R.encode(mq, sq, mp, sp, plan, 1234, tau, blocks=blocks)
+    R.encode(mq, sq, mp, sp, plan, 1234, tau, blocks=blocks, selection="tempered")
     t_np = (time.perf_counter() - t0) * work(plan) / max(work(sub), 1.0)
     w = work(plan)
     enc_s = min(enc)
@@ -235,7 +236,7 @@ def main() -> None:
     print("fidelity table (60,000 dims, 40,000 bits; slack: blocks packed to KL <= kappa - slack):")
     n, total = (20_000, 13_000.0) if args.quick else (60_000, 40_000.0)
     kappas = (10, 12) if args.quick else (10, 12, 14, 16)
-    sel = ((0.0, "tempered"), (0.0, "power"), (1.0, "tempered"))  # tau = 1 is the same for both rules
+    sel = ((0.0, "tempered"), (0.0, "power"), (0.0, "nearest"), (1.0, "tempered"))  # tau = 1 is the same for both rules
     fid = fidelity_table(n, total, kappas, (0.0, 0.5, 1.0, 2.0), sel, args.threads)
     write_csv(OUT / "rec_fidelity.csv", fid)
     print(f"wrote {OUT / 'rec_bench.csv'} and {OUT / 'rec_fidelity.csv'}")

@@ -1,9 +1,10 @@
 """How the encoder picks among candidates: quality at the same rate for several selection rules.
 
-    python bench/selection.py [--images N] [--qualities 30,60,90] [--temperatures 0,0.5,1]
+    python bench/selection.py [--images N] [--qualities 30,60,90] [--temperatures nearest,0,1]
 
-Encodes Kodak images through the real codec with each REC selection temperature (tau = 1: exact
-importance sample of q; tau -> 0: the candidate most likely under q) and block ratio, decodes,
+Encodes Kodak images through the real codec with each REC selection rule ("nearest": the
+default, nearest a debiased target; a number tau: importance sample of q^(1/tau)/p, tau = 1 the
+exact REC sample, tau = 0 the candidate most likely under q) and block ratio, decodes,
 and writes bench/results/selection.csv (codec,param,image,bpp,psnr,ms_ssim,temperature,block_ratio).
 The file size does not depend on tau (the plan fixes it), so PSNR differences are pure quality.
 Also prints the posterior-mean reconstruction (no coding) as the upper reference.
@@ -27,11 +28,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--qualities", default="30,60,90")
-    ap.add_argument("--temperatures", default="0,0.5,1")
+    ap.add_argument("--temperatures", default="nearest,0,1")
     ap.add_argument("--ratios", default="1.0")
     args = ap.parse_args()
     qualities = [int(q) for q in args.qualities.split(",")]
-    temps = [float(t) for t in args.temperatures.split(",")]
+    temps = [None if t == "nearest" else float(t) for t in args.temperatures.split(",")]
     ratios = [float(r) for r in args.ratios.split(",")]
     from ideal_rd import ideal_points
     _, model = load_model()
@@ -48,12 +49,14 @@ def main() -> None:
                     data = codec.encode(image, q, temperature=tau, block_ratio=ratio)
                     dec = np.asarray(codec.decode(data).convert("RGB"))
                     rows.append(dict(codec="bbimg", param=q, image=name, bpp=len(data) * 8 / pixels,
-                                     psnr=psnr(image, dec), ms_ssim=ms_ssim(image, dec), temperature=tau,
+                                     psnr=psnr(image, dec), ms_ssim=ms_ssim(image, dec),
+                                     temperature="nearest" if tau is None else tau,
                                      block_ratio=ratio))
         print(f"{name} done", file=sys.stderr, flush=True)
     write_csv(rows, RESULTS / "selection.csv")
     print(f"{'q':>4} {'ratio':>5} {'tau':>5} {'bpp':>7} {'psnr':>7} {'ms-ssim':>8}")
-    keys = sorted({(r["param"], r["block_ratio"], r["temperature"]) for r in rows if r["codec"] == "bbimg"})
+    keys = sorted({(r["param"], r["block_ratio"], r["temperature"]) for r in rows if r["codec"] == "bbimg"},
+                  key=lambda k: tuple(map(str, k)))
     for q, ratio, tau in keys:
         sel = [r for r in rows if r["codec"] == "bbimg" and (r["param"], r["block_ratio"], r["temperature"]) == (q, ratio, tau)]
         print(f"{q:>4} {ratio:>5} {tau:>5} {np.mean([r['bpp'] for r in sel]):7.4f} "

@@ -201,7 +201,8 @@ def info(file, as_json) -> None:
                f"{facts['bpp']:.4f} bpp")
     click.echo(f"  model {facts['model']} (weights {facts['weights_sha256'][:16]}), quality {facts['quality']} "
                f"(t={facts['quality_t']:.4f}), colour {facts['colour']}, seed {facts['seed']}")
-    click.echo(f"  REC: kappa {facts['kappa']}, temperature {facts['temperature']:g}, "
+    pick = "nearest" if facts["temperature"] == 0 else f"temperature {facts['temperature']:g}"
+    click.echo(f"  REC: kappa {facts['kappa']}, selection {pick}, "
                f"{facts.get('blocks', '?')} blocks, predicted {facts.get('predicted_bits', '?')} bits, "
                f"actual {facts['bytes'] * 8} bits")
     for s in facts["sections"]:

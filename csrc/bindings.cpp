@@ -28,7 +28,7 @@ using namespace bbimg;
 #endif
 
 // Bumped whenever the binding API or the coded bitstream changes.
-constexpr int CORE_API_VERSION = 1;
+constexpr int CORE_API_VERSION = 2;
 
 namespace {
 
@@ -104,12 +104,20 @@ void check_vec(const F32& a, const char* name, int64_t n, bool positive) {
 int check_selection(const std::string& s) {
     if (s == "tempered") return REC_SELECT_TEMPERED;
     if (s == "power") return REC_SELECT_POWER;
-    fail("selection must be 'tempered' or 'power', got '" + s + "'");
+    if (s == "nearest") return REC_SELECT_NEAREST;
+    fail("selection must be 'tempered', 'power' or 'nearest', got '" + s + "'");
 }
 
 void check_tau(double tau) {
     if (!std::isfinite(tau) || tau < 0.0)
         fail("temperature must be finite and >= 0, got " + std::to_string(tau));
+}
+
+void check_rule(int sel, double tau, double shift) {
+    if (sel == REC_SELECT_NEAREST && tau != 0.0)
+        fail("selection 'nearest' takes temperature 0, got " + std::to_string(tau));
+    if (!std::isfinite(shift) || shift < 0.0 || shift > 64.0)
+        fail("shift must be in [0, 64], got " + std::to_string(shift));
 }
 
 py::bytes to_bytes(const std::vector<uint8_t>& v) {
@@ -409,10 +417,12 @@ Checked check_encode_inputs(const F32& mu_q, const F32& sg_q, const F32& mu_p, c
 
 py::array_t<uint32_t> encode_py(const F32& mu_q, const F32& sg_q, const F32& mu_p, const F32& sg_p,
                                 const I32& lens, const U8& ks, int kappa, uint64_t seed, double tau,
-                                int threads, const std::string& device, const std::string& selection) {
+                                int threads, const std::string& device, const std::string& selection,
+                                double shift) {
     const Checked c = check_encode_inputs(mu_q, sg_q, mu_p, sg_p, lens, ks, kappa);
     check_tau(tau);
     const int sel = check_selection(selection);
+    check_rule(sel, tau, shift);
     threads = resolve_threads(threads);
     if (device != "cpu" && device != "cuda") fail("device must be 'cpu' or 'cuda', got '" + device + "'");
     if (device == "cuda" && !rec_cuda_available()) fail("CUDA is not available: " + rec_cuda_info());
@@ -421,7 +431,7 @@ py::array_t<uint32_t> encode_py(const F32& mu_q, const F32& sg_q, const F32& mu_
     {
         py::gil_scoped_release nogil;
         RecSetup S;
-        rec_setup(c.in, c.plan, seed, tau, sel, threads, S);
+        rec_setup(c.in, c.plan, seed, tau, sel, shift, threads, S);
         std::vector<ChunkStat> stats;
         if (device == "cuda")
             rec_stats_cuda(S, stats);
@@ -455,13 +465,15 @@ void check_block(const PlanView& plan, int64_t b) {
 
 py::array_t<float> debug_scores_py(const F32& mu_q, const F32& sg_q, const F32& mu_p,
                                    const F32& sg_p, const I32& lens, const U8& ks, int kappa,
-                                   uint64_t seed, double tau, int64_t b, const std::string& selection) {
+                                   uint64_t seed, double tau, int64_t b, const std::string& selection,
+                                   double shift) {
     const Checked c = check_encode_inputs(mu_q, sg_q, mu_p, sg_p, lens, ks, kappa);
     check_tau(tau);
     const int sel = check_selection(selection);
+    check_rule(sel, tau, shift);
     check_block(c.plan, b);
     RecSetup S;
-    rec_setup(c.in, c.plan, seed, tau, sel, 1, S);
+    rec_setup(c.in, c.plan, seed, tau, sel, shift, 1, S);
     const std::vector<float> v = rec_debug_scores(S, b);
     py::array_t<float> out(v.size());
     std::memcpy(out.mutable_data(), v.data(), v.size() * 4);
@@ -474,7 +486,7 @@ py::array_t<float> debug_candidate_py(const F32& mu_p, const F32& sg_p, const I3
     check_block(c.plan, b);
     if ((uint64_t)n >= ((uint64_t)1 << c.plan.k[b])) fail("candidate index out of range");
     RecSetup S;
-    rec_setup(c.in, c.plan, seed, 0.0, REC_SELECT_TEMPERED, 1, S);
+    rec_setup(c.in, c.plan, seed, 0.0, REC_SELECT_TEMPERED, 0.0, 1, S);
     const std::vector<float> v = rec_debug_candidate(S, mu_p.data(), sg_p.data(), b, n);
     py::array_t<float> out(v.size());
     std::memcpy(out.mutable_data(), v.data(), v.size() * 4);
@@ -565,14 +577,14 @@ PYBIND11_MODULE(_core, m) {
     m.def("encode", &encode_py, py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"), py::arg("sigma_p"),
           py::arg("lengths"), py::arg("exponents"), py::arg("kappa"), py::arg("seed"),
           py::arg("temperature"), py::arg("threads"), py::arg("device") = "cpu",
-          py::arg("selection") = "tempered");
+          py::arg("selection") = "tempered", py::arg("shift") = 0.0);
     m.def("decode", &decode_py, py::arg("mu_p"), py::arg("sigma_p"), py::arg("lengths"),
           py::arg("exponents"), py::arg("kappa"), py::arg("seed"), py::arg("indices"),
           py::arg("threads"));
     m.def("debug_scores", &debug_scores_py, py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"),
           py::arg("sigma_p"), py::arg("lengths"), py::arg("exponents"), py::arg("kappa"),
           py::arg("seed"), py::arg("temperature"), py::arg("block"),
-          py::arg("selection") = "tempered");
+          py::arg("selection") = "tempered", py::arg("shift") = 0.0);
     m.def("debug_candidate", &debug_candidate_py);
     m.def("pool_normals", &pool_normals_py, py::arg("seed"), py::arg("n0"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);

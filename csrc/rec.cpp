@@ -228,7 +228,7 @@ void block_perm_signs(uint64_t seed, uint64_t b, int32_t len, int32_t* perm, flo
 }
 
 void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, int selection,
-               int threads, RecSetup& S) {
+               double shift, int threads, RecSetup& S) {
     S.n = in.n;
     S.B = plan.B;
     S.kappa = plan.kappa;
@@ -252,6 +252,9 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
     //   log q          = -0.5 r^2 eps^2 + r delta eps
     // power:    score = (log q/p) / tau            (tau = 0: argmax of log q/p)
     // tempered: score = (log q) / tau - log p      (tau = 0: argmax of log q)
+    // nearest:  score = -0.5 (r^2 - 1) (eps - d)^2 with d = (t - mu_p) / sigma_p, the target
+    //           t = mu_q + shift (mu_q - mu_p) / max(r^2, 1) (tau = 0 only; see rec.h)
+    const bool nearest = selection == REC_SELECT_NEAREST;
     const double inv_tau = tau > 0.0 ? 1.0 / tau : 1.0;
     const bool tempered = selection == REC_SELECT_TEMPERED;
     const double a_p = tempered ? (tau > 0.0 ? 0.5 : 0.0) : 0.5 * inv_tau;  // coefficient of eps^2 from -log p
@@ -272,8 +275,16 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
                 const int64_t d = s0 + j;
                 const double r = (double)in.sg_p[d] / (double)in.sg_q[d];
                 const double delta = ((double)in.mu_q[d] - (double)in.mu_p[d]) / (double)in.sg_q[d];
-                double a = a_p + a_q * r * r;
-                double c = r * delta * (double)sign[j] * inv_tau;
+                double a, c;
+                if (nearest) {
+                    const double r2 = r * r;
+                    const double u = std::max(r2 - 1.0, 1e-8);
+                    a = -0.5 * u;
+                    c = u * (delta / r) * (1.0 + shift / std::max(r2, 1.0)) * (double)sign[j];
+                } else {
+                    a = a_p + a_q * r * r;
+                    c = r * delta * (double)sign[j] * inv_tau;
+                }
                 a = std::min(std::max(a, -1e30), 1e30);
                 c = std::min(std::max(c, -1e30), 1e30);
                 S.A[s0 + perm[j]] = (float)a;

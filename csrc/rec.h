@@ -73,7 +73,7 @@ struct RecSetup {
     int kappa = 0;
     uint64_t seed = 0;
     double tau = 0.0;
-    int selection = 0;              // 0 tempered posterior q^(1/tau)/p, 1 power (q/p)^(1/tau)
+    int selection = 0;              // 0 tempered q^(1/tau)/p, 1 power (q/p)^(1/tau), 2 nearest
     std::vector<int64_t> start;     // [B]
     std::vector<int32_t> len;       // [B]
     std::vector<uint8_t> k;         // [B]
@@ -93,12 +93,18 @@ struct RecSetup {
 //       posterior N(mu_q, tau sigma_q^2); tau = 1 is exact REC, tau = 0 the candidate most
 //       likely under q.
 //   REC_SELECT_POWER: weights (q(z)/p(z))^(1/tau); tau = 0 is the argmax of q/p.
+//   REC_SELECT_NEAREST: the candidate nearest the target t = mu_q + shift (mu_q - mu_p) / max(r^2, 1)
+//       in the metric sum (1/sigma_q^2 - 1/sigma_p^2) (z - t)^2 (the posterior's precision gain,
+//       i.e. the decoder's local distortion weight); tau = 0 only. shift > 0 cancels the pull
+//       towards mu_p of a candidate set drawn from p (docs/rec.md section 5).
 constexpr int REC_SELECT_TEMPERED = 0;
 constexpr int REC_SELECT_POWER = 1;
+constexpr int REC_SELECT_NEAREST = 2;
 
-// REQUIRES: inputs valid, plan valid for inputs.n, tau >= 0 finite, selection 0 or 1.
+// REQUIRES: inputs valid, plan valid for inputs.n, tau >= 0 finite, selection 0, 1 or 2,
+// tau == 0 when selection is 2, shift finite (used by selection 2 only).
 void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, int selection,
-               int threads, RecSetup& S);
+               double shift, int threads, RecSetup& S);
 void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats);
 void rec_combine(const RecSetup& S, const std::vector<ChunkStat>& stats, uint32_t* idx);
 bool rec_cuda_compiled();

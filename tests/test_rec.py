@@ -155,19 +155,20 @@ def test_decode_is_the_encoders_candidate(small, tau):
     assert np.array_equal(ref.view(np.uint32), z.view(np.uint32))
 
 
-@pytest.mark.parametrize("selection,tau", [("tempered", 0.0), ("power", 0.0), ("tempered", 0.5), ("power", 2.0)])
-def test_argmax_and_scores(small, selection, tau):
+@pytest.mark.parametrize("selection,tau,shift", [("tempered", 0.0, 0.0), ("power", 0.0, 0.0), ("tempered", 0.5, 0.0),
+                                               ("power", 2.0, 0.0), ("nearest", 0.0, 0.0), ("nearest", 0.0, 2.0)])
+def test_argmax_and_scores(small, selection, tau, shift):
     mq, sq, mp, sp, plan = small
-    idx = rec.encode(mq, sq, mp, sp, plan, seed=3, temperature=tau, selection=selection)
+    idx = rec.encode(mq, sq, mp, sp, plan, seed=3, temperature=tau, selection=selection, shift=shift)
     for b in [0, 1, plan.n_blocks // 2, plan.n_blocks - 1]:
         x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, plan.kappa, 3, tau, b,
-                               selection)
+                               selection, shift)
         if tau == 0.0:
             assert int(idx[b]) == int(np.argmax(x))
         # kernel scores agree with the float64 selection score of the regenerated candidates
         rows = np.array([0, 1, int(idx[b]), len(x) - 1])
         z = R.candidates(mp, sp, plan, 3, b, rows=rows)
-        lw = R.log_weights(mq, sq, mp, sp, z, int(plan.starts[b]), tau, selection)
+        lw = R.log_weights(mq, sq, mp, sp, z, int(plan.starts[b]), tau, selection, shift)
         d = (x[rows] - x[rows[0]]) - (lw - lw[0])
         assert np.allclose(d, 0, atol=1e-3 * (1 + np.abs(lw).max()))
 
@@ -212,12 +213,12 @@ def test_blocks_are_independent(small, tau):
     assert np.array_equal(other[keep], base[keep])
 
 
-def _coded_samples(mq, sq, mp, sp, k, seeds, tau=1.0):
+def _coded_samples(mq, sq, mp, sp, k, seeds, tau=1.0, selection="tempered"):
     n = len(mq)
     plan = BlockPlan(np.array([n], np.int32), np.array([k], np.uint8), max(k, 8))
     out = np.empty((len(seeds), n))
     for i, s in enumerate(seeds):
-        idx = rec.encode(mq, sq, mp, sp, plan, s, temperature=tau, threads=1)
+        idx = rec.encode(mq, sq, mp, sp, plan, s, temperature=tau, threads=1, selection=selection)
         out[i] = rec.decode(mp, sp, plan, s, idx)
     return out
 
@@ -243,9 +244,43 @@ def test_tempered_selection_sharpens_the_posterior():
     mq, sq, mp, sp = (np.array([v], np.float32) for v in (1.0, 0.5, 0.0, 1.0))
     z0 = _coded_samples(mq, sq, mp, sp, 9, range(300), tau=0.0)
     assert ((z0 - mq) ** 2).mean() < 0.05 * sq[0] ** 2  # the candidate most likely under q
+    # "nearest" aims at mu_q + shift (mu_q - mu_p) / r^2 = 1.5 here (a lone dim, many candidates)
+    zn = _coded_samples(mq, sq, mp, sp, 9, range(100), tau=0.0, selection="nearest")
+    assert abs(zn.mean() - 1.5) < 0.05
     zh = _coded_samples(mq, sq, mp, sp, 9, range(1500), tau=0.25)  # ~ N(mu_q, sigma_q^2 / 4)
     assert abs(zh.var() / (0.25 * sq[0] ** 2) - 1) < 0.2
     assert abs(zh.mean() - mq[0]) < 5 * math.sqrt(0.25 / 1500) * sq[0]
+
+
+def _many_dims_problem(n=3000, seed=4):
+    """Latents like a codec's: most dims weakly informative, some strongly; ~0.5 bit per dim."""
+    rng = np.random.default_rng(seed)
+    sp = np.exp(rng.normal(0, 0.3, n)).astype(np.float32)
+    mp = rng.normal(0, 1, n).astype(np.float32)
+    sq = (sp * np.exp(-rng.exponential(0.4, n))).astype(np.float32)
+    mq = (mp + sp * rng.normal(0, 0.6, n)).astype(np.float32)
+    return mq, sq, mp, sp
+
+
+def test_nearest_rule_is_closer_than_a_sample_and_debiased():
+    # The point of the default rule: at the same plan (same bits) its pick lies closer to mu_q in
+    # the decoder's metric than an importance sample, and the shift removes most of the pull
+    # towards mu_p that the nearest of p-drawn candidates has.
+    mq, sq, mp, sp = _many_dims_problem()
+    plan = rec.plan_blocks(rec.kl_bits(mq, sq, mp, sp), 12)
+    w = np.maximum((sp / sq) ** 2 - 1, 0) / sp**2
+    direction = np.sign(mq - mp) / sq
+
+    def stats(**kw):
+        z = rec.decode(mp, sp, plan, 6, rec.encode(mq, sq, mp, sp, plan, 6, **kw))
+        return (w * (z - mq) ** 2).sum() / (w * sq**2).sum(), ((z - mq) * direction).mean()
+
+    dist_sample, _ = stats(temperature=1.0)
+    dist_near, bias_near = stats(selection="nearest", shift=2.0)
+    _, bias_plain = stats(selection="nearest", shift=0.0)
+    assert dist_near < 0.9 * dist_sample
+    assert bias_plain < -0.1  # pulled towards mu_p
+    assert abs(bias_near) < 0.5 * abs(bias_plain)
 
 
 def test_zero_kl_blocks_and_empty_input():
@@ -314,6 +349,11 @@ def test_input_errors(small):
         enc(mq, sq, mp, sp, plan, 1, device="tpu")
     with pytest.raises(RecError, match="selection"):
         enc(mq, sq, mp, sp, plan, 1, selection="best")
+    with pytest.raises(RecError, match="temperature 0"):
+        enc(mq, sq, mp, sp, plan, 1, temperature=1.0, selection="nearest")
+    for bad in (-1.0, float("nan"), 65.0):
+        with pytest.raises(RecError, match="shift"):
+            enc(mq, sq, mp, sp, plan, 1, shift=bad)
     with pytest.raises(RecError, match="float32 overflow|not finite"):
         enc(np.full(len(mq), 1e300), sq, mp, sp, plan, 1)
 
@@ -420,7 +460,7 @@ def test_long_blocks_use_row_subtiles(length, k):
     plan = BlockPlan(np.array([length], np.int32), np.array([k], np.uint8), 16)
     idx = rec.encode(mq, sq, mp, sp, plan, seed=2, temperature=0.5)
     x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, 2, 0.0, 0)
-    assert int(rec.encode(mq, sq, mp, sp, plan, seed=2)[0]) == int(np.argmax(x))
+    assert int(rec.encode(mq, sq, mp, sp, plan, seed=2, selection="tempered")[0]) == int(np.argmax(x))
     _core.set_kernels("generic")
     try:
         assert np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=2, temperature=0.5), idx)

@@ -25,7 +25,7 @@ def _problem(n, bits, seed):
 
 
 @pytest.mark.parametrize("kappa", [9, 12, 16])
-@pytest.mark.parametrize("tau,selection", [(0.0, "tempered"), (0.0, "power"), (1.0, "tempered"), (0.4, "tempered")])
+@pytest.mark.parametrize("tau,selection", [(0.0, "tempered"), (0.0, "power"), (0.0, "nearest"), (1.0, "tempered"), (0.4, "tempered")])
 def test_cuda_matches_cpu(kappa, tau, selection):
     mq, sq, mp, sp = _problem(20000 if kappa < 16 else 6000, 9000.0 if kappa < 16 else 4000.0, kappa)
     plan = rec.plan_blocks(rec.kl_bits(mq, sq, mp, sp), kappa, max_block_len=256)

@@ -7,7 +7,7 @@ weights behind Cast nodes (folded to fp32 when a session loads), so the files ar
 the .pt weights. Each file records the sha256 of the .pt it came from: a stale export is never
 used (``bbimg.runtime``).
 
-    python -m bbimg.models.onnx_export bbimg-hvae-v4      # writes bbimg/weights/<name>.<part>.onnx
+    python -m bbimg.models.onnx_export bbimg-hvae-v5      # writes bbimg/weights/<name>.<part>.onnx
 
 Needs torch and the ``onnx`` package (developers only; users need ``onnxruntime``).
 """

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_SLACK",
     "DEFAULT_TEMPERATURE",
     "DEFAULT_SELECTION",
+    "DEFAULT_SHIFT",
     "DEFAULT_METHOD",
     "DEFAULT_MAX_BLOCK_LEN",
     "DEFAULT_BLOCK_COST",
@@ -58,12 +59,15 @@ __all__ = [
 ]
 
 #: Bumped together with CORE_API_VERSION in csrc/bindings.cpp.
-_CORE_API_VERSION = 1
+_CORE_API_VERSION = 2
 
 DEFAULT_KAPPA = 16
 DEFAULT_SLACK = 0.0
 DEFAULT_TEMPERATURE = 0.0
-DEFAULT_SELECTION = "tempered"
+#: None: "nearest" at temperature 0, "tempered" above.
+DEFAULT_SELECTION = None
+#: Target shift of the "nearest" rule, measured on Kodak (docs/rec.md section 5).
+DEFAULT_SHIFT = 2.0
 DEFAULT_METHOD = "rate"
 DEFAULT_MAX_BLOCK_LEN = 1024
 #: Approximate side-information cost of one block (bits), used by the optimal planner.
@@ -293,12 +297,21 @@ def plan_blocks(kl_bits, kappa: int = DEFAULT_KAPPA, max_block_len: int = DEFAUL
 
 def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int,
            temperature: float = DEFAULT_TEMPERATURE, threads: int | None = None,
-           device: str = "cpu", selection: str = DEFAULT_SELECTION) -> np.ndarray:
+           device: str = "cpu", selection: str | None = DEFAULT_SELECTION,
+           shift: float = DEFAULT_SHIFT) -> np.ndarray:
     """Select one candidate per block; returns the indices (uint32 [n_blocks]).
 
-    ``temperature`` tau >= 0 and ``selection`` choose among the 2^k_b candidates z_n:
+    ``selection`` (with ``temperature`` tau >= 0 and ``shift``) chooses among the 2^k_b
+    candidates z_n:
 
-    * ``"tempered"`` (default): probability proportional to q(z_n)^(1/tau) / p(z_n), i.e.
+    * ``None`` (default): ``"nearest"`` at tau = 0, ``"tempered"`` above.
+    * ``"nearest"`` (tau must be 0): the candidate nearest the target
+      t = mu_q + shift * (mu_q - mu_p) / max(r^2, 1), r = sigma_p / sigma_q, in the metric
+      sum_j (1/sigma_q^2 - 1/sigma_p^2) (z_j - t_j)^2. That weight is the precision the
+      posterior gained over the prior, i.e. how much the decoder's output depends on the dim.
+      The nearest of a candidate set drawn from p is pulled towards mu_p; the shift cancels
+      that pull. At the same rate it decodes 0.3-0.5 dB better than an importance sample.
+    * ``"tempered"``: probability proportional to q(z_n)^(1/tau) / p(z_n), i.e.
       importance sampling of the sharpened posterior N(mu_q, tau sigma_q^2). tau = 1 is the
       exact REC (importance) sample of q; tau = 0 takes the candidate most likely under q.
     * ``"power"``: probability proportional to (q(z_n)/p(z_n))^(1/tau); tau = 1 is the same
@@ -314,10 +327,16 @@ def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int,
         tau = float(temperature)
     except (TypeError, ValueError):
         raise RecError(f"temperature must be a number, got {temperature!r}") from None
-    if selection not in ("tempered", "power"):
-        raise RecError(f"selection must be 'tempered' or 'power', got {selection!r}")
+    if selection is None:
+        selection = "nearest" if tau == 0.0 else "tempered"
+    if selection not in ("tempered", "power", "nearest"):
+        raise RecError(f"selection must be 'tempered', 'power' or 'nearest', got {selection!r}")
+    try:
+        shift = float(shift)
+    except (TypeError, ValueError):
+        raise RecError(f"shift must be a number, got {shift!r}") from None
     return _call(_core.encode, mq, sq, mp, sp, plan.lengths, plan.exponents, plan.kappa, seed, tau,
-                 _check_threads(threads), device, selection)
+                 _check_threads(threads), device, selection, shift)
 
 
 def decode(mu_p, sigma_p, plan: BlockPlan, seed: int, indices, threads: int | None = None) -> np.ndarray:
