@@ -289,7 +289,7 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
                                 None if size_only else progress, size_only)
         if prep.icc_profile:
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
-        header = bbi.Header(width=w, height=h, model_name=tr.name, weights_hash=tr.sha256,
+        header = bbi.Header(width=w, height=h, model_name=tr.name, weights_hash=tr.sha256[:16],
                             quality_t=t, quality_q=q_int, seed=seed, kappa=kappa,
                             temperature=0.0 if temperature is None else temperature,
                             colour_mode=_colour_mode(prep), bit_depth=min(prep.bit_depth, 16))
