@@ -127,6 +127,19 @@ def test_quality_orders_size(tiny_model, photo):
     assert sizes == sorted(sizes)
 
 
+def test_selection_rule_changes_the_pick_not_the_size(tiny_model, photo):
+    # The rule is encoder-only: the plan, hence the file size, is the same; the indices differ,
+    # and the header says which kind of pick was made (0 = deterministic, else the temperature).
+    nearest = _enc(photo, tiny_model)
+    sampled = _enc(photo, tiny_model, temperature=1.0)
+    assert len(nearest) == len(sampled) and nearest != sampled
+    assert read_header(nearest).temperature == 0.0 and read_header(sampled).temperature == 1.0
+    for data in (nearest, sampled):
+        assert codec.decode(data).size == photo.size
+    with pytest.raises(ValueError, match="temperature"):
+        _enc(photo, tiny_model, temperature=-1.0)
+
+
 def test_public_api_and_pillow_plugin(tiny_model, photo, tmp_path):
     data = bbimg.encode(photo, quality=40, model=tiny_model)
     assert bbimg.check(data[:16]) is True
