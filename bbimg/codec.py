@@ -136,7 +136,7 @@ class _TorchTransforms:
             if tiling.should_tile(height, width, self.stride):  # tiling hook
                 return tiling.decode_pixels(self.net, y_t, fs, height, width)
             x_hat = self.net.decode(y_t, fs)[0, :, :height, :width]
-            return x_hat.clamp_(0, 1).mul_(255).round_().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+            return tiling.to_uint8_hwc(x_hat)
 
 
 class _OrtPipeline:

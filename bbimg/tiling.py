@@ -100,13 +100,19 @@ def encode_y(model, pixels: np.ndarray, film, device, *, tile: int | None = None
     return Gaussian(mean, log_scale)
 
 
+def to_uint8_hwc(x_hat) -> np.ndarray:
+    """A decoded [3, H, W] tensor in [0, 1] as 8-bit H x W x 3 pixels (round half to even, as the
+    ONNX path's numpy does, so both backends quantise identically)."""
+    import torch
+
+    return x_hat.detach().clamp(0, 1).mul_(255).round_().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+
+
 @_no_grad
 def decode_pixels(model, y: torch.Tensor, film, height: int, width: int, *, tile: int | None = None,
                   halo: int | None = None) -> np.ndarray:
     """``model.decode`` of the latent ``y`` (1, M, H/16, W/16), tile by tile, cropped to
     ``height`` x ``width`` and quantised to (height, width, 3) uint8 as the untiled decoder does."""
-    import torch
-
     lh, lw = y.shape[2], y.shape[3]
     out = np.empty((height, width, 3), np.uint8)
     s = LATENT_STRIDE
@@ -120,7 +126,7 @@ def decode_pixels(model, y: torch.Tensor, film, height: int, width: int, *, tile
             y0, y1 = r0 * s, min(r1 * s, height)
             x0, x1 = c0 * s, min(c1 * s, width)
             crop = x[0, :, y0 - er0 * s:y1 - er0 * s, x0 - ec0 * s:x1 - ec0 * s]
-            out[y0:y1, x0:x1] = crop.clamp_(0, 1).mul_(255).round_().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+            out[y0:y1, x0:x1] = to_uint8_hwc(crop)
             del x, crop
     return out
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, ROOT, average_curve, bd_rate, kodak_files, local_points, ms_ssim, psnr,  # noqa: E402
+from common import (RESULTS, average_curve, bd_rate, kodak_files, local_points, ms_ssim, psnr,  # noqa: E402
                     read_anchors, reference_codecs, write_csv)
 
 COLUMNS = ("codec", "param", "image", "bpp", "psnr", "ms_ssim")
@@ -93,18 +93,16 @@ class Cache:
 
 
 def code_hash() -> str:
-    """Hash of the bbimg package's Python sources and of csrc/ (the C++ / CUDA engine) when this is a
-    source checkout: part of the cache key of bbimg rows, so that a changed coder is re-measured."""
+    """Hash of the bbimg package's Python sources and of the engine's C++ / CUDA sources (the hash
+    the compiled core carries, which bbimg.rec checks against csrc/ at import): part of the cache
+    key of bbimg rows, so that a changed coder is re-measured."""
     import bbimg
+    from bbimg import rec
 
-    files = sorted(Path(bbimg.__file__).resolve().parent.rglob("*.py"))
-    if (ROOT / "csrc").is_dir():
-        files += sorted(p for p in (ROOT / "csrc").rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for f in files:
-        if "__pycache__" in f.parts:
-            continue
-        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    digest = hashlib.sha256(rec.core_info()["source_hash"].encode())
+    for f in sorted(Path(bbimg.__file__).resolve().parent.rglob("*.py")):
+        if "__pycache__" not in f.parts:
+            digest.update(f.name.encode() + b"\0" + f.read_bytes())
     return digest.hexdigest()[:12]
 
 

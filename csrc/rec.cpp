@@ -252,7 +252,7 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
     //   log q          = -0.5 r^2 eps^2 + r delta eps
     // power:    score = (log q/p) / tau            (tau = 0: argmax of log q/p)
     // tempered: score = (log q) / tau - log p      (tau = 0: argmax of log q)
-    // nearest:  score = -0.5 (r^2 - 1) (eps - d)^2 with d = (t - mu_p) / sigma_p, the target
+    // nearest:  score = -0.5 w sigma_p^2 (eps - d)^2, w = ((r^2 - 1) / sigma_p^2)^P, d = (t - mu_p) / sigma_p, the target
     //           t = mu_q + shift (mu_q - mu_p) / max(r^2, 1) (tau = 0 only; see rec.h)
     const bool nearest = selection == REC_SELECT_NEAREST;
     const double inv_tau = tau > 0.0 ? 1.0 / tau : 1.0;
@@ -277,10 +277,13 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
                 const double delta = ((double)in.mu_q[d] - (double)in.mu_p[d]) / (double)in.sg_q[d];
                 double a, c;
                 if (nearest) {
+                    // weight w = (u / sigma_p^2)^P in z units; times sigma_p^2 in eps units
                     const double r2 = r * r;
                     const double u = std::max(r2 - 1.0, 1e-8);
-                    a = -0.5 * u;
-                    c = u * (delta / r) * (1.0 + shift / std::max(r2, 1.0)) * (double)sign[j];
+                    const double sp2 = (double)in.sg_p[d] * (double)in.sg_p[d];
+                    const double we = std::pow(u / sp2, REC_NEAREST_WEIGHT_POWER) * sp2;
+                    a = -0.5 * we;
+                    c = we * (delta / r) * (1.0 + shift / std::max(r2, 1.0)) * (double)sign[j];
                 } else {
                     a = a_p + a_q * r * r;
                     c = r * delta * (double)sign[j] * inv_tau;

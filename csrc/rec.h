@@ -94,12 +94,13 @@ struct RecSetup {
 //       likely under q.
 //   REC_SELECT_POWER: weights (q(z)/p(z))^(1/tau); tau = 0 is the argmax of q/p.
 //   REC_SELECT_NEAREST: the candidate nearest the target t = mu_q + shift (mu_q - mu_p) / max(r^2, 1)
-//       in the metric sum (1/sigma_q^2 - 1/sigma_p^2) (z - t)^2 (the posterior's precision gain,
-//       i.e. the decoder's local distortion weight); tau = 0 only. shift > 0 cancels the pull
-//       towards mu_p of a candidate set drawn from p (docs/rec.md section 5).
+//       in the metric sum w (z - t)^2, w = (1/sigma_q^2 - 1/sigma_p^2)^P (the posterior's precision
+//       gain, i.e. the decoder's local distortion weight, flattened by P = 0.8); tau = 0 only.
+//       shift > 0 cancels the pull towards mu_p of a candidate set drawn from p (docs/rec.md 5).
 constexpr int REC_SELECT_TEMPERED = 0;
 constexpr int REC_SELECT_POWER = 1;
 constexpr int REC_SELECT_NEAREST = 2;
+constexpr double REC_NEAREST_WEIGHT_POWER = 0.8;  // measured on Kodak, docs/rec.md section 5
 
 // REQUIRES: inputs valid, plan valid for inputs.n, tau >= 0 finite, selection 0, 1 or 2,
 // tau == 0 when selection is 2, shift finite (used by selection 2 only).

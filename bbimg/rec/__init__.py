@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_BLOCK_COST",
     "DEFAULT_COMPUTE_COST",
     "KAPPA_MIN",
+    "MAX_BLOCK_LEN",
     "KAPPA_MAX",
     "RecError",
     "CorruptDataError",
@@ -123,6 +124,8 @@ def _load_core():
 
 
 _core = _load_core()
+#: The engine's cap on one block's length (dims); channel plans never cut longer blocks.
+MAX_BLOCK_LEN: int = int(_core.MAX_BLOCK_LEN)
 _CoreRecError = _core.RecError
 _CoreCorrupt = _core.CorruptDataError
 
@@ -307,8 +310,9 @@ def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int,
     * ``None`` (default): ``"nearest"`` at tau = 0, ``"tempered"`` above.
     * ``"nearest"`` (tau must be 0): the candidate nearest the target
       t = mu_q + shift * (mu_q - mu_p) / max(r^2, 1), r = sigma_p / sigma_q, in the metric
-      sum_j (1/sigma_q^2 - 1/sigma_p^2) (z_j - t_j)^2. That weight is the precision the
-      posterior gained over the prior, i.e. how much the decoder's output depends on the dim.
+      sum_j w_j (z_j - t_j)^2, w_j = (1/sigma_q^2 - 1/sigma_p^2)^0.8. That weight is the
+      precision the posterior gained over the prior (how much the decoder's output depends on
+      the dim), flattened a little (measured better than power 1).
       The nearest of a candidate set drawn from p is pulled towards mu_p; the shift cancels
       that pull. At the same rate it decodes 0.3-0.5 dB better than an importance sample.
     * ``"tempered"``: probability proportional to q(z_n)^(1/tau) / p(z_n), i.e.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import BlockPlan, CorruptDataError
+from . import MAX_BLOCK_LEN, BlockPlan, CorruptDataError
 from . import range_coder as rc
 
 __all__ = ["DEFAULT_BLOCK_RATIO", "position_order", "blocks_per_channel", "channel_plan", "plan_from_channels",
@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_BLOCK_RATIO", "position_order", "blocks_per_channel", "chann
 
 _OCTAVE_STEPS = 4          # block counts are coded on a log scale: nb = round(2 ** (s / 4))
 _NB_ALPHABET = 96          # up to 2**23.75 blocks per channel
-DEFAULT_BLOCK_RATIO = 1.0  # blocks per channel = ratio * KL_c / kappa
+DEFAULT_BLOCK_RATIO = 1.1  # blocks per channel = ratio * KL_c / kappa (docs/rec.md section 5)
 
 
 def position_order(positions: int, seed: int) -> np.ndarray:
@@ -35,14 +35,13 @@ def position_order(positions: int, seed: int) -> np.ndarray:
     return np.argsort(x, kind="stable")
 
 
-_MAX_BLOCK_LEN = 1 << 16  # the engine's cap on a block's length (REC_MAX_BLOCK_LEN in csrc/rec.h)
 
 
 def blocks_per_channel(symbol: np.ndarray, positions: int) -> np.ndarray:
     """Blocks per channel from the coded symbols; at least enough that no block is longer than the
     engine allows (channels of more than 2^16 positions: images above 4096 x 4096)."""
     nb = np.round(2.0 ** (symbol.astype(np.float64) / _OCTAVE_STEPS)).astype(np.int64)
-    return np.clip(nb, -(-positions // _MAX_BLOCK_LEN), positions)
+    return np.clip(nb, -(-positions // MAX_BLOCK_LEN), positions)
 
 
 def channel_plan(kl: np.ndarray, kappa: int, ratio: float) -> tuple[np.ndarray, np.ndarray]:

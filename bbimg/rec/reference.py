@@ -157,10 +157,13 @@ def decode(mu_p, sigma_p, plan: BlockPlan, seed: int, indices) -> np.ndarray:
     return out
 
 
+NEAREST_WEIGHT_POWER = 0.8  # REC_NEAREST_WEIGHT_POWER in csrc/rec.h
+
+
 def nearest_target(mq, sq, mp, sp, shift: float) -> tuple[np.ndarray, np.ndarray]:
     """(target t, weight w) of the "nearest" rule, float64: score = -0.5 sum w (z - t)^2."""
     r2 = (sp / sq) ** 2
-    w = np.maximum(r2 - 1.0, 1e-8) / sp**2
+    w = (np.maximum(r2 - 1.0, 1e-8) / sp**2) ** NEAREST_WEIGHT_POWER
     return mq + shift * (mq - mp) / np.maximum(r2, 1.0), w
 
 
