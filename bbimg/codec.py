@@ -396,6 +396,42 @@ def _decode_level(container, level: str, prior: _Gaussian, header, seed: int) ->
     return _unordered(sample, order, shape)
 
 
+def _latent_channels(model_name: str) -> tuple[int, int] | None:
+    """(z, y) channel counts of an installed model, read from its ONNX priors (no torch), or None."""
+    try:
+        tr = runtime.load(model_name)
+        if tr is None:
+            return None
+        z_mean = tr.z_prior(0.5, 1, 1)[0]
+        y_mean = tr.y_prior(np.zeros(z_mean.shape, np.float32), 0.5)[0]
+        return int(z_mean.shape[1]), int(y_mean.shape[1])
+    except Exception:  # info must describe any file; plan facts are a bonus
+        return None
+
+
+def _plan_facts(data: bytes, header, sections: dict) -> dict:
+    """Block count and the file size the block plans fix before any candidate search (index bits
+    + plan and container bytes), beside the actual size. Needs the model's channel counts: empty
+    when the model is not installed."""
+    channels = _latent_channels(header.model_name)
+    if channels is None or not all(t in sections for t in ("ZPLN", "YPLN")):
+        return {}
+    container = bbi.read(bytes(data))
+    ph, pw = -(-header.height // 64) * 64, -(-header.width // 64) * 64
+    blocks = index_bits = 0
+    for level, c, positions in (("Z", channels[0], ph * pw // 64**2), ("Y", channels[1], ph * pw // 16**2)):
+        try:
+            symbols, exps = decode_channel_plan(container.section(level + "PLN"), c, header.kappa)
+            plan = plan_from_channels(symbols, exps, positions, header.kappa)
+        except ValueError as exc:
+            raise bbi.BbiError(f"corrupt file: {exc}") from exc
+        blocks += plan.n_blocks
+        index_bits += plan.index_bits
+    padding = sum(8 * sections[level + "IDX"] for level in "ZY") - index_bits
+    return dict(blocks=blocks, index_bits=index_bits, predicted_bits=8 * len(data) - padding,
+                actual_bits=8 * len(data))
+
+
 def info(data: bytes) -> dict:
     """Header facts without decoding pixels."""
     meta = bbi.read_info(bytes(data))
@@ -406,4 +442,4 @@ def info(data: bytes) -> dict:
                 kappa=h.kappa, temperature=h.temperature, colour=h.colour_mode.name, bit_depth=h.bit_depth,
                 version="%d.%d" % meta.version,
                 sections=[dict(tag=s.tag, bytes=s.length, required=s.required) for s in meta.sections],
-                section_bytes=sections)
+                section_bytes=sections, **_plan_facts(data, h, sections))

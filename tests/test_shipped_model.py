@@ -1,4 +1,5 @@
 """One real end-to-end smoke test of the shipped default model, through the installed CLI."""
+import json
 import shutil
 import subprocess
 import sys
@@ -29,3 +30,11 @@ def test_shipped_model_round_trip(tmp_path):
     bpp = (tmp_path / "p.bbi").stat().st_size * 8 / (a.shape[0] * a.shape[1])
     # A trained model, not noise: well above the ~12 dB of a mid-grey guess, at a sane rate.
     assert psnr > 20 and 0.01 < bpp < 4, (psnr, bpp)
+    # `bbimg info` reads the block plans: their block count, and the size they fix before any
+    # candidate search, which the file meets up to the index streams' byte padding.
+    info = subprocess.run(exe + ["info", str(tmp_path / "p.bbi"), "--json"], capture_output=True, text=True,
+                          timeout=600)
+    assert info.returncode == 0, info.stderr
+    facts = json.loads(info.stdout)
+    assert facts["blocks"] > 0 and facts["actual_bits"] == (tmp_path / "p.bbi").stat().st_size * 8
+    assert 0 <= facts["actual_bits"] - facts["predicted_bits"] < 16
