@@ -170,7 +170,8 @@ def decode(input, output, fmt, device, quiet) -> None:
         image = decode_image(data, device=device)
     except _library_errors() as exc:
         raise CliError(f"cannot decode {input}: {exc}") from exc
-    options = {}
+    # zlib level 3: a third of the default level's time for ~5% larger PNGs (Kodak, 768x512)
+    options = {"compress_level": 3} if fmt == "PNG" else {}
     if image.info.get("icc_profile") and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         options["icc_profile"] = image.info["icc_profile"]
     with _atomic_output(output) as f:
