@@ -206,10 +206,8 @@ def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float | No
     if size_only:
         return (encode_channel_plan(symbols, exps, kappa), bytes((plan.index_bits + 7) // 8), None,
                 kl_total, plan.index_bits, plan.n_blocks)
-    if temperature is None:
-        indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=0.0, selection="nearest")
-    else:
-        indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature, selection="tempered")
+    indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature or 0.0,
+                         selection="nearest" if temperature is None else "tempered")
     del mu_q, sd_q
     sample = rec.decode(mu_p, sd_p, plan, seed, indices)
     return (encode_channel_plan(symbols, exps, kappa), rec.encode_indices(indices, plan),
@@ -369,8 +367,7 @@ def decode(data: bytes, *, device: str = "cpu") -> Image.Image:
         raise bbi.BbiError(f"file needs model {h.model_name!r}, which is not installed") from exc
     if not h.matches_weights(tr.sha256):
         raise bbi.BbiError(f"file was coded with other weights of model {h.model_name!r} than the installed ones")
-    stride = tr.stride
-    ph, pw = -(-h.height // stride) * stride, -(-h.width // stride) * stride
+    ph, pw = _padded(h, tr.stride)
     t = h.quality_t
     pz = _Gaussian(*tr.z_prior(t, ph // 64, pw // 64))
     z_hat = _decode_level(container, "Z", pz, h, _seed(h.seed, _Z_SEED_SALT))
@@ -382,13 +379,22 @@ def decode(data: bytes, *, device: str = "cpu") -> Image.Image:
     return restore(np.ascontiguousarray(pixels), colour, container.section("ICCP"))
 
 
+def _padded(header, stride: int) -> tuple[int, int]:
+    """The image size the transforms ran on: height and width rounded up to the model's stride."""
+    return -(-header.height // stride) * stride, -(-header.width // stride) * stride
+
+
+def _read_plan(container, level: str, channels: int, positions: int, kappa: int) -> rec.BlockPlan:
+    symbols, exps = decode_channel_plan(container.section(level + "PLN"), channels, kappa)
+    return plan_from_channels(symbols, exps, positions, kappa)
+
+
 def _decode_level(container, level: str, prior: _Gaussian, header, seed: int) -> np.ndarray:
     shape = prior.mean.shape
     order = position_order(shape[2] * shape[3], seed)
     mu_p, sd_p = _ordered(prior.mean, order), _ordered(prior.scale, order)
     try:
-        symbols, exps = decode_channel_plan(container.section(level + "PLN"), shape[1], header.kappa)
-        plan = plan_from_channels(symbols, exps, order.size, header.kappa)
+        plan = _read_plan(container, level, shape[1], order.size, header.kappa)
         indices = rec.decode_indices(container.section(level + "IDX"), plan)
         sample = rec.decode(mu_p, sd_p, plan, seed, indices)
     except ValueError as exc:
@@ -396,15 +402,16 @@ def _decode_level(container, level: str, prior: _Gaussian, header, seed: int) ->
     return _unordered(sample, order, shape)
 
 
-def _latent_channels(model_name: str) -> tuple[int, int] | None:
-    """(z, y) channel counts of an installed model, read from its ONNX priors (no torch), or None."""
+def _latent_channels(model_name: str) -> tuple[int, int, int] | None:
+    """(z channels, y channels, stride) of an installed model, read from its ONNX priors (no
+    torch), or None."""
     try:
         tr = runtime.load(model_name)
         if tr is None:
             return None
         z_mean = tr.z_prior(0.5, 1, 1)[0]
         y_mean = tr.y_prior(np.zeros(z_mean.shape, np.float32), 0.5)[0]
-        return int(z_mean.shape[1]), int(y_mean.shape[1])
+        return int(z_mean.shape[1]), int(y_mean.shape[1]), tr.stride
     except Exception:  # info must describe any file; plan facts are a bonus
         return None
 
@@ -413,16 +420,16 @@ def _plan_facts(data: bytes, header, sections: dict) -> dict:
     """Block count and the file size the block plans fix before any candidate search (index bits
     + plan and container bytes), beside the actual size. Needs the model's channel counts: empty
     when the model is not installed."""
-    channels = _latent_channels(header.model_name)
-    if channels is None or not all(t in sections for t in ("ZPLN", "YPLN")):
+    model = _latent_channels(header.model_name)
+    if model is None or not all(t in sections for t in ("ZPLN", "YPLN")):
         return {}
+    z_channels, y_channels, stride = model
     container = bbi.read(bytes(data))
-    ph, pw = -(-header.height // 64) * 64, -(-header.width // 64) * 64
+    ph, pw = _padded(header, stride)
     blocks = index_bits = 0
-    for level, c, positions in (("Z", channels[0], ph * pw // 64**2), ("Y", channels[1], ph * pw // 16**2)):
+    for level, c, step in (("Z", z_channels, stride), ("Y", y_channels, tiling.LATENT_STRIDE)):
         try:
-            symbols, exps = decode_channel_plan(container.section(level + "PLN"), c, header.kappa)
-            plan = plan_from_channels(symbols, exps, positions, header.kappa)
+            plan = _read_plan(container, level, c, ph * pw // step**2, header.kappa)
         except ValueError as exc:
             raise bbi.BbiError(f"corrupt file: {exc}") from exc
         blocks += plan.n_blocks
