@@ -23,6 +23,7 @@ from . import format as bbi
 from . import rec
 from . import runtime
 from . import tiling  # tiling hook: large images (bbimg/tiling.py)
+from .rec import prior_skip
 from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, channel_plan, decode_channel_plan, encode_channel_plan,
                                 plan_from_channels, position_order)
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
@@ -182,40 +183,65 @@ def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> np.ndarray:
     return out.reshape(shape)
 
 
+@dataclass
+class _CodedLevel:
+    plan: bytes              # the level's block plan (section xPLN)
+    indices: bytes           # candidate indices (section xIDX)
+    skip: bytes | None       # skip symbols (section YSKP), None when the level skips nothing
+    sample: np.ndarray | None  # the latent exactly as the decoder will rebuild it
+    kl_bits: float
+    index_bits: int
+    blocks: int
+
+
 def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float | None, ratio: float,
-                size_only: bool = False):
-    """REC-code one latent level: (plan bytes, index bytes, decoded sample, kl bits, index bits, blocks).
+                size_only: bool = False, skip_ratio: float | None = None) -> _CodedLevel:
+    """REC-code one latent level.
 
     ``q`` and ``p`` are one-element lists holding the posterior and prior: they are emptied once
     their values are reordered for the engine, so that a caller holding nothing else lets the
     arrays go (a y latent of an 8192 x 8192 image is ~170 MB per array).
 
     ``size_only`` skips the candidate search: the index stream's length is known from the plan
-    alone (zero bytes of the right length stand in, and no sample is returned)."""
+    alone (zero bytes of the right length stand in, and no sample is returned).
+
+    ``skip_ratio``: dims the prior already explains are decoded as the prior mean and cost
+    nothing (``bbimg.rec.prior_skip``); None skips nothing and writes no skip symbols."""
     q, p = q.pop(), p.pop()
     shape = tuple(q.mean.shape)
     order = position_order(shape[2] * shape[3], seed)
     mu_q, sd_q, mu_p, sd_p = (_ordered(a, order) for a in (q.mean, q.scale, p.mean, p.scale))
     del q, p
     channels, positions = shape[1], order.size
+    skip_bytes = mask = None
+    if skip_ratio is not None:
+        symbols = prior_skip.skip_symbols(sd_q.reshape(channels, positions), sd_p.reshape(channels, positions),
+                                          skip_ratio)
+        mask = prior_skip.skip_mask(sd_p.reshape(channels, positions), symbols).reshape(-1)
+        skip_bytes = prior_skip.encode_skip(symbols)
+        mu_q[mask], sd_q[mask] = mu_p[mask], sd_p[mask]  # zero KL and no say in the candidate choice
     kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p)  # tiling hook: rec.kl_bits in bounded-memory chunks
     kl_total, kl_channels = float(kl.sum()), kl.reshape(channels, positions).sum(axis=1, keepdims=True)
     del kl  # the plan needs only the per-channel sums
     symbols, exps = channel_plan(kl_channels, kappa, ratio)
     plan = plan_from_channels(symbols, exps, positions, kappa)
+    plan_bytes = encode_channel_plan(symbols, exps, kappa)
     if size_only:
-        return (encode_channel_plan(symbols, exps, kappa), bytes((plan.index_bits + 7) // 8), None,
-                kl_total, plan.index_bits, plan.n_blocks)
+        return _CodedLevel(plan_bytes, bytes((plan.index_bits + 7) // 8), skip_bytes, None, kl_total,
+                           plan.index_bits, plan.n_blocks)
     indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature or 0.0,
                          selection="nearest" if temperature is None else "tempered")
     del mu_q, sd_q
     sample = rec.decode(mu_p, sd_p, plan, seed, indices)
-    return (encode_channel_plan(symbols, exps, kappa), rec.encode_indices(indices, plan),
-            _unordered(sample, order, shape), kl_total, plan.index_bits, plan.n_blocks)
+    if mask is not None:
+        sample[mask] = mu_p[mask]
+    return _CodedLevel(plan_bytes, rec.encode_indices(indices, plan), skip_bytes, _unordered(sample, order, shape),
+                       kl_total, plan.index_bits, plan.n_blocks)
 
 
 def _analyse(prep: PreparedImage, tr, t: float, seed: int, kappa: int, temperature: float | None, ratio: float,
-             progress: Progress | None, size_only: bool = False) -> tuple[list, EncodeStats]:
+             progress: Progress | None, size_only: bool = False,
+             skip_ratio: float = prior_skip.DEFAULT_SKIP_RATIO) -> tuple[list, EncodeStats]:
     if progress:
         progress("analysis")
     y_mean, y_scale = tr.analysis_pixels(prep.pixels, t)
@@ -223,17 +249,17 @@ def _analyse(prep: PreparedImage, tr, t: float, seed: int, kappa: int, temperatu
     pz = _Gaussian(*tr.z_prior(t, z_mean.shape[2], z_mean.shape[3]))
     if progress:
         progress("coding z")
-    zp, zi, z_hat, kl_z, bits_z, blocks_z = _code_level([_Gaussian(z_mean, z_scale)], [pz], kappa,
-                                                        _seed(seed, _Z_SEED_SALT), temperature, ratio)
-    py = _Gaussian(*tr.y_prior(z_hat, t))
+    z = _code_level([_Gaussian(z_mean, z_scale)], [pz], kappa, _seed(seed, _Z_SEED_SALT), temperature, ratio)
+    py = _Gaussian(*tr.y_prior(z.sample, t))
     if progress:
         progress("coding y")
     held_q, held_p = [_Gaussian(y_mean, y_scale)], [py]  # handed over: the y arrays are freed while the engine runs
     del y_mean, y_scale, py
-    yp, yi, _, kl_y, bits_y, blocks_y = _code_level(held_q, held_p, kappa, _seed(seed, _Y_SEED_SALT), temperature,
-                                                    ratio, size_only)
-    sections = [bbi.Section("ZPLN", zp), bbi.Section("ZIDX", zi), bbi.Section("YPLN", yp), bbi.Section("YIDX", yi)]
-    stats = EncodeStats(kl_z + kl_y, bits_z + bits_y, 8 * (len(zp) + len(yp)), 0, blocks_z + blocks_y)
+    y = _code_level(held_q, held_p, kappa, _seed(seed, _Y_SEED_SALT), temperature, ratio, size_only, skip_ratio)
+    sections = [bbi.Section("ZPLN", z.plan), bbi.Section("ZIDX", z.indices), bbi.Section("YPLN", y.plan),
+                bbi.Section("YIDX", y.indices), bbi.Section("YSKP", y.skip)]
+    stats = EncodeStats(z.kl_bits + y.kl_bits, z.index_bits + y.index_bits,
+                        8 * (len(z.plan) + len(y.plan) + len(y.skip)), 0, z.blocks + y.blocks)
     return sections, stats
 
 
@@ -258,7 +284,7 @@ def _as_pil(image) -> Image.Image:
 def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None, model: str = DEFAULT_MODEL,
            device: str = "cpu", seed: int = 0, kappa: int = DEFAULT_KAPPA,
            temperature: float | None = DEFAULT_TEMPERATURE, block_ratio: float = DEFAULT_BLOCK_RATIO,
-           progress: Progress | None = None, stats: list | None = None) -> bytes:
+           skip_ratio: float = prior_skip.DEFAULT_SKIP_RATIO, progress: Progress | None = None, stats: list | None = None) -> bytes:
     """Compress an image to .bbi bytes.
 
     ``quality`` 1..100 (higher = more bits) or ``bpp``: a target file size in bits per pixel, met
@@ -277,6 +303,8 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
         raise ValueError(f"temperature must be None or a finite number >= 0, got {temperature}")
     if not (0.1 <= block_ratio <= 10):
         raise ValueError(f"block_ratio must be in [0.1, 10], got {block_ratio}")
+    if not (0 <= skip_ratio <= 10):
+        raise ValueError(f"skip_ratio must be in [0, 10], got {skip_ratio}")
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
         raise ValueError(f"target bpp must be a positive number, got {bpp}")
     tr = _transforms(model, device, h, w)
@@ -284,7 +312,7 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
     def build(t: float, ratio: float, size_only: bool = False) -> tuple[bytes, EncodeStats]:
         q_int = int(round(quality)) if bpp is None else max(1, min(100, int(round(1 + 99 * t))))
         sections, st = _analyse(prep, tr, t, seed, kappa, temperature, ratio,
-                                None if size_only else progress, size_only)
+                                None if size_only else progress, size_only, skip_ratio)
         if prep.icc_profile:
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
         header = bbi.Header(width=w, height=h, model_name=tr.name, weights_hash=tr.sha256[:16],
@@ -372,7 +400,7 @@ def decode(data: bytes, *, device: str = "cpu") -> Image.Image:
     pz = _Gaussian(*tr.z_prior(t, ph // 64, pw // 64))
     z_hat = _decode_level(container, "Z", pz, h, _seed(h.seed, _Z_SEED_SALT))
     py = _Gaussian(*tr.y_prior(z_hat, t))
-    y_hat = _decode_level(container, "Y", py, h, _seed(h.seed, _Y_SEED_SALT))
+    y_hat = _decode_level(container, "Y", py, h, _seed(h.seed, _Y_SEED_SALT), skip=container.section("YSKP"))
     del py
     pixels = tr.synthesis_pixels(y_hat, t, h.height, h.width)  # tiles above a size threshold
     colour = "L" if h.colour_mode in (bbi.ColourMode.L, bbi.ColourMode.LA) else "RGB"
@@ -389,7 +417,8 @@ def _read_plan(container, level: str, channels: int, positions: int, kappa: int)
     return plan_from_channels(symbols, exps, positions, kappa)
 
 
-def _decode_level(container, level: str, prior: _Gaussian, header, seed: int) -> np.ndarray:
+def _decode_level(container, level: str, prior: _Gaussian, header, seed: int, skip: bytes | None = None) -> np.ndarray:
+    """``skip``: the level's skip symbols (format 1.1 files; absent in 1.0 files, which skip nothing)."""
     shape = prior.mean.shape
     order = position_order(shape[2] * shape[3], seed)
     mu_p, sd_p = _ordered(prior.mean, order), _ordered(prior.scale, order)
@@ -397,6 +426,11 @@ def _decode_level(container, level: str, prior: _Gaussian, header, seed: int) ->
         plan = _read_plan(container, level, shape[1], order.size, header.kappa)
         indices = rec.decode_indices(container.section(level + "IDX"), plan)
         sample = rec.decode(mu_p, sd_p, plan, seed, indices)
+        if skip is not None:
+            channels = shape[1]
+            symbols = prior_skip.decode_skip(skip, channels)
+            mask = prior_skip.skip_mask(sd_p.reshape(channels, -1), symbols).reshape(-1)
+            sample[mask] = mu_p[mask]
     except ValueError as exc:
         raise bbi.BbiError(f"corrupt file: {exc}") from exc
     return _unordered(sample, order, shape)

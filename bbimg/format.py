@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 MAGIC = b"\x89BBI\r\n\x1a\n"
-VERSION = (1, 0)  # (major, minor) this module writes and fully understands
+VERSION = (1, 1)  # (major, minor) this module writes and fully understands
 MAX_DIMENSION = 65535
 MAX_PIXELS = 1 << 28
 MAX_MODEL_NAME_BYTES = 64
@@ -57,6 +57,7 @@ KNOWN_TAGS: dict[str, bool] = {
     "ZIDX": True,
     "YPLN": True,
     "YIDX": True,
+    "YSKP": True,
     "ICCP": False,
     "EXIF": False,
 }
@@ -266,7 +267,7 @@ class Info(NamedTuple):
 
 
 def write(container: Container) -> bytes:
-    """Serialise ``container`` as a version 1.0 file. Raises ValueError on invalid input."""
+    """Serialise ``container`` as a file of format VERSION. Raises ValueError on invalid input."""
     if not isinstance(container, Container):
         raise ValueError("write() takes a Container")
     h = container.header

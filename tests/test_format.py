@@ -99,7 +99,7 @@ def test_round_trip(header: Header, sections: list[Section]) -> None:
     assert bbi.read_header(blob) == header
     assert bbi.read_header(blob[: header_end(blob) + 4]) == header  # header-only prefix is enough
     info = bbi.read_info(blob)
-    assert info.header == header and info.total_size == len(blob) and info.version == (1, 0)
+    assert info.header == header and info.total_size == len(blob) and info.version == bbi.VERSION
     assert [(s.tag, s.length, s.required) for s in info.sections] == \
         [(s.tag, len(s.payload), s.required) for s in sections]
     for s, si in zip(sections, info.sections):

@@ -83,7 +83,7 @@ def test_fuzz_decoder_raises_only_bbierror(seeds):
 def test_fuzz_mutants_with_fixed_crcs_reach_the_sections(coded):
     data, _ = coded
     flipped = bytearray(data)
-    flipped[-10] ^= 0x10
+    flipped[-5] ^= 0x10  # the last payload byte, just before the final CRC
     with pytest.raises(bbi.BbiError, match="CRC"):
         bbi.read(bytes(flipped))
     bbi.read(harness.fix_crcs(bytes(flipped)))  # container valid again: the payload is what is corrupt

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bbimg import codec, rec
+from bbimg import format as bbi
+from bbimg.rec.prior_skip import SKIP_STEPS, decode_skip, encode_skip, skip_mask, skip_symbols
+
+
+@given(st.lists(st.integers(0, SKIP_STEPS), min_size=1, max_size=400))
+@settings(max_examples=80, deadline=None)
+def test_skip_symbols_round_trip(symbols):
+    symbols = np.array(symbols, np.int32)
+    assert np.array_equal(decode_skip(encode_skip(symbols), symbols.size), symbols)
+
+
+@given(st.integers(1, 12), st.integers(1, 2000), st.integers(0, 2**32))
+@settings(max_examples=60, deadline=None)
+def test_mask_skips_the_announced_share_of_smallest_prior_scales(channels, positions, seed):
+    rng = np.random.default_rng(seed)
+    sd_p = np.exp(rng.normal(0, 1, (channels, positions))).astype(np.float32)
+    symbols = rng.integers(0, SKIP_STEPS + 1, channels).astype(np.int32)
+    mask = skip_mask(sd_p, symbols)
+    expected = np.floor(symbols * positions / SKIP_STEPS + 0.5).astype(int)
+    assert np.array_equal(mask.sum(1), expected)
+    for c in range(channels):
+        if 0 < expected[c] < positions:
+            assert sd_p[c][mask[c]].max() <= sd_p[c][~mask[c]].min()
+
+
+def test_mask_is_robust_to_float_noise():
+    """Relative noise of 1e-5 on sigma_p never changes how many dims a channel skips, and swaps
+    only dims whose sigma_p were within the noise of each other."""
+    rng = np.random.default_rng(1)
+    sd_p = np.exp(rng.normal(0, 1, (40, 3000))).astype(np.float32)
+    symbols = rng.integers(0, SKIP_STEPS + 1, 40).astype(np.int32)
+    noisy = (sd_p * (1 + 1e-5 * rng.standard_normal(sd_p.shape))).astype(np.float32)
+    a, b = skip_mask(sd_p, symbols), skip_mask(noisy, symbols)
+    assert np.array_equal(a.sum(1), b.sum(1))
+    assert (a != b).sum() <= 0.001 * a.size
+
+
+def test_symbols_follow_the_scale_ratio():
+    sd_q = np.ones((3, 1000), np.float32)
+    sd_p = np.ones((3, 1000), np.float32)
+    sd_p[0] = 5.0                     # the posterior is far narrower everywhere: skip nothing
+    sd_p[1, :250] = 1.01              # a quarter of the dims barely sharpened: skip those
+    sd_p[1, 250:] = 3.0
+    sd_p[2] = 1.0                     # the prior explains the whole channel: skip all of it
+    assert list(skip_symbols(sd_q, sd_p, 1.25)) == [0, SKIP_STEPS // 4, SKIP_STEPS]
+    assert list(skip_symbols(sd_q, sd_p, 0.0)) == [0, 0, 0]
+
+
+def _level(rng, channels=6, h=12, w=10):
+    shape = (1, channels, h, w)
+    sd_p = np.exp(rng.normal(0.5, 0.6, shape)).astype(np.float32)
+    sd_q = np.full(shape, 1.0, np.float32)
+    mu_p = rng.normal(0, 1, shape).astype(np.float32)
+    mu_q = (mu_p + rng.normal(0, 1, shape) * np.sqrt(np.maximum(sd_p**2 - 1, 0))).astype(np.float32)
+    return codec._Gaussian(mu_q, sd_q), codec._Gaussian(mu_p, sd_p)
+
+
+def test_skipped_dims_decode_as_the_prior_mean_on_both_sides():
+    """The encoder's reconstruction equals the decoder's, and every skipped dim is mu_p exactly."""
+    rng = np.random.default_rng(3)
+    q, p = _level(rng)
+    coded = codec._code_level([q], [p], 16, 77, None, 1.1, skip_ratio=1.25)
+    container = bbi.Container(bbi.Header(width=1, height=1, model_name="m", weights_hash=bytes(16), quality_t=0.5,
+                                         quality_q=50, seed=0, kappa=16, temperature=0.0),
+                              (bbi.Section("YPLN", coded.plan), bbi.Section("YIDX", coded.indices)))
+    decoded = codec._decode_level(container, "Y", p, container.header, 77, skip=coded.skip)
+    assert np.array_equal(decoded, coded.sample)
+    symbols = decode_skip(coded.skip, 6)
+    order = codec.position_order(12 * 10, 77)
+    mask = codec._unordered(skip_mask(codec._ordered(p.scale, order).reshape(6, -1), symbols)
+                            .reshape(-1).astype(np.float32), order, p.mean.shape) > 0.5
+    assert 0 < mask.sum() < mask.size
+    assert np.array_equal(decoded[mask], p.mean[mask])
+    assert not np.isclose(decoded[~mask], p.mean[~mask]).all()
+    # Skipping costs nothing: the same level coded without it spends more index bits.
+    plain = codec._code_level([q], [p], 16, 77, None, 1.1, skip_ratio=0.0)
+    assert coded.kl_bits < plain.kl_bits and coded.index_bits <= plain.index_bits
+
+
+def test_files_without_skip_symbols_decode_as_format_1_0(tiny_model, photo):
+    """A 1.0 file has no YSKP: it skips nothing, which is what skip_ratio=0 writes as all-zero symbols."""
+    data = codec.encode(photo, 60, model=tiny_model, skip_ratio=0.0)
+    c = bbi.read(data)
+    old = bbi.write(bbi.Container(c.header, tuple(s for s in c.sections if s.tag != "YSKP")))
+    assert np.array_equal(np.asarray(codec.decode(old)), np.asarray(codec.decode(data)))
+
+
+def test_corrupt_skip_symbols_are_a_bbi_error(tiny_model, photo):
+    data = codec.encode(photo, 60, model=tiny_model)
+    c = bbi.read(data)
+    bad = tuple(bbi.Section("YSKP", b"\xff" * 3) if s.tag == "YSKP" else s for s in c.sections)
+    with pytest.raises(bbi.BbiError, match="corrupt"):
+        codec.decode(bbi.write(bbi.Container(c.header, bad)))
