@@ -223,7 +223,8 @@ def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float | No
                                           skip_ratio)
         mask = prior_skip.skip_mask(sd_p.reshape(channels, positions), symbols).reshape(-1)
         skip_bytes = prior_skip.encode_skip(symbols)
-        mu_q[mask], sd_q[mask] = mu_p[mask], sd_p[mask]  # zero KL and no say in the candidate choice
+        np.copyto(mu_q, mu_p, where=mask)  # zero KL and no say in the candidate choice
+        np.copyto(sd_q, sd_p, where=mask)
     kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p)  # tiling hook: rec.kl_bits in bounded-memory chunks
     kl_total, kl_channels = float(kl.sum()), kl.reshape(channels, positions).sum(axis=1, keepdims=True)
     del kl  # the plan needs only the per-channel sums
@@ -238,7 +239,7 @@ def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float | No
     del mu_q, sd_q
     sample = rec.decode(mu_p, sd_p, plan, seed, indices)
     if mask is not None:
-        sample[mask] = mu_p[mask]
+        np.copyto(sample, mu_p, where=mask)
     return _CodedLevel(plan_bytes, rec.encode_indices(indices, plan), skip_bytes, _unordered(sample, order, shape),
                        kl_total, plan.index_bits, plan.n_blocks)
 
@@ -435,7 +436,7 @@ def _decode_level(container, level: str, prior: _Gaussian, header, seed: int, sk
             channels = shape[1]
             symbols = prior_skip.decode_skip(skip, channels)
             mask = prior_skip.skip_mask(sd_p.reshape(channels, -1), symbols).reshape(-1)
-            sample[mask] = mu_p[mask]
+            np.copyto(sample, mu_p, where=mask)
     except ValueError as exc:
         raise bbi.BbiError(f"corrupt file: {exc}") from exc
     return _unordered(sample, order, shape)
