@@ -326,8 +326,8 @@ def _padded(header, stride: int) -> tuple[int, int]:
     return -(-header.height // stride) * stride, -(-header.width // stride) * stride
 
 
-def _read_plan(container, level: str, channels: int, positions: int, kappa: int) -> rec.BlockPlan:
-    symbols, exps = decode_channel_plan(container.section(level + "PLN"), channels, kappa)
+def _read_plan(plan_bytes: bytes, channels: int, positions: int, kappa: int) -> rec.BlockPlan:
+    symbols, exps = decode_channel_plan(plan_bytes, channels, kappa)
     return plan_from_channels(symbols, exps, positions, kappa)
 
 
@@ -337,7 +337,7 @@ def _decode_level(container, level: str, prior: _Gaussian, header, seed: int, sk
     order = position_order(shape[2] * shape[3], seed)
     mu_p, sd_p = _ordered(prior.mean, order), _ordered(prior.scale, order)
     try:
-        plan = _read_plan(container, level, shape[1], order.size, header.kappa)
+        plan = _read_plan(container.section(level + "PLN"), shape[1], order.size, header.kappa)
         indices = rec.decode_indices(container.section(level + "IDX"), plan)
         sample = rec.decode(mu_p, sd_p, plan, seed, indices)
         if skip is not None:
@@ -364,25 +364,26 @@ def _latent_channels(model_name: str) -> tuple[int, int, int] | None:
         return None
 
 
-def _plan_facts(data: bytes, header, sections: dict) -> dict:
+def _plan_facts(data: bytes, header, table: tuple) -> dict:
     """Block count and the file size the block plans fix before any candidate search (index bits
     + plan and container bytes), beside the actual size. Needs the model's channel counts: empty
     when the model is not installed."""
+    sections = {s.tag: s for s in table}  # the reader's section table: payloads sliced, not parsed again
     model = _latent_channels(header.model_name)
-    if model is None or not all(t in sections for t in ("ZPLN", "YPLN")):
+    if model is None or not all(t in sections for t in ("ZPLN", "ZIDX", "YPLN", "YIDX")):
         return {}
     z_channels, y_channels, stride = model
-    container = bbi.read(bytes(data))
     ph, pw = _padded(header, stride)
     blocks = index_bits = 0
     for level, c, step in (("Z", z_channels, stride), ("Y", y_channels, tiling.LATENT_STRIDE)):
         try:
-            plan = _read_plan(container, level, c, ph * pw // step**2, header.kappa)
+            s = sections[level + "PLN"]
+            plan = _read_plan(bytes(data[s.offset:s.offset + s.length]), c, ph * pw // step**2, header.kappa)
         except ValueError as exc:
             raise bbi.BbiError(f"corrupt file: {exc}") from exc
         blocks += plan.n_blocks
         index_bits += plan.index_bits
-    padding = sum(8 * sections[level + "IDX"] for level in "ZY") - index_bits
+    padding = sum(8 * sections[level + "IDX"].length for level in "ZY") - index_bits
     return dict(blocks=blocks, index_bits=index_bits, predicted_bits=8 * len(data) - padding,
                 actual_bits=8 * len(data))
 
@@ -397,4 +398,4 @@ def info(data: bytes) -> dict:
                 kappa=h.kappa, temperature=h.temperature, colour=h.colour_mode.name, bit_depth=h.bit_depth,
                 version="%d.%d" % meta.version,
                 sections=[dict(tag=s.tag, bytes=s.length, required=s.required) for s in meta.sections],
-                section_bytes=sections, **_plan_facts(data, h, sections))
+                section_bytes=sections, **_plan_facts(data, h, meta.sections))
