@@ -153,8 +153,7 @@ def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float | No
 
 
 def _analyse(prep: PreparedImage, tr, t: float, seed: int, kappa: int, temperature: float | None, ratio: float,
-             progress: Progress | None, size_only: bool = False,
-             skip_ratio: float = prior_skip.DEFAULT_SKIP_RATIO) -> tuple[list, EncodeStats]:
+             progress: Progress | None, size_only: bool, skip_ratio: float) -> tuple[list, EncodeStats]:
     if progress:
         progress("analysis")
     y_mean, y_scale = tr.analysis_pixels(prep.pixels, t)

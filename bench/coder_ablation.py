@@ -18,7 +18,6 @@ needs more bits. docs/rec.md section 1c has the figures.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def main() -> None:
                 kwargs, codec.Z_BLOCK_RATIO_GAIN = VARIANTS[variant]
                 for q in qualities:
                     data = bbimg.encode(Image.fromarray(original), quality=q, **kwargs)
-                    decoded = np.asarray(bbimg.decode(io.BytesIO(data).getvalue()).convert("RGB"))
+                    decoded = np.asarray(bbimg.decode(data).convert("RGB"))
                     rows.append(dict(variant=variant, image=name, quality=q,
                                      bpp=8 * len(data) / (original.shape[0] * original.shape[1]),
                                      psnr=psnr(original, decoded)))

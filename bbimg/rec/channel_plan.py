@@ -35,8 +35,6 @@ def position_order(positions: int, seed: int) -> np.ndarray:
     return np.argsort(x, kind="stable")
 
 
-
-
 def blocks_per_channel(symbol: np.ndarray, positions: int) -> np.ndarray:
     """Blocks per channel from the coded symbols; at least enough that no block is longer than the
     engine allows (channels of more than 2^16 positions: images above 4096 x 4096)."""
