@@ -1,17 +1,25 @@
 """``bbimg``: thin Click front end; every subcommand parses, calls one library function, reports.
 
-Exit codes: 0 success, 1 bad input or corrupt file (one-line message, no traceback), 2 usage error.
-Outputs are written to a temporary file beside the target and renamed into place, so a failure never
-leaves a partial file and never touches an existing one.
+Exit codes: 0 success, 1 bad input, corrupt file or refused operation (one line on stderr, no
+traceback), 2 usage error, 130 interrupted. Files are handled as Unix tools handle them: the input
+is never overwritten, a new output gets mode 0666 & ~umask and an overwritten one keeps its mode,
+and every output is written to a temporary file beside the target and renamed into place, so a
+failure (Ctrl-C included) never leaves a partial file and never touches an existing one.
 """
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import re
+import stat
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import click
 
@@ -19,6 +27,11 @@ DEFAULT_STATE_DIR = Path.home() / ".cache" / "bbimg" / "train"
 _DECODE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                    ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM",
                    ".gif": "GIF", ".bbi": "BBI"}
+#: Images above this many pixels get a progress bar (on a terminal): ~4 MP takes tens of seconds.
+PROGRESS_MIN_PIXELS = 4_000_000
+#: The codec's encode stages, in the order it reports them (bbimg.codec ``progress(stage)``).
+_ENCODE_STAGES = ("analysis", "coding z", "coding y")
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 class CliError(click.ClickException):
@@ -30,70 +43,328 @@ class CliError(click.ClickException):
         click.echo(f"bbimg: error: {self.format_message()}", err=True)
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _stdout_is_terminal() -> bool:
+    return _is_terminal(sys.stdout)
+
+
+def _stderr_is_terminal() -> bool:
+    return _is_terminal(sys.stderr)
+
+
+def _name(path: str) -> str:
+    """How messages name a file: '-' is stdin or stdout."""
+    return "stdin" if path == "-" else path
+
+
+def _clean(message: object, path: str) -> str:
+    """A library message fit for one line: no object reprs (Pillow names a BytesIO by its repr)."""
+    return _OBJECT_REPR.sub(_name(path), " ".join(str(message).split()))
+
+
+# ---------------------------------------------------------------- input and output files
+
+
+def _check_input(path: str) -> None:
+    if path == "-" and _is_terminal(sys.stdin):
+        raise CliError("refusing to read binary data from a terminal; redirect stdin (bbimg CMD - OUT < file)")
+
+
 def _read_input(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise CliError(f"cannot read {path}: {_os_reason(exc)}") from exc
 
 
-@contextmanager
-def _atomic_output(path: str):
-    """Yield a binary file; on success it replaces ``path`` (or goes to stdout for '-')."""
+def _os_reason(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return reason[0].lower() + reason[1:] if reason else type(exc).__name__
+
+
+def _same_file(input: str, output: str) -> bool:
+    """True when writing ``output`` would replace ``input``: the same path, a symlink to it, or a hard link."""
+    if "-" in (input, output):
+        return False
+    try:
+        st_in = os.stat(input)
+    except OSError:
+        return False  # reading it will fail with its own message
+    try:
+        st_out = os.stat(output)
+    except OSError:
+        return os.path.realpath(input) == os.path.realpath(output)
+    return (st_in.st_dev, st_in.st_ino) == (st_out.st_dev, st_out.st_ino)
+
+
+def _check_output(path: str, force: bool, what: str, input: str | None = None) -> None:
+    """Refuse, before any work, an output that cannot or must not be written."""
     if path == "-":
-        import io
-        buf = io.BytesIO()
-        yield buf
-        sys.stdout.buffer.write(buf.getvalue())
+        if _stdout_is_terminal() and not force:
+            raise CliError(f"refusing to write {what} to a terminal; redirect stdout or use -f/--force")
+        return
+    if input is not None and _same_file(input, path):
+        raise CliError(f"refusing to write {path}: it is the input file {input} (give another output name)")
+    if os.path.isdir(path):
+        raise CliError(f"cannot write {path}: is a directory")
+    if _is_special_file(path):
+        return  # a device or FIFO (/dev/null, a named pipe): written into directly
+    target = os.path.realpath(path)  # a symlinked output is written through, as cp and gzip do
+    directory = os.path.dirname(target) or "."
+    if not os.path.isdir(directory):
+        raise CliError(f"cannot write {path}: directory {os.path.dirname(path) or '.'} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write {path}: permission denied (directory {os.path.dirname(path) or '.'})")
+
+
+def _is_special_file(path: str) -> bool:
+    """An existing output that is not a regular file (/dev/null, a FIFO): written into, not replaced."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_output(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` ('-' = stdout) as a whole file or not at all."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise CliError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
+    target = os.path.realpath(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        _replace_file(target, data)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {_os_reason(exc)}") from exc
+
+
+def _replace_file(target: str, data: bytes) -> None:
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    if old is not None and not stat.S_ISREG(old.st_mode):
+        with open(target, "wb") as f:  # a device or FIFO: there is no file to replace
+            _write_all(f.fileno(), data)
+        return
+    directory = os.path.dirname(target) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory)
+    try:
+        if old is None:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600
+        else:
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(fd, old.st_uid, old.st_gid)
+                except PermissionError:
+                    pass  # not ours to give away: the new file is ours, as with cp
+        _write_all(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
         os.replace(tmp, target)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
         raise
 
 
-def _progress_printer(quiet: bool):
-    if quiet or not sys.stderr.isatty():
-        return None
-
-    def show(stage: str) -> None:
-        click.echo(f"\r\033[K{stage}...", err=True, nl=False)
-    return show
+# ---------------------------------------------------------------- library calls
 
 
-def _library_errors():
-    """Map library failures to one-line CLI errors."""
-    from PIL import UnidentifiedImageError
+@contextmanager
+def _reporting(action: str, path: str, hint: str = "") -> Iterator[None]:
+    """Turn a library failure into ``bbimg: error: cannot ACTION PATH: cause``."""
+    from PIL import Image, UnidentifiedImageError
 
     from bbimg.format import BbiError
-    return (BbiError, ValueError, UnidentifiedImageError, OSError, SyntaxError)
+
+    too_large = _image_too_large_error()
+    name = _name(path)
+    try:
+        yield
+    except MemoryError as exc:
+        raise CliError(f"cannot {action} {name}: out of memory") from exc
+    except UnidentifiedImageError as exc:
+        raise CliError(f"cannot {action} {name}: not an image file Pillow can read") from exc
+    except Image.DecompressionBombError as exc:
+        raise CliError(f"cannot {action} {name}: {_clean(exc, path)}") from exc
+    except too_large as exc:
+        raise CliError(f"cannot {action} {name}: {_clean(exc, path)}{hint}") from exc
+    except BbiError as exc:
+        raise CliError(f"cannot {action} {name}: {_clean(exc, path)}") from exc
+    except OSError as exc:
+        if exc.errno is not None and exc.strerror:
+            raise CliError(f"cannot {action} {name}: {_os_reason(exc)}") from exc
+        raise CliError(f"cannot {action} {name}: {_clean(exc, path)}") from exc
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise CliError(f"cannot {action} {name}: {_clean(exc, path)}") from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="bbimg")
+def _image_too_large_error() -> type[BaseException]:
+    from bbimg import format as bbi
+    return getattr(bbi, "ImageTooLargeError", _NeverRaised)
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def _is_bbimg_warning(category: type) -> bool:
+    from PIL import Image
+    try:
+        from bbimg.image import BbimgWarning
+    except ImportError:
+        BbimgWarning = None
+    if BbimgWarning is not None and issubclass(category, BbimgWarning):
+        return True
+    return (issubclass(category, UserWarning) and category.__name__ == "BbimgWarning") or \
+        issubclass(category, Image.DecompressionBombWarning)
+
+
+@contextmanager
+def _warnings_to_stderr(path: str, quiet: bool) -> Iterator[None]:
+    """Print the library's warnings (16-bit input coded at 8 bits, ...) as ``bbimg: warning: FILE: message``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            others = []
+            for w in caught:
+                if _is_bbimg_warning(w.category):
+                    if not quiet:
+                        click.echo(f"bbimg: warning: {_name(path)}: {_clean(w.message, path)}", err=True)
+                else:
+                    others.append(w)
+    for w in others:  # anything else goes to Python's usual warning display
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+@contextmanager
+def _stage_bar(pixels: int, quiet: bool, stages: tuple[str, ...] | None, desc: str) \
+        -> Iterator[Callable[[str], None] | None]:
+    """A tqdm bar over the codec's stages on a terminal for large images; yields the codec's callback."""
+    if quiet or pixels <= PROGRESS_MIN_PIXELS or not _stderr_is_terminal():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(stages) if stages else None, desc=desc, unit="stage", file=sys.stderr, leave=False)
+
+    def progress(stage: str) -> None:
+        done = stages.index(stage) if stages and stage in stages else bar.n + (0 if stages else 1)
+        bar.set_postfix_str(stage, refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def _decode_options(codec, max_pixels: int | None, progress) -> dict:
+    """Keyword arguments for codec.decode, passing only what this version of the library takes."""
+    import inspect
+
+    from bbimg import format as bbi
+
+    accepted = inspect.signature(codec.decode).parameters
+    options = {}
+    if max_pixels is not None:
+        if "max_pixels" not in accepted:
+            raise CliError("--max-pixels needs a newer bbimg library (codec.decode has no max_pixels)")
+        options["max_pixels"] = max_pixels or bbi.MAX_PIXELS  # 0: the format's own limit, i.e. none
+    if progress is not None and "progress" in accepted:
+        options["progress"] = progress
+    return options
+
+
+# ---------------------------------------------------------------- commands
+
+
+class _Group(click.Group):
+    """Failures that can happen anywhere become one line: out of memory, a closed pipe, Ctrl-C."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MemoryError as exc:
+            raise CliError("out of memory") from exc
+        except BrokenPipeError:
+            # the reader went away (bbimg decode x.bbi - | head -c 1): stop quietly, as cat and gzip do
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+                pass
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\nbbimg: interrupted", err=True)
+            ctx.exit(130)
+
+
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    """Package version, default model and the native core's build; imports no torch."""
+    if not value or ctx.resilient_parsing:
+        return
+    import bbimg
+    from bbimg.model_files import DEFAULT_MODEL
+
+    click.echo(f"bbimg {bbimg.__version__}")
+    click.echo(f"default model: {DEFAULT_MODEL}")
+    try:
+        from bbimg import rec
+        core = rec.core_info()
+        build = "CUDA build" if core["cuda_compiled"] else "CPU-only build"
+        device = "CUDA device usable" if rec.cuda_available() else "no CUDA device"
+        click.echo(f"core: {core['version']} ({build}, {core['kernels']} kernels; {device})")
+    except Exception as exc:  # the version must print even from a broken install
+        click.echo(f"core: not loadable ({type(exc).__name__}: {exc})")
+    ctx.exit()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version, the default model and the native core's build, and exit.")
 def main() -> None:
     """bbimg: learned lossy image compression with relative entropy coding.
 
     \b
-      bbimg encode photo.png photo.bbi -q 60
-      bbimg decode photo.bbi photo.png
+      bbimg encode photo.png photo.bbi -q 60     # higher -q: more bytes, better quality
+      bbimg encode photo.png photo.bbi --bpp 0.5 # or a target size in bits per pixel
+      bbimg decode photo.bbi photo.png           # format from the extension
+      bbimg info photo.bbi                       # header facts, no decoding
       cat a.png | bbimg encode - - | bbimg decode - b.png
+
+    '-' as a file name means stdin or stdout. bbimg never overwrites its input, refuses to write
+    binary data to a terminal (-f/--force to insist), keeps the mode of a file it replaces and
+    never leaves a partial file behind. Errors are one line on stderr and exit status 1.
     """
 
 
@@ -108,11 +379,19 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
               help="Seed of the shared randomness; the same input and seed give the same bytes.")
-@click.option("--quiet", is_flag=True, help="No summary line on stderr.")
-def encode(input, output, quality, bpp, model, device, seed, quiet) -> None:
-    """Compress INPUT (any image Pillow reads; '-' = stdin) to OUTPUT .bbi ('-' = stdout)."""
-    import io
+@click.option("-f", "--force", is_flag=True, help="Write to stdout even when it is a terminal.")
+@click.option("--quiet", is_flag=True, help="No summary line, warnings or progress bar on stderr.")
+def encode(input, output, quality, bpp, model, device, seed, force, quiet) -> None:
+    """Compress INPUT to the .bbi file OUTPUT.
 
+    INPUT is any image Pillow reads ('-' = stdin); OUTPUT '-' is stdout. OUTPUT must not be INPUT
+    (nor a link to it). 16-bit input is coded at 8 bits and animated input by its first frame,
+    each with a warning on stderr. Images above 4 MP show a progress bar on a terminal.
+
+    \b
+      bbimg encode photo.png photo.bbi -q 60
+      bbimg encode scan.tif - --bpp 0.3 > scan.bbi
+    """
     from PIL import Image
 
     from bbimg.codec import encode as encode_image
@@ -120,44 +399,59 @@ def encode(input, output, quality, bpp, model, device, seed, quiet) -> None:
 
     if bpp is not None and click.get_current_context().get_parameter_source("quality").name != "DEFAULT":
         raise click.UsageError("give either -q/--quality or --bpp, not both")
+    _check_input(input)
+    _check_output(output, force, "a .bbi file", input)
     if device == "cuda":
         import torch
         if not torch.cuda.is_available():
             raise CliError("--device cuda: no CUDA device is available")
     raw = _read_input(input)
     stats: list = []
-    try:
+    with _warnings_to_stderr(input, quiet), _reporting("encode", input):
         with Image.open(io.BytesIO(raw)) as image:
             image.load()
-            data = encode_image(image, quality, bpp=bpp, model=model or DEFAULT_MODEL, device=device, seed=seed,
-                                progress=_progress_printer(quiet), stats=stats)
-    except _library_errors() as exc:
-        raise CliError(f"cannot encode {input}: {exc}") from exc
-    with _atomic_output(output) as f:
-        f.write(data)
+            with _stage_bar(image.width * image.height, quiet, _ENCODE_STAGES, "encode") as progress:
+                data = encode_image(image, quality, bpp=bpp, model=model or DEFAULT_MODEL, device=device,
+                                    seed=seed, progress=progress, stats=stats)
+    _write_output(output, data)
     if not quiet:
         st = stats[0]
         from bbimg.format import read_header
         h = read_header(data)
-        click.echo(f"\r\033[K" if sys.stderr.isatty() else "", err=True, nl=False)
-        click.echo(f"{output}: {len(data)} bytes, {len(data) * 8 / (h.width * h.height):.4f} bpp "
-                   f"({h.width}x{h.height}, q={h.quality_q}, ideal {st.kl_bits / (h.width * h.height):.4f} bpp)",
-                   err=True)
+        click.echo(f"{_name(output) if output != '-' else 'stdout'}: {len(data)} bytes, "
+                   f"{len(data) * 8 / (h.width * h.height):.4f} bpp ({h.width}x{h.height}, q={h.quality_q}, "
+                   f"ideal {st.kl_bits / (h.width * h.height):.4f} bpp)", err=True)
 
 
 @main.command()
 @click.argument("input", type=str)
 @click.argument("output", type=str)
 @click.option("--format", "fmt", default=None,
-              help="Output format (PNG, JPEG, ...); default from OUTPUT's extension, PNG for '-'.")
+              help="Output format (PNG, JPEG, ...); default from OUTPUT's extension, PNG for '-' or a device.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--quiet", is_flag=True)
-def decode(input, output, fmt, device, quiet) -> None:
-    """Decompress a .bbi INPUT ('-' = stdin) to an image OUTPUT ('-' = PNG on stdout)."""
-    from bbimg.codec import decode as decode_image
+@click.option("--max-pixels", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Refuse files of more than N pixels (width x height); 0 = no limit. Default: the "
+                   "library's limit (bbimg.codec.MAX_DECODE_PIXELS), a guard against decompression bombs.")
+@click.option("-f", "--force", is_flag=True, help="Write to stdout even when it is a terminal.")
+@click.option("--quiet", is_flag=True, help="No summary line, warnings or progress bar on stderr.")
+def decode(input, output, fmt, device, max_pixels, force, quiet) -> None:
+    """Decompress the .bbi file INPUT to the image OUTPUT.
 
+    INPUT '-' is stdin; OUTPUT '-' is stdout (PNG unless --format says otherwise). OUTPUT must not
+    be INPUT (nor a link to it). A .bbi OUTPUT is refused: it would re-encode the decoded pixels, a
+    second lossy generation. To transcode on purpose, say so with a pipe:
+
+    \b
+      bbimg decode photo.bbi photo.png
+      bbimg decode photo.bbi - --format JPEG > photo.jpg
+      bbimg decode old.bbi - | bbimg encode - new.bbi -q 40     # transcode
+    """
+    from bbimg import codec
+
+    _check_input(input)
+    _check_output(output, force, "image data", input)
     if fmt is None:
-        if output == "-":
+        if output == "-" or _is_special_file(output):
             fmt = "PNG"
         else:
             ext = Path(output).suffix.lower()
@@ -165,20 +459,35 @@ def decode(input, output, fmt, device, quiet) -> None:
                 raise click.UsageError(f"cannot tell the output format from {output!r}; use --format")
             fmt = _DECODE_FORMATS[ext]
     fmt = fmt.upper()
+    if fmt == "BBI":
+        raise CliError(f"refusing to decode {_name(input)} to .bbi (a lossy re-encode); to transcode, pipe: "
+                       f"bbimg decode {input} - | bbimg encode - {output} -q N")
     data = _read_input(input)
+    pixels = 0
     try:
-        image = decode_image(data, device=device)
-    except _library_errors() as exc:
-        raise CliError(f"cannot decode {input}: {exc}") from exc
+        from bbimg.format import read_header
+        header = read_header(data)
+        pixels = header.width * header.height
+    except Exception:  # a bad header is reported by decode itself, with its cause
+        pass
+    stages = getattr(codec, "DECODE_STAGES", None)
+    hint = "; --max-pixels N raises the limit (0 = no limit)"
+    with _warnings_to_stderr(input, quiet), _reporting("decode", input, hint):
+        with _stage_bar(pixels, quiet, stages, "decode") as progress:
+            image = codec.decode(data, device=device, **_decode_options(codec, max_pixels, progress))
     # zlib level 3: a third of the default level's time for ~5% larger PNGs (Kodak, 768x512)
     options = {"compress_level": 3} if fmt == "PNG" else {}
     if image.info.get("icc_profile") and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         options["icc_profile"] = image.info["icc_profile"]
-    with _atomic_output(output) as f:
-        try:
-            image.save(f, format=fmt, **options)
-        except (KeyError, ValueError, OSError) as exc:
-            raise CliError(f"cannot write {fmt}: {exc}") from exc
+    encoded = io.BytesIO()
+    try:
+        image.save(encoded, format=fmt, **options)
+    except MemoryError as exc:
+        raise CliError(f"cannot write {_name(output)}: out of memory") from exc
+    except (KeyError, ValueError, OSError) as exc:
+        raise CliError(f"cannot write {fmt} to {output if output != '-' else 'stdout'}: "
+                       f"{_clean(exc, output)}") from exc
+    _write_output(output, encoded.getbuffer())
     if not quiet and output != "-":
         click.echo(f"{output}: {image.width}x{image.height} {image.mode}", err=True)
 
@@ -187,14 +496,13 @@ def decode(input, output, fmt, device, quiet) -> None:
 @click.argument("file", type=str)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(file, as_json) -> None:
-    """Describe a .bbi FILE from its headers, without decoding pixels."""
+    """Describe the .bbi FILE ('-' = stdin) from its headers, without decoding pixels."""
     from bbimg.codec import info as file_info
 
+    _check_input(file)
     data = _read_input(file)
-    try:
+    with _reporting("read", file):
         facts = file_info(data)
-    except _library_errors() as exc:
-        raise CliError(f"{file}: {exc}") from exc
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
@@ -295,14 +603,18 @@ def train(data, state_dir, minutes, max_steps, batch, crop, lr, threads, bf16, d
               help="Write codec,param,image,bpp,psnr,ms_ssim rows to this CSV file ('-' = stdout).")
 @click.option("--model", default=None, help="Model name (see `bbimg models`).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-def eval_(folder, qualities, csv_path, model, device) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bar or notes on stderr.")
+def eval_(folder, qualities, csv_path, model, device, quiet) -> None:
     """Encode and decode every image in FOLDER; print bpp, PSNR and MS-SSIM per image and on average.
 
     bpp counts the real .bbi bytes. MS-SSIM needs pytorch-msssim (pip install bbimg[bench]) and
-    images of at least 161 pixels a side; otherwise it shows as nan.
+    images of at least 161 pixels a side; otherwise it shows as nan. A progress bar over the
+    images shows on stderr when it is a terminal.
+
+    \b
+      bbimg eval shared/data/kodak -q 40 -q 75 --csv results.csv
     """
     import csv
-    import io
     import math
 
     from bbimg.evaluate import CSV_COLUMNS, evaluate, image_files, mean_rows, ms_ssim_note
@@ -311,15 +623,17 @@ def eval_(folder, qualities, csv_path, model, device) -> None:
     paths = image_files(folder)
     if not paths:
         raise CliError(f"no images in {folder}")
+    if csv_path is not None:
+        _check_output(csv_path, True, "CSV")
     if device == "cuda":
         import torch
         if not torch.cuda.is_available():
             raise CliError("--device cuda: no CUDA device is available")
     qualities = list(dict.fromkeys(qualities)) or [75]
-    if (note := ms_ssim_note()) is not None:
+    if not quiet and (note := ms_ssim_note()) is not None:
         click.echo(f"bbimg: note: {note}", err=True)
     bar = None
-    if sys.stderr.isatty():
+    if not quiet and _stderr_is_terminal():
         from tqdm import tqdm
         bar = tqdm(total=len(paths) * len(qualities), unit="image", file=sys.stderr, leave=False)
 
@@ -328,10 +642,9 @@ def eval_(folder, qualities, csv_path, model, device) -> None:
         bar.update(done - bar.n)
 
     try:
-        rows = evaluate(paths, qualities, model=model or DEFAULT_MODEL, device=device,
-                        progress=progress if bar is not None else None)
-    except _library_errors() as exc:
-        raise CliError(f"cannot evaluate: {exc}") from exc
+        with _warnings_to_stderr(str(folder), quiet), _reporting("evaluate", str(folder)):
+            rows = evaluate(paths, qualities, model=model or DEFAULT_MODEL, device=device,
+                            progress=progress if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
@@ -353,8 +666,7 @@ def eval_(folder, qualities, csv_path, model, device) -> None:
         writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        with _atomic_output(csv_path) as f:
-            f.write(text.getvalue().encode())
+        _write_output(csv_path, text.getvalue().encode())
 
 
 if __name__ == "__main__":
