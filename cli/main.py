@@ -23,7 +23,6 @@ from typing import Callable, Iterator
 
 import click
 
-DEFAULT_STATE_DIR = Path.home() / ".cache" / "bbimg" / "train"
 _DECODE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                    ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM",
                    ".gif": "GIF", ".bbi": "BBI"}
@@ -538,61 +537,9 @@ def models(as_json) -> None:
                    f"{r['train_hours']} h, {r['bytes'] / 1e6:.1f} MB, sha256 {r['sha256'][:16]}")
 
 
-@main.command()
-@click.option("--data", "data", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              required=True, help="Folder of training images (repeatable). Part is held out for validation.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
-              show_default=True, help="Where the full training state (with optimizer) is kept and resumed from.")
-@click.option("--minutes", type=float, default=None, help="Wall-clock budget for this run.")
-@click.option("--steps", "max_steps", type=int, default=None, help="Stop at this total step count.")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--crop", type=int, default=128, show_default=True, help="Crop size; a multiple of 64.")
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads (default: PyTorch's choice).")
-@click.option("--bf16/--no-bf16", default=False, help="bf16 autocast (fast only on CPUs with native bf16).")
-@click.option("--dim-kl-cap", type=click.FloatRange(min=0), default=None,
-              help="Charge twice the KL bits any single latent dimension holds above this (e.g. 8): "
-                   "REC cannot deliver more than ~kappa bits per dimension.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True)
-@click.option("--downscale", type=int, default=2, show_default=True,
-              help="Downscale factor applied to training images (removes JPEG artifacts).")
-@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Weights to start from when the state dir is empty (e.g. the shipped model).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--widths", default=None, help="Hidden widths at 1/2,1/4,1/8 resolution for a new model, e.g. 64,96,128.")
-@click.option("--latent-channels", type=int, default=None, help="Channels of y for a new model.")
-@click.option("--hyper-width", type=int, default=None, help="Hidden width of the hyper transforms (new model).")
-@click.option("--hyper-channels", type=int, default=None, help="Channels of z for a new model.")
-@click.option("--progress/--no-progress", default=True)
-def train(data, state_dir, minutes, max_steps, batch, crop, lr, threads, bf16, dim_kl_cap, device,
-          checkpoint_minutes, downscale, init, seed, widths, latent_channels, hyper_width, hyper_channels,
-          progress) -> None:
-    """Train (or resume training) the VAE on folders of images.
+from .train_cmd import train  # noqa: E402  (the `train` command, in its own module)
 
-    Resumes from STATE_DIR/state.pt when it exists; writes a checkpoint every few minutes and at the
-    end, and appends held-out validation figures to STATE_DIR/validation.csv. Under torchrun it trains
-    with DistributedDataParallel.
-    """
-    from bbimg.training.trainer import TrainOptions, train as run_training
-
-    if crop % 64:
-        raise click.BadParameter("must be a multiple of 64", param_hint="--crop")
-    if minutes is None and max_steps is None:
-        raise click.UsageError("give --minutes or --steps")
-    model = {}
-    if widths:
-        model["widths"] = tuple(int(w) for w in widths.split(","))
-    for key, value in (("latent_channels", latent_channels), ("hyper_width", hyper_width),
-                       ("hyper_channels", hyper_channels)):
-        if value:
-            model[key] = value
-    opts = TrainOptions(data=list(data), state_dir=state_dir, minutes=minutes, max_steps=max_steps,
-                        batch=batch, crop=crop, lr=lr, threads=threads, bf16=bf16, device=device,
-                        checkpoint_minutes=checkpoint_minutes, downscale=downscale, init=init, seed=seed,
-                        model=model, progress=progress and sys.stderr.isatty(), dim_kl_cap=dim_kl_cap)
-    result = run_training(opts, log=lambda s: click.echo(s, err=True))
-    click.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+main.add_command(train)
 
 
 @main.command("eval")

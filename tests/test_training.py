@@ -1,24 +1,48 @@
+import itertools
 import os
+import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from click.testing import CliRunner
 
+from bbimg.cli.main import main as cli
 from bbimg.models import HierarchicalVAE
 from bbimg.models.registry import config_from_dict
-from bbimg.training.data import load_image_set
-from bbimg.training.trainer import TrainOptions, load_checkpoint, rd_loss, train
+from bbimg.training import trainer as trainer_module
+from bbimg.training.checkpoint import read_parts, write_parts
+from bbimg.training.data import load_image_set, pack_image_set
+from bbimg.training.trainer import TrainOptions, Trainer, learning_rate, load_checkpoint, rd_loss, train
 
 from conftest import TINY
 
+TINY_FLAGS = ["--widths", "8,8,8", "--latent-channels", "8", "--hyper-width", "8", "--hyper-channels", "4"]
 
-def _opts(folder, state_dir, **kw):
-    base = dict(data=[folder], state_dir=state_dir, batch=4, crop=64, lr=2e-3, threads=1,
-                val_fraction=0.0, downscale=1, model=dict(TINY), progress=False, checkpoint_minutes=1e9)
-    base.update(kw)
-    return TrainOptions(**base)
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture
+def tiny_opts(image_folder, tmp_path):
+    """TrainOptions for a tiny model on the synthetic images; keyword arguments override."""
+    def make(**kw) -> TrainOptions:
+        base = dict(data=[image_folder], state_dir=tmp_path / "state", batch=4, crop=64, lr=2e-3, threads=1,
+                    val_fraction=0.0, downscale=1, model=dict(TINY), progress=False, checkpoint_minutes=1e9)
+        return TrainOptions(**{**base, **kw})
+    return make
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """The trainer's clock advances one second each time it is read."""
+    ticks = itertools.count()
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks))))
 
 
 def _fixed_loss(model, folder):
@@ -30,33 +54,144 @@ def _fixed_loss(model, folder):
     return float(loss)
 
 
-def test_training_lowers_loss(image_folder, tmp_path):
-    state = tmp_path / "state"
-    train(_opts(image_folder, state, max_steps=1), log=lambda s: None)
-    ckpt = load_checkpoint(state / "state.pt")
+def test_training_lowers_loss(image_folder, tiny_opts):
+    train(tiny_opts(max_steps=1), log=quiet)
+    state_path = tiny_opts().state_dir / "state.pt"
+    ckpt = load_checkpoint(state_path)
     model = HierarchicalVAE(config_from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     before = _fixed_loss(model, image_folder)
-    train(_opts(image_folder, state, max_steps=60), log=lambda s: None)
-    model.load_state_dict(load_checkpoint(state / "state.pt")["model"])
+    train(tiny_opts(max_steps=60), log=quiet)
+    model.load_state_dict(load_checkpoint(state_path)["model"])
     after = _fixed_loss(model, image_folder)
     assert after < 0.8 * before, (before, after)
 
 
-def test_resume_restores_model_optimizer_and_step(image_folder, tmp_path):
-    state = tmp_path / "state"
-    train(_opts(image_folder, state, max_steps=3), log=lambda s: None)
-    first = load_checkpoint(state / "state.pt")
-    assert first["step"] == 3
-    assert first["optimizer"]["state"], "optimizer moments must be saved"
-    train(_opts(image_folder, state, max_steps=5), log=lambda s: None)
-    second = load_checkpoint(state / "state.pt")
+def test_resume_continues_at_the_saved_step_with_the_saved_optimizer_state(tiny_opts):
+    train(tiny_opts(max_steps=3), log=quiet)
+    saved = load_checkpoint(tiny_opts().state_dir / "state.pt")
+    assert saved["step"] == 3
+    assert saved["optimizer"]["state"], "optimizer moments must be saved"
+
+    resumed = Trainer(tiny_opts(max_steps=5), log=quiet)
+    assert resumed.step_count == 3
+    restored = resumed.optimizer.state_dict()["state"]
+    assert restored.keys() == saved["optimizer"]["state"].keys()
+    for index, slots in saved["optimizer"]["state"].items():
+        for slot, value in slots.items():
+            assert torch.equal(restored[index][slot], value), (index, slot)
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, saved["model"][name]), name
+
+    resumed.run()
+    second = load_checkpoint(tiny_opts().state_dir / "state.pt")
     assert second["step"] == 5
     # Adam's step counter continued from the restored state instead of restarting at 0.
-    steps = {float(s["step"]) for s in second["optimizer"]["state"].values()}
-    assert steps == {5.0}
-    changed = [k for k in first["model"] if not torch.equal(first["model"][k], second["model"][k])]
-    assert changed
+    assert {float(s["step"]) for s in second["optimizer"]["state"].values()} == {5.0}
+    assert any(not torch.equal(saved["model"][k], second["model"][k]) for k in saved["model"])
+
+
+def test_deadline_stops_the_run_and_the_lr_decays_towards_it(tiny_opts, fake_clock):
+    trainer = Trainer(tiny_opts(minutes=0.5, max_steps=1000, lr=1e-3, lr_min=1e-5, decay_from=0.5), log=quiet)
+    result = trainer.run()
+    # 30 s of the fake clock, a few ticks a step: stopped by the deadline long before step 1000.
+    assert 1 <= result["step"] < 30
+    assert load_checkpoint(tiny_opts().state_dir / "state.pt")["step"] == result["step"]
+    assert trainer.optimizer.param_groups[0]["lr"] < 1e-4
+
+
+def test_progress_bar_shows_steps_loss_and_time_left(tiny_opts, fake_clock, capsys):
+    Trainer(tiny_opts(minutes=0.5, max_steps=1000, progress=True), log=quiet).run()
+    err = capsys.readouterr().err
+    assert "step" in err and "loss=" in err and "left=" in err, err
+
+
+def test_learning_rate_schedule():
+    opts = TrainOptions(data=[], lr=1e-3, lr_min=1e-5, decay_from=0.6, warmup_steps=10)
+    assert learning_rate(opts, 0, 0.0) == pytest.approx(1e-4)
+    assert learning_rate(opts, 9, 0.1) == pytest.approx(1e-3)
+    assert learning_rate(opts, 50, 0.59) == pytest.approx(1e-3)
+    assert learning_rate(opts, 50, 0.8) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate(opts, 50, 1.0) == pytest.approx(1e-5)
+    assert learning_rate(TrainOptions(data=[], lr=3e-4), 50, 0.99) == 3e-4
+
+
+def test_parts_hold_the_state_in_small_files(tiny_opts, tmp_path):
+    parts = tmp_path / "parts"
+    train(tiny_opts(max_steps=2, parts_dir=parts), log=quiet)
+    state = load_checkpoint(tiny_opts().state_dir / "state.pt")
+    joined = read_parts(parts)
+    assert joined["step"] == 2 and joined["config"] == state["config"]
+    for name, value in state["model"].items():
+        assert torch.equal(joined["model"][name], value), name
+    for index, slots in state["optimizer"]["state"].items():
+        for slot, value in slots.items():   # moments travel in bf16
+            torch.testing.assert_close(joined["optimizer"]["state"][index][slot], value, rtol=1e-2, atol=1e-12)
+    # Small parts: several files, each within the limit, the same state when joined.
+    small = tmp_path / "small"
+    limit = 2 * max(v.numel() * 4 for v in state["model"].values())
+    files = write_parts(state, small, part_bytes=limit)
+    assert len(files) > 3
+    assert all(f.stat().st_size <= limit for f in files)
+    assert all(torch.equal(read_parts(small)["model"][k], v) for k, v in state["model"].items())
+    # A part left from another checkpoint is refused, not joined.
+    stale = load_checkpoint(small / "part-00.pt")
+    torch.save({**stale, "step": 1}, small / "part-00.pt")
+    with pytest.raises(ValueError, match="step 1"):
+        read_parts(small)
+
+
+def test_packed_folder_keeps_its_split_and_pixels(image_folder, tmp_path):
+    packed = tmp_path / "packed"
+    counts = pack_image_set([image_folder], packed, downscale=1, val_fraction=0.4)
+    for validation, split in ((False, "train"), (True, "validation")):
+        original = load_image_set([image_folder], downscale=1, validation=validation, val_fraction=0.4)
+        loaded = load_image_set([packed], downscale=2, validation=validation)  # packed: taken as packed
+        assert len(loaded) == len(original) == counts[split]
+        for a, b in zip(original.images, loaded.images):
+            assert a.shape == b.shape
+            assert np.abs(a.astype(int) - b).mean() < 3   # JPEG q92 4:4:4
+    assert counts["train"] and counts["validation"]
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli, ["train", *map(str, args)])
+
+
+def test_cli_train_help_shows_the_library_defaults():
+    r = _cli("--help")
+    assert r.exit_code == 0
+    entries = {m[1]: " ".join(m[2].split()) for m in re.finditer(r"^  (--[\w-]+)(.*?)(?=^  --)", r.output, re.M | re.S)}
+    for flag, value in (("--batch", TrainOptions.batch), ("--crop", TrainOptions.crop), ("--lr", TrainOptions.lr),
+                        ("--checkpoint-minutes", TrainOptions.checkpoint_minutes)):
+        assert f"[default: {value}" in entries[flag], (flag, entries[flag])
+
+
+def test_cli_train_tiny_run(image_folder, tmp_path):
+    state = tmp_path / "state"
+    r = _cli("--data", image_folder, "--state-dir", state, "--steps", 2, "--batch", 2, "--crop", 64,
+             "--threads", 1, "--downscale", 1, *TINY_FLAGS, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "step=2" in r.stdout
+    assert r.stderr == ""
+    assert load_checkpoint(state / "state.pt")["step"] == 2
+    r = _cli("--data", image_folder, "--state-dir", state, "--steps", 3, "--batch", 2, "--crop", 64,
+             "--threads", 1, "--downscale", 1)
+    assert r.exit_code == 0, r.output
+    assert "from step 2" in r.stderr
+    assert load_checkpoint(state / "state.pt")["step"] == 3
+
+
+def test_cli_train_errors_are_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _cli("--data", empty, "--state-dir", tmp_path / "s", "--steps", 1, *TINY_FLAGS)
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines() == [f"bbimg: error: cannot train: no training images found under {empty}"]
+    r = _cli("--data", empty, "--state-dir", tmp_path / "s")
+    assert r.exit_code == 2 and "--minutes or --steps" in r.stderr
+    r = _cli("--data", empty, "--steps", 1, "--crop", 100)
+    assert r.exit_code == 2 and "multiple of 64" in r.stderr
 
 
 def test_ddp_smoke_with_two_gloo_processes(image_folder, tmp_path):
@@ -65,9 +200,8 @@ def test_ddp_smoke_with_two_gloo_processes(image_folder, tmp_path):
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "bbimg.cli", "train", "--data", str(image_folder), "--state-dir", str(state),
-           "--steps", "3", "--batch", "2", "--crop", "64", "--threads", "1", "--downscale", "1",
-           "--widths", "8,8,8", "--latent-channels", "8", "--hyper-width", "8", "--hyper-channels", "4",
-           "--no-progress"]
+           "--steps", "3", "--batch", "2", "--crop", "64", "--threads", "1", "--downscale", "1", *TINY_FLAGS,
+           "--quiet"]
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(state / "state.pt")

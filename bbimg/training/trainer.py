@@ -1,17 +1,19 @@
 """Resumable rate-distortion training of the VAE: loss = KL bits per pixel + lambda * MSE(0-255).
 
-Runs on CPU or CUDA, single process or under ``torchrun`` (DistributedDataParallel, gloo or nccl).
-Only rank 0 writes checkpoints, the validation log and the progress bar.
+One loop for every machine: CPU or CUDA, single process or under ``torchrun`` (DistributedDataParallel,
+gloo or nccl), to a step count or a wall-clock deadline. Only rank 0 writes checkpoints, the
+validation log and the progress bar. A run on a lent GPU machine is the same loop with ``device``,
+``minutes`` (the deadline), packed data (``data.pack_image_set``) and ``parts_dir`` (the state in
+files small enough to come back; ``checkpoint.read_parts`` joins them).
 """
 from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import math
 import os
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,31 +23,13 @@ import torch.distributed as dist
 
 from ..models import HierarchicalVAE, VAEConfig, quality_to_lambda
 from ..models.registry import config_from_dict
+from .checkpoint import atomic_save, export_weights, load_checkpoint, save_checkpoint, training_state, write_parts
+from .options import DEFAULT_STATE_DIR, TrainOptions
 
-__all__ = ["TrainOptions", "train", "save_checkpoint", "load_checkpoint", "rd_loss", "export_weights"]
+__all__ = ["TrainOptions", "Trainer", "train", "learning_rate", "save_checkpoint", "load_checkpoint", "rd_loss",
+           "export_weights", "DEFAULT_STATE_DIR"]
 
-
-@dataclass
-class TrainOptions:
-    data: list[Path]
-    state_dir: Path                      # full state (model + optimizer) lives here
-    minutes: float | None = None         # wall-clock budget; None = until max_steps
-    max_steps: int | None = None
-    batch: int = 8
-    crop: int = 128
-    lr: float = 2e-4
-    threads: int | None = None
-    bf16: bool = False
-    device: str = "cpu"
-    checkpoint_minutes: float = 5.0
-    downscale: int = 2
-    val_fraction: float = 0.05
-    seed: int = 0
-    init: Path | None = None              # weights (or checkpoint) to start from when no state exists
-    model: dict = field(default_factory=dict)  # VAEConfig overrides for a fresh model
-    progress: bool = True
-    cache_dir: Path | None = None
-    dim_kl_cap: float | None = None      # bits; KL a single latent dimension holds above it is charged twice
+_BAD_STEPS_BEFORE_RESTORE = 5
 
 
 def rd_loss(model: HierarchicalVAE, x: torch.Tensor, t: torch.Tensor, dim_kl_cap: float | None = None):
@@ -64,28 +48,15 @@ def rd_loss(model: HierarchicalVAE, x: torch.Tensor, t: torch.Tensor, dim_kl_cap
     return (rate + lam * mse).mean(), bpp.detach(), mse.detach()
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(path: Path, model: HierarchicalVAE, optimizer, step: int, extra: dict | None = None) -> None:
-    _atomic_save({"format": "bbimg-train-state/1", "config": dataclasses.asdict(model.cfg),
-                  "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                  **(extra or {})}, path)
-
-
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
-def export_weights(state: dict, path: Path, *, half: bool = True) -> None:
-    """Shippable weights: config, step and fp16 tensors, never optimizer state."""
-    tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
-    _atomic_save({"format": "bbimg-weights/1", "config": state["config"], "step": state["step"],
-                  "model": tensors, "train_hours": state.get("train_hours", 0.0)}, path)
+def learning_rate(opts: TrainOptions, run_steps: int, budget_used: float) -> float:
+    """Linear warm-up over the run's first ``warmup_steps``, then ``lr``; with ``lr_min``, a cosine
+    decay to it once ``decay_from`` of the budget (time or steps) is spent."""
+    if run_steps < opts.warmup_steps:
+        return opts.lr * (run_steps + 1) / opts.warmup_steps
+    if opts.lr_min is None or budget_used < opts.decay_from:
+        return opts.lr
+    u = min(1.0, (budget_used - opts.decay_from) / max(1e-9, 1 - opts.decay_from))
+    return opts.lr_min + 0.5 * (opts.lr - opts.lr_min) * (1 + math.cos(math.pi * u))
 
 
 @torch.no_grad()
@@ -108,144 +79,239 @@ def validate(model: HierarchicalVAE, crops: np.ndarray, device, qualities=(0.2, 
     return res
 
 
-def train(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
-    """Train until the time or step budget is spent; returns the last validation figures."""
-    from .data import load_image_set
+# -- setup -------------------------------------------------------------------------------------------
 
+def _setup_process(opts: TrainOptions) -> tuple[int, bool, torch.device]:
+    """Join the torchrun process group when there is one; (rank, distributed, this rank's device)."""
+    device = torch.device(opts.device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     if distributed:
-        backend = "nccl" if opts.device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         rank = dist.get_rank()
-        if opts.device.startswith("cuda"):
-            opts.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    is_main = rank == 0
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    device = torch.device(opts.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True       # fixed crop size: the autotuned kernels are reused
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return rank, distributed, device
 
-    state_path = Path(opts.state_dir) / "state.pt"
-    state = None
+
+def _initial_state(state_path: Path, init: Path | None) -> dict | None:
+    """The state to resume: ``state.pt`` if it exists, else the ``init`` weights (no optimizer), else None."""
     if state_path.exists():
-        state = load_checkpoint(state_path)
-    elif opts.init is not None:
-        state = load_checkpoint(opts.init)
-        state = {"config": state["config"], "model": {k: v.float() for k, v in state["model"].items()},
-                 "step": state.get("step", 0), "train_hours": state.get("train_hours", 0.0)}
+        return load_checkpoint(state_path)
+    if init is None:
+        return None
+    weights = load_checkpoint(init)
+    return {"config": weights["config"], "model": {k: v.float() for k, v in weights["model"].items()},
+            "step": weights.get("step", 0), "train_hours": weights.get("train_hours", 0.0)}
+
+
+def _build_model(state: dict | None, opts: TrainOptions, device: torch.device):
     cfg = config_from_dict(state["config"]) if state else VAEConfig(**opts.model)
     torch.manual_seed(opts.seed)
-    model = HierarchicalVAE(cfg).to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+    model = HierarchicalVAE(cfg).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
-    step, train_hours = 0, 0.0
     if state:
         model.load_state_dict(state["model"])
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = opts.lr
-        step, train_hours = state["step"], state.get("train_hours", 0.0)
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    return model, optimizer
 
-    cache = opts.cache_dir or Path(opts.state_dir) / "cache"
-    train_set = load_image_set(opts.data, downscale=opts.downscale, val_fraction=opts.val_fraction,
-                               cache_dir=cache)
+
+def _load_data(opts: TrainOptions):
+    """(training images, fixed 256² validation crops of the held-out images)."""
+    from .data import load_image_set
+
+    kw = dict(downscale=opts.downscale, val_fraction=opts.val_fraction,
+              cache_dir=opts.cache_dir or Path(opts.state_dir) / "cache")
+    train_set = load_image_set(opts.data, **kw)
     if len(train_set) == 0:
         raise ValueError(f"no training images found under {', '.join(map(str, opts.data))}")
-    val_crops = load_image_set(opts.data, downscale=opts.downscale, validation=True,
-                               val_fraction=opts.val_fraction, cache_dir=cache).fixed_crops(256, 16)
-    rng = np.random.default_rng([opts.seed, rank, step])
-    if is_main:
-        log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters from step {step} "
-            f"on {len(train_set)} images ({device}, {torch.get_num_threads()} threads)")
+    return train_set, load_image_set(opts.data, validation=True, **kw).fixed_crops(256, 16)
 
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if opts.bf16
-                else contextlib.nullcontext())
-    bar = None
-    if is_main and opts.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=opts.max_steps, initial=step if opts.max_steps else 0, unit="step",
-                   dynamic_ncols=True, mininterval=2.0)
-    start = last_ckpt = last_log = time.monotonic()
-    session_start_step = step
-    ema = None
-    bad_steps = 0
-    result: dict = {}
 
-    def checkpoint() -> None:
-        nonlocal result
-        if not is_main:
-            return
-        hours = train_hours + (time.monotonic() - start) / 3600
-        save_checkpoint(state_path, model, optimizer, step, {"train_hours": hours})
-        if len(val_crops):
-            result = validate(model, val_crops, device)
-            result.update(step=step, train_hours=round(hours, 3))
-            log_path = Path(opts.state_dir) / "validation.csv"
-            new = not log_path.exists()
-            with open(log_path, "a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(result))
-                if new:
-                    w.writeheader()
-                w.writerow(result)
-            log("validation " + " ".join(f"{k}={v:.4g}" for k, v in result.items()))
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(max(0, int(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
-    while True:
-        elapsed_min = (time.monotonic() - start) / 60
-        done = (opts.max_steps is not None and step >= opts.max_steps) or \
-               (opts.minutes is not None and elapsed_min >= opts.minutes)
-        if distributed:
-            flag = torch.tensor([int(done)], dtype=torch.int32)
+
+class Trainer:
+    """One run of the loop: constructing it sets up (process group, model, optimizer, data, resumed
+    state); ``step()`` takes one optimizer step; ``checkpoint()`` saves and validates; ``run()`` loops
+    until the step count or the deadline and checkpoints at the end."""
+
+    def __init__(self, opts: TrainOptions, log: Callable[[str], None] = print):
+        self.opts, self.log = opts, log
+        started = time.monotonic()
+        self.deadline = None if opts.minutes is None else started + 60 * opts.minutes
+        self.rank, self.distributed, self.device = _setup_process(opts)
+        self.is_main = self.rank == 0
+        self.state_path = Path(opts.state_dir) / "state.pt"
+        state = _initial_state(self.state_path, opts.init)
+        self.model, self.optimizer = _build_model(state, opts, self.device)
+        self.step_count = state["step"] if state else 0
+        self.first_step = self.step_count
+        self.past_hours = state.get("train_hours", 0.0) if state else 0.0
+        self.net = (torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.distributed else self.model)
+        self.train_set, self.val_crops = _load_data(opts)
+        self.rng = np.random.default_rng([opts.seed, self.rank, self.step_count])
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if opts.bf16
+                         else contextlib.nullcontext())
+        self.ema: torch.Tensor | None = None     # (loss, bpp, PSNR), kept on the device: no sync per step
+        self.bad_steps = 0
+        self.result: dict = {}
+        self.loop_started = time.monotonic()
+
+    # -- step ------------------------------------------------------------------------------------
+
+    def budget_used(self) -> float:
+        """Fraction of this run's step or time budget spent (the larger of the two)."""
+        used = 0.0
+        if self.opts.max_steps is not None and self.opts.max_steps > self.first_step:
+            used = (self.step_count - self.first_step) / (self.opts.max_steps - self.first_step)
+        if self.deadline is not None:
+            now = time.monotonic()
+            used = max(used, (now - self.loop_started) / max(1e-9, self.deadline - self.loop_started))
+        return used
+
+    def finished(self) -> bool:
+        opts = self.opts
+        done = ((opts.max_steps is not None and self.step_count >= opts.max_steps)
+                or (self.deadline is not None and time.monotonic() >= self.deadline))
+        if self.distributed:   # every rank stops at the same step
+            flag = torch.tensor([int(done)], dtype=torch.int32, device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             done = bool(flag.item())
-        if done:
-            break
-        x = torch.from_numpy(train_set.random_crops(rng, opts.batch, opts.crop)).to(device)
-        x = x.float().div_(255)
-        if device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        t = torch.from_numpy(rng.random(opts.batch)).float().to(device)
-        with autocast:
-            loss, bpp, mse = rd_loss(net, x, t, opts.dim_kl_cap)
-        optimizer.zero_grad(set_to_none=True)
+        return done
+
+    def step(self) -> bool:
+        """One optimizer step on fresh random crops; False when a non-finite loss or gradient skipped it."""
+        opts = self.opts
+        lr = learning_rate(opts, self.step_count - self.first_step, self.budget_used())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        crops = torch.from_numpy(self.train_set.random_crops(self.rng, opts.batch, opts.crop)).to(self.device)
+        x = crops.float().div_(255).contiguous(memory_format=torch.channels_last)
+        t = torch.from_numpy(self.rng.random(opts.batch)).float().to(self.device)
+        with self.autocast:
+            loss, bpp, mse = rd_loss(self.net, x, t, opts.dim_kl_cap)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            # A rare blow-up must not poison a run that lasts for days: skip the step, and after
-            # several in a row go back to the last checkpoint.
-            bad_steps += 1
-            if bad_steps >= 5 and state_path.exists():
-                restored = load_checkpoint(state_path)
-                model.load_state_dict(restored["model"])
-                optimizer.load_state_dict(restored["optimizer"])
-                step, bad_steps = restored["step"], 0
-                log(f"non-finite loss: restored step {step}")
-            continue
-        bad_steps = 0
-        optimizer.step()
-        step += 1
-        cur = (float(loss.detach()), float(bpp.mean()), float(10 * math.log10(255**2 / max(float(mse.mean()), 1e-9))))
-        ema = cur if ema is None else tuple(0.98 * a + 0.02 * b for a, b in zip(ema, cur))
+            self._skip_bad_step()
+            return False
+        self.bad_steps = 0
+        self.optimizer.step()
+        self.step_count += 1
+        current = torch.stack([loss.detach().float(), bpp.mean(), 10 * torch.log10(255.0**2 / mse.mean().clamp_min(1e-9))])
+        self.ema = current if self.ema is None else 0.98 * self.ema + 0.02 * current
+        return True
+
+    def _skip_bad_step(self) -> None:
+        """A rare blow-up must not poison a run that lasts for days: skip the step, and after several in
+        a row go back to the last checkpoint."""
+        self.bad_steps += 1
+        if self.bad_steps < _BAD_STEPS_BEFORE_RESTORE:
+            return
+        if not self.state_path.exists():
+            raise RuntimeError(f"{self.bad_steps} non-finite steps in a row and no checkpoint to go back to")
+        restored = load_checkpoint(self.state_path)
+        self.model.load_state_dict(restored["model"])
+        self.optimizer.load_state_dict(restored["optimizer"])
+        self.step_count, self.bad_steps = restored["step"], 0
+        self.log(f"non-finite loss: restored step {self.step_count}")
+
+    # -- checkpoint ------------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict:
+        """Save the full state (and its parts), validate on the held-out crops, append to validation.csv."""
+        if not self.is_main:
+            return self.result
+        hours = self.past_hours + (time.monotonic() - self.loop_started) / 3600
+        state = training_state(self.model, self.optimizer, self.step_count, {"train_hours": hours})
+        atomic_save(state, self.state_path)
+        if self.opts.parts_dir is not None:
+            write_parts(state, self.opts.parts_dir)
+        if len(self.val_crops):
+            self.result = validate(self.model, self.val_crops, self.device)
+            self.result.update(step=self.step_count, train_hours=round(hours, 3))
+            self._append_validation(self.result)
+            self.log("validation " + " ".join(f"{k}={v:.4g}" for k, v in self.result.items()))
+        return self.result
+
+    def _append_validation(self, row: dict) -> None:
+        path = Path(self.opts.state_dir) / "validation.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def progress_fields(self) -> dict[str, str]:
+        """Smoothed loss, bpp and PSNR, and the time left to the deadline (for the bar and the log)."""
+        fields = {}
+        if self.ema is not None:
+            loss, bpp, psnr = self.ema.tolist()
+            fields.update(loss=f"{loss:.4f}", bpp=f"{bpp:.4f}", psnr=f"{psnr:.2f}")
+        if self.deadline is not None:
+            fields["left"] = _clock(self.deadline - time.monotonic())
+        return fields
+
+    def run(self) -> dict:
+        """Train until the step count or the deadline; returns the last validation figures."""
+        opts = self.opts
+        if self.is_main:
+            self.log(f"training {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters from "
+                     f"step {self.step_count} on {len(self.train_set)} images ({self.device}, "
+                     f"{torch.get_num_threads()} threads)")
+        bar = None
+        if self.is_main and opts.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=opts.max_steps, initial=self.step_count, unit="step", file=sys.stderr,
+                       dynamic_ncols=True, mininterval=1.0)
+        last_checkpoint = last_report = time.monotonic()
+        while not self.finished():
+            if not self.step():
+                continue
+            now = time.monotonic()
+            if bar is not None:
+                bar.update(1)
+                if now - last_report >= 1.0:   # reading the EMA waits for the device
+                    last_report = now
+                    bar.set_postfix(self.progress_fields(), refresh=False)
+            elif self.is_main and now - last_report >= 60:
+                last_report = now
+                rate = (self.step_count - self.first_step) / (now - self.loop_started)
+                self.log(f"step {self.step_count} " + " ".join(f"{k} {v}" for k, v in self.progress_fields().items())
+                         + f" ({rate:.2f} steps/s)")
+            if self.is_main and now - last_checkpoint >= opts.checkpoint_minutes * 60:
+                self.checkpoint()
+                last_checkpoint = time.monotonic()
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{ema[0]:.3f}", bpp=f"{ema[1]:.3f}", psnr=f"{ema[2]:.2f}", refresh=False)
-        if is_main and bar is None and time.monotonic() - last_log >= 60:
-            last_log = time.monotonic()
-            rate = (step - session_start_step) / (last_log - start)
-            log(f"step {step} loss {ema[0]:.4f} bpp {ema[1]:.4f} psnr {ema[2]:.2f} ({rate:.2f} steps/s)")
-        if is_main and time.monotonic() - last_ckpt >= opts.checkpoint_minutes * 60:
-            checkpoint()
-            last_ckpt = time.monotonic()
-    if bar is not None:
-        bar.close()
-    if step > session_start_step or not state_path.exists():
-        checkpoint()
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
-    if ema is not None:
-        result.setdefault("train_loss", ema[0])
-    result.setdefault("step", step)
-    return result
+            bar.close()
+        if self.step_count > self.first_step or not self.state_path.exists():
+            self.checkpoint()
+        if self.distributed:
+            dist.barrier()
+            dist.destroy_process_group()
+        result = dict(self.result)
+        if self.ema is not None:
+            result.setdefault("train_loss", float(self.ema[0]))
+        result.setdefault("step", self.step_count)
+        return result
+
+
+def train(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
+    """Set up and run the loop (see ``Trainer``); returns the last validation figures."""
+    return Trainer(opts, log).run()
