@@ -308,7 +308,7 @@ def _decode_options(codec, max_pixels: int | None, progress) -> dict:
 
 
 class _Group(click.Group):
-    """Failures that can happen anywhere become one line: out of memory, a closed pipe, Ctrl-C."""
+    """Failures that can happen anywhere become one line: out of memory, a closed pipe, Ctrl-C, a bug."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -326,6 +326,13 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("\nbbimg: interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: still one line for the user, the traceback on request
+            if os.environ.get("BBIMG_DEBUG"):
+                raise
+            raise CliError(f"internal error: {type(exc).__name__}: {_clean(exc, '-')} "
+                           "(please report it; BBIMG_DEBUG=1 shows the traceback)") from exc
 
 
 def _print_version(ctx: click.Context, _param, value: bool) -> None:

@@ -240,3 +240,16 @@ def test_out_of_memory_outside_the_codec_is_one_line(coded, monkeypatch):
 
     monkeypatch.setattr(cli, "_read_input", no_memory)
     assert_one_line_error(run("info", coded / "a.bbi"), "out of memory")
+
+
+def test_an_unexpected_failure_is_one_line_unless_debugging(coded, monkeypatch):
+    import bbimg.codec
+
+    def broken(*args, **kwargs):
+        raise AttributeError("module 'x' has no attribute 'y'")
+
+    monkeypatch.setattr(bbimg.codec, "info", broken)
+    assert_one_line_error(run("info", coded / "a.bbi"), "internal error", "BBIMG_DEBUG=1")
+    monkeypatch.setenv("BBIMG_DEBUG", "1")
+    with pytest.raises(AttributeError):
+        run("info", coded / "a.bbi")
