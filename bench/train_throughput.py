@@ -2,8 +2,9 @@
 
     python bench/train_throughput.py [--steps 6] [--threads N]
 
-Writes bench/results/train_throughput.csv. Each configuration runs full optimizer steps on random
-crops-sized tensors, so it measures the model and the backend, not the data loader.
+Writes bench/results/train_throughput.csv. Each configuration runs full optimizer steps (the trainer's
+loss, ``rd_loss``) on random crop-sized tensors, so it measures the model and the backend, not the data
+loader.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from bbimg.models import HierarchicalVAE, VAEConfig
+from bbimg.training.trainer import rd_loss
 
 
 def time_config(widths: tuple[int, int, int], latent: int, crop: int, batch: int, bf16: bool,
@@ -34,8 +36,7 @@ def time_config(widths: tuple[int, int, int], latent: int, crop: int, batch: int
     for i in range(steps + 2):
         start = time.perf_counter()
         with ctx:
-            out = model(x, t)
-        loss = (out.kl_y + out.kl_z).mean() / crop**2 + 0.01 * ((out.x_hat.float() - x) * 255).pow(2).mean()
+            loss, _, _ = rd_loss(model, x, t)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,7 +1,7 @@
 """Training images: decoded once, downscaled, cached as uint8 arrays, served as random crops.
 
 A *packed* folder (``pack_image_set``) holds the training and held-out splits already downscaled, as
-JPEG q92 4:4:4 files small enough to travel with the repository to a lent GPU machine (~40 MiB for
+JPEG q92 4:4:4 files small enough to travel with the repository to a lent GPU machine (41 MiB for
 the 819 photos of ``shared/data/train``); ``load_image_set`` takes it as it is.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .trainer import export_weights, load_checkpoint
+from .checkpoint import export_weights, load_checkpoint
 
 
 def main() -> None:

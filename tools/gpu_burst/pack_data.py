@@ -1,5 +1,5 @@
 """Pack the training data (both splits, downscaled as `bbimg train` does) as JPEG q92 4:4:4 files small
-enough to travel with the repository to a lent GPU machine (~40 MiB for shared/data/train).
+enough to travel with the repository to a lent GPU machine (41 MiB for shared/data/train).
 
     python tools/gpu_burst/pack_data.py /work/shared/data/train .gpu/data
 """
