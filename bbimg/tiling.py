@@ -1,47 +1,53 @@
-"""Tiled analysis and synthesis transforms: large images in bounded memory, without seams.
+"""Tiled transforms: every stage of the codec in bounded memory, for any image size, without seams.
 
-The expensive tensors of the codec are the full-resolution activations of the analysis transform
-``g_a`` (image -> y) and the synthesis transform ``g_s`` (y -> image): at 8192x8192 in fp32 they
-are many GB. Everything else lives on the latent grids (y at 1/16, z at 1/64 resolution) and is
-small enough to keep whole, so the bitstream keeps its structure: one y and one z for the image.
+Each of the model's transforms maps one spatial grid to another: the analysis ``g_a`` pixels to y
+(1/16 resolution), the synthesis ``g_s`` y to pixels, the hyper analysis ``h_a`` y to z (1/4 of
+y) and the y prior ``h_s`` z to the parameters of p(y | z). Their activations are many times the
+size of their inputs (at 8192 x 8192 in fp32, GBs for ``g_a``/``g_s``; for the y prior 450
+channels at y resolution, about 1 GB, and 4x that at the format's largest size), so above
+:data:`THRESHOLD_PIXELS` each transform runs tile by tile: :func:`map_tiles` cuts the *coarser*
+grid of the two (y for ``g_a``/``g_s``, z for ``h_a``/``h_s``) into tiles, computes each tile with
+a halo of context on every side (clipped at the border) and keeps the tile's own part. What stays
+whole is what the bitstream needs whole: the image, one y and one z latent with their posterior
+and prior parameters.
 
-Tiles are cut on the *latent* grid (16 pixels per y position). Each tile is computed with a halo of
-:data:`HALO_LATENTS` latent positions on every side (clipped at the image border) and the halo is
-cropped away. Both transforms are stacks of stride-2 5x5 convolutions (``g_s`` transposed) with
-pointwise nonlinearities, so an output depends on a bounded neighbourhood only:
+All four are stacks of 5x5 stride-2 convolutions (transposed in ``g_s``/``h_s``), with one 3x3
+stride-1 convolution in ``h_a``/``h_s`` and pointwise nonlinearities (GDN, leaky ReLU, FiLM) in
+between (``bbimg/models/vae.py``), so each output depends on a bounded neighbourhood of its input.
+A 5x5 stride-2 convolution's output i reads inputs 2i-2..2i+2; a transposed one's output o reads
+inputs (o-2)/2..(o+2)/2. Composing the layers, in units of the coarse grid:
 
-* ``g_a``: y[j] sees pixels 16j-30 .. 16j+30 (radius 2 * (1 + 2 + 4 + 8) = 30 px < 2 latents);
-* ``g_s``: pixel 16j+r sees y[j-2 .. j+2] (radius 1 + 1/2 + 1/4 + 1/8 < 2 latents).
+* ``g_a``: y[j] reads pixels 16j-30 .. 16j+30 (radius 2 * (1 + 2 + 4 + 8) = 30 px < 2 latents);
+* ``g_s``: pixel p reads y within p/16 +- (1 + 1/2 + 1/4 + 1/8) latents (< 2);
+* ``h_a``: z[j] reads y 4j-7 .. 4j+7 (3x3, then two 5x5 stride 2: 1 + 2 + 4 = 7 y < 2 z);
+* ``h_s``: y position p reads z within p/4 +- (1/4 + 1/2 + 1) = 1.75 z positions (< 2).
 
-With a halo of at least 2 latents and tile origins on the 16-pixel grid (so every layer's stride
-phase matches the whole-image computation), every kept value is computed from exactly the inputs it
-would see untiled, so tiled and untiled results agree up to floating-point summation order (no seams;
-``tests/test_hardening.py`` checks this). The halo is 4 latents for margin.
+So a halo of 2 coarse positions, with tile origins on the coarse grid (every layer's stride phase
+then matches the whole-image computation, and zero padding happens only at the true border),
+computes every kept value from exactly the inputs it would see untiled: tiled and untiled results
+agree up to floating-point summation order (``tests/test_tiling.py`` checks this, and that a
+smaller halo shows seams). The analysis and synthesis use a halo of 4 latents for margin.
+
+The tiles are numpy arrays handed to the back end's transform (``bbimg.transforms``: ONNX Runtime
+or torch), so one implementation serves both.
 """
 from __future__ import annotations
 
-import functools
+from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["TILE_LATENTS", "HALO_LATENTS", "THRESHOLD_PIXELS", "KL_CHUNK", "should_tile", "tiles",
-           "encode_y", "decode_pixels", "kl_bits"]
+__all__ = ["LATENT_STRIDE", "Z_STRIDE", "TILE_LATENTS", "HALO_LATENTS", "PRIOR_TILE", "PRIOR_HALO",
+           "THRESHOLD_PIXELS", "KL_CHUNK", "should_tile", "tiles", "map_tiles", "kl_bits"]
 
 LATENT_STRIDE = 16          # pixels per y position
-TILE_LATENTS = 64           # kept part of a tile: 64 latents = 1024 pixels square
-HALO_LATENTS = 4            # context on each side: 64 pixels (2 latents are enough, see above)
+Z_STRIDE = 4                # y positions per z position
+TILE_LATENTS = 64           # kept part of an analysis/synthesis tile: 64 y positions = 1024 pixels square
+HALO_LATENTS = 4            # their context on each side: 64 pixels (2 latents are enough, see above)
+PRIOR_TILE = 32             # kept part of a hyper/y-prior tile: 32 z positions = 2048 pixels square
+PRIOR_HALO = 2              # their context on each side, in z positions (the receptive radius is 1.75)
 THRESHOLD_PIXELS = 2048 * 2048  # padded images with more pixels than this are tiled
 KL_CHUNK = 1 << 22          # elements per chunk of the KL computation (bounds float64 temporaries)
-
-
-def _no_grad(fn):
-    """torch.no_grad, imported on first call: this module is also used where torch is not (KL, tiles)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        import torch
-        with torch.no_grad():
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 def should_tile(height: int, width: int, stride: int = 64) -> bool:
@@ -51,7 +57,7 @@ def should_tile(height: int, width: int, stride: int = 64) -> bool:
 
 
 def tiles(n: int, tile: int | None = None, halo: int | None = None) -> list[tuple[int, int, int, int]]:
-    """Cut ``n`` latent positions into (keep_lo, keep_hi, ext_lo, ext_hi) ranges along one axis.
+    """Cut ``n`` grid positions into (keep_lo, keep_hi, ext_lo, ext_hi) ranges along one axis.
 
     The kept ranges partition [0, n); the extended ranges add ``halo`` positions on each side,
     clipped to [0, n)."""
@@ -66,69 +72,36 @@ def tiles(n: int, tile: int | None = None, halo: int | None = None) -> list[tupl
     return out
 
 
-@_no_grad
-def encode_y(model, pixels: np.ndarray, film, device, *, tile: int | None = None, halo: int | None = None):
-    """``model.encode_y`` on the image padded to the model's stride, computed tile by tile.
-
-    ``pixels``: (H, W, 3) uint8. The padding replicates the last row and column, as
-    ``pad_to_multiple`` does, and only one tile is ever converted to float."""
-    import torch
-
-    from .models.vae import Gaussian
-
-    stride = model.cfg.stride
-    height, width = pixels.shape[:2]
-    ph, pw = -(-height // stride) * stride, -(-width // stride) * stride
-    lh, lw = ph // LATENT_STRIDE, pw // LATENT_STRIDE
-    mean = log_scale = None
-    for r0, r1, er0, er1 in tiles(lh, tile, halo):
-        rows = np.minimum(np.arange(er0 * LATENT_STRIDE, er1 * LATENT_STRIDE), height - 1)
-        band = pixels[rows]
-        for c0, c1, ec0, ec1 in tiles(lw, tile, halo):
-            cols = np.minimum(np.arange(ec0 * LATENT_STRIDE, ec1 * LATENT_STRIDE), width - 1)
-            x = torch.from_numpy(np.ascontiguousarray(band[:, cols])).to(device)
-            x = x.permute(2, 0, 1)[None].float().div_(255.0)
-            q = model.encode_y(x, film)
-            if mean is None:
-                shape = (1, q.mean.shape[1], lh, lw)
-                mean = torch.empty(shape, dtype=q.mean.dtype, device=q.mean.device)
-                log_scale = torch.empty(shape, dtype=q.log_scale.dtype, device=q.log_scale.device)
-            keep = (slice(None), slice(None), slice(r0 - er0, r1 - er0), slice(c0 - ec0, c1 - ec0))
-            mean[:, :, r0:r1, c0:c1] = q.mean[keep]
-            log_scale[:, :, r0:r1, c0:c1] = q.log_scale[keep]
-            del q, x
-    return Gaussian(mean, log_scale)
+Read = Callable[[int, int, int, int], np.ndarray]
+Sink = Callable[[int, int, Sequence[np.ndarray]], None]
 
 
-def to_uint8_hwc(x_hat) -> np.ndarray:
-    """A decoded [3, H, W] tensor in [0, 1] as 8-bit H x W x 3 pixels (round half to even, as the
-    ONNX path's numpy does, so both backends quantise identically)."""
-    import torch
+def map_tiles(fn: Callable[[np.ndarray], Sequence[np.ndarray]], read: Read, rows: int, cols: int, *,
+              scale: int, tile: int | None, halo: int, sink: Sink | None = None) -> list[np.ndarray] | None:
+    """Apply a transform to a ``rows`` x ``cols`` grid tile by tile, keeping each tile's own part.
 
-    return x_hat.detach().clamp(0, 1).mul_(255).round_().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
-
-
-@_no_grad
-def decode_pixels(model, y: torch.Tensor, film, height: int, width: int, *, tile: int | None = None,
-                  halo: int | None = None) -> np.ndarray:
-    """``model.decode`` of the latent ``y`` (1, M, H/16, W/16), tile by tile, cropped to
-    ``height`` x ``width`` and quantised to (height, width, 3) uint8 as the untiled decoder does."""
-    lh, lw = y.shape[2], y.shape[3]
-    out = np.empty((height, width, 3), np.uint8)
-    s = LATENT_STRIDE
-    for r0, r1, er0, er1 in tiles(lh, tile, halo):
-        if r0 * s >= height:
-            break
-        for c0, c1, ec0, ec1 in tiles(lw, tile, halo):
-            if c0 * s >= width:
-                break
-            x = model.decode(y[:, :, er0:er1, ec0:ec1], film)
-            y0, y1 = r0 * s, min(r1 * s, height)
-            x0, x1 = c0 * s, min(c1 * s, width)
-            crop = x[0, :, y0 - er0 * s:y1 - er0 * s, x0 - ec0 * s:x1 - ec0 * s]
-            out[y0:y1, x0:x1] = to_uint8_hwc(crop)
-            del x, crop
-    return out
+    ``read(r0, r1, c0, c1)`` returns the transform's input for grid rows r0..r1 and columns c0..c1
+    (the extended tile); ``fn`` returns arrays (1, C, h * scale, w * scale) for an input of h x w
+    grid positions. ``tile`` None runs the whole grid in one call. The kept part of every output
+    goes to ``sink(row, col, parts)`` (offsets in output units) when one is given; otherwise the
+    parts are assembled into whole (1, C, rows * scale, cols * scale) float32 arrays, returned."""
+    if tile is None:
+        tile = max(rows, cols, 1)
+    whole: list[np.ndarray] | None = None
+    for r0, r1, er0, er1 in tiles(rows, tile, halo):
+        for c0, c1, ec0, ec1 in tiles(cols, tile, halo):
+            outs = fn(read(er0, er1, ec0, ec1))
+            keep = (slice((r0 - er0) * scale, (r1 - er0) * scale), slice((c0 - ec0) * scale, (c1 - ec0) * scale))
+            parts = [o[..., keep[0], keep[1]] for o in outs]
+            if sink is not None:
+                sink(r0 * scale, c0 * scale, parts)
+                continue
+            if whole is None:
+                whole = [np.empty((1, p.shape[1], rows * scale, cols * scale), np.float32) for p in parts]
+            for w, p in zip(whole, parts):
+                w[..., r0 * scale:r1 * scale, c0 * scale:c1 * scale] = p
+            del outs, parts
+    return whole
 
 
 def kl_bits(mu_q: np.ndarray, sd_q: np.ndarray, mu_p: np.ndarray, sd_p: np.ndarray,

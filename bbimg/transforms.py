@@ -1,26 +1,65 @@
-"""The model's transforms behind one numpy interface, for the codec pipeline.
+"""The model's transforms behind one numpy interface, tiled for any image size.
 
-Two back ends: ONNX Runtime (the exported graphs; no ``import torch``, which alone costs 3-4 s on
-the reference CPU) where it can run the job, i.e. on the CPU at an untiled size with the export
-installed; torch everywhere else (CUDA, tiled large images, models without an export). Both take
-and return numpy arrays, so the pipeline never touches a tensor.
+Two back ends compute the transforms on numpy arrays: ONNX Runtime (the exported graphs, on the
+CPU; no ``import torch``, which alone costs 3-4 s on the reference CPU, and the only one a light
+install has) and torch (CUDA, models without an ONNX export, ``BBIMG_BACKEND=torch``; installed
+with ``pip install 'bbimg[torch]'``). :class:`Transforms` gives the codec pipeline its pixel-level
+interface on top of either and runs every transform tile by tile above a size threshold
+(``bbimg.tiling``), so the pipeline never touches a tensor and no stage's activations grow past
+a tile's.
 """
 from __future__ import annotations
+
+import os
+from typing import Protocol
 
 import numpy as np
 
 from . import runtime
 from . import tiling
+from .model_files import find_weights, search_path
 
-__all__ = ["TorchTransforms", "OrtPipeline", "load_transforms"]
+__all__ = ["MissingExtraError", "require_torch", "Backend", "TorchBackend", "Transforms", "load_transforms",
+           "TORCH_EXTRA_HINT"]
+
+TORCH_EXTRA_HINT = "pip install 'bbimg[torch]'"
 
 
-class TorchTransforms:
-    """The model's transforms on torch (any device; tiles for large images), numpy in and out."""
+class MissingExtraError(ImportError):
+    """An optional dependency (the ``torch`` extra) is needed for this and is not installed; the
+    message is one line naming the extra to install."""
+
+
+def require_torch(purpose: str):
+    """``import torch``, or :class:`MissingExtraError` saying that ``purpose`` needs the extra."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingExtraError(f"{purpose} needs PyTorch, which is not installed: {TORCH_EXTRA_HINT}") from exc
+    return torch
+
+
+class Backend(Protocol):
+    """The five transforms of a model on whole numpy arrays (``bbimg.runtime.OrtTransforms`` or
+    :class:`TorchBackend`)."""
+
+    name: str
+    sha256: bytes
+    stride: int
+
+    def analysis(self, x: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]: ...
+    def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]: ...
+    def z_prior(self, t: float, lh: int, lw: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def y_prior(self, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]: ...
+    def synthesis(self, y: np.ndarray, t: float) -> np.ndarray: ...
+
+
+class TorchBackend:
+    """The model's transforms on torch (any device), numpy in and out: the same calls as
+    ``bbimg.runtime.OrtTransforms``."""
 
     def __init__(self, name: str, device: str):
-        import torch
-
+        torch = require_torch(f"device {device!r}" if str(device) != "cpu" else f"model {name!r} on torch")
         from .models import load_model
 
         self._torch = torch
@@ -37,72 +76,122 @@ class TorchTransforms:
     def _in(self, a: np.ndarray):
         return self._torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
 
-    def analysis_pixels(self, pixels: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
-        from .models import pad_to_multiple
+    def _gaussian(self, g) -> tuple[np.ndarray, np.ndarray]:
+        return self._np(g.mean), self._np(g.log_scale.exp_())
 
+    def analysis(self, x: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            fa = self._films(t)[0]
-            if tiling.should_tile(*pixels.shape[:2], self.stride):  # tiling hook
-                q = tiling.encode_y(self.net, pixels, fa, self.device)
-            else:
-                x = self._torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(self.device)
-                x = pad_to_multiple(x.permute(2, 0, 1)[None].float().div_(255.0), self.stride)
-                q = self.net.encode_y(x, fa)
-                del x
-            mean, log_scale = q.mean, q.log_scale
-            del q
-            return self._np(mean), self._np(log_scale.exp_())
+            return self._gaussian(self.net.encode_y(self._in(x), self._films(t)[0]))
 
     def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            q = self.net.encode_z(self._in(y_mean), self._films(t)[2])
-            return self._np(q.mean), self._np(q.scale)
+            return self._gaussian(self.net.encode_z(self._in(y_mean), self._films(t)[2]))
 
     def z_prior(self, t: float, lh: int, lw: int) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            p = self.net.prior_z(self._films(t)[4], (1, self.net.cfg.hyper_channels, lh, lw))
-            return self._np(p.mean), self._np(p.scale)
+            p = self.net.prior_z(self._films(t)[4], (1, self.net.cfg.hyper_channels, 1, 1))
+            mean, scale = self._gaussian(p)
+        shape = (1, mean.shape[1], lh, lw)
+        return np.broadcast_to(mean, shape), np.broadcast_to(scale, shape)
 
     def y_prior(self, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            p = self.net.prior_y(self._in(z), self._films(t)[3])
-            return self._np(p.mean), self._np(p.scale)
+            return self._gaussian(self.net.prior_y(self._in(z), self._films(t)[3]))
 
-    def synthesis_pixels(self, y: np.ndarray, t: float, height: int, width: int) -> np.ndarray:
-        torch = self._torch
-        with torch.no_grad():
-            fs = self._films(t)[1]
-            y_t = self._in(y)
-            if tiling.should_tile(height, width, self.stride):  # tiling hook
-                return tiling.decode_pixels(self.net, y_t, fs, height, width)
-            x_hat = self.net.decode(y_t, fs)[0, :, :height, :width]
-            return tiling.to_uint8_hwc(x_hat)
+    def synthesis(self, y: np.ndarray, t: float) -> np.ndarray:
+        with self._torch.no_grad():
+            return self._np(self.net.decode(self._in(y), self._films(t)[1]))
 
 
-class OrtPipeline:
-    """Adapter giving the ONNX Runtime transforms the pipeline's pixel-level interface."""
+def _grid_reader(a: np.ndarray, step: int):
+    """``read`` for :func:`bbimg.tiling.map_tiles` over a latent: grid cells of ``step`` positions."""
+    return lambda r0, r1, c0, c1: a[:, :, r0 * step:r1 * step, c0 * step:c1 * step]
 
-    def __init__(self, ort: runtime.OrtTransforms):
-        self._ort = ort
-        self.name, self.sha256, self.stride = ort.name, ort.sha256, ort.stride
-        self.hyper, self.z_prior, self.y_prior = ort.hyper, ort.z_prior, ort.y_prior
+
+class Transforms:
+    """The codec pipeline's interface to a model: pixels and latents as numpy arrays, every
+    transform tiled when the image is large (``bbimg.tiling``), on any :class:`Backend`."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.name, self.sha256, self.stride = backend.name, backend.sha256, backend.stride
+
+    def _tile(self, latent_rows: int, latent_cols: int, tile: int) -> int | None:
+        """Tile size for a y grid of this size (None: one call for the whole grid)."""
+        s = tiling.LATENT_STRIDE
+        return tile if tiling.should_tile(latent_rows * s, latent_cols * s, self.stride) else None
 
     def analysis_pixels(self, pixels: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
-        h, w = pixels.shape[:2]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
-        x = np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode="edge")  # = pad_to_multiple's replicate
-        x = (x.transpose(2, 0, 1)[None].astype(np.float32)) / np.float32(255.0)
-        return self._ort.analysis(x, t)
+        """(H, W, 3) uint8 -> the y posterior (mean, scale), each (1, M, H'/16, W'/16) for the
+        image padded to the model's stride by replicating its last row and column."""
+        height, width = pixels.shape[:2]
+        s, stride = tiling.LATENT_STRIDE, self.stride
+        rows, cols = -(-height // stride) * stride // s, -(-width // stride) * stride // s
+
+        def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+            ri = np.minimum(np.arange(r0 * s, r1 * s), height - 1)  # = pad_to_multiple's replicate
+            ci = np.minimum(np.arange(c0 * s, c1 * s), width - 1)
+            x = pixels[ri[:, None], ci[None, :]].transpose(2, 0, 1)[None].astype(np.float32)
+            x /= np.float32(255.0)
+            return x
+
+        return tuple(tiling.map_tiles(lambda x: self.backend.analysis(x, t), read, rows, cols, scale=1,
+                                      tile=self._tile(rows, cols, tiling.TILE_LATENTS), halo=tiling.HALO_LATENTS))
+
+    def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """y posterior mean (1, M, h, w) -> the z posterior (mean, scale), (1, K, h/4, w/4)."""
+        k = tiling.Z_STRIDE
+        rows, cols = y_mean.shape[2] // k, y_mean.shape[3] // k
+        return tuple(tiling.map_tiles(lambda y: self.backend.hyper(y, t), _grid_reader(y_mean, k), rows, cols,
+                                      scale=1, tile=self._tile(rows * k, cols * k, tiling.PRIOR_TILE),
+                                      halo=tiling.PRIOR_HALO))
+
+    def z_prior(self, t: float, lh: int, lw: int) -> tuple[np.ndarray, np.ndarray]:
+        """The factorised z prior, broadcast (read-only) to (1, K, lh, lw)."""
+        return self.backend.z_prior(t, lh, lw)
+
+    def y_prior(self, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """z (1, K, h, w) -> p(y | z) as (mean, scale), each (1, M, 4h, 4w)."""
+        k = tiling.Z_STRIDE
+        rows, cols = z.shape[2], z.shape[3]
+        return tuple(tiling.map_tiles(lambda zt: self.backend.y_prior(zt, t), _grid_reader(z, 1), rows, cols,
+                                      scale=k, tile=self._tile(rows * k, cols * k, tiling.PRIOR_TILE),
+                                      halo=tiling.PRIOR_HALO))
 
     def synthesis_pixels(self, y: np.ndarray, t: float, height: int, width: int) -> np.ndarray:
-        x_hat = self._ort.synthesis(y, t)[0, :, :height, :width]
-        return np.round(np.clip(x_hat, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8).transpose(1, 2, 0)
+        """The latent y (1, M, h, w) -> the decoded image cropped to (height, width, 3) uint8
+        (values rounded half to even)."""
+        out = np.empty((height, width, 3), np.uint8)
+
+        def sink(row: int, col: int, parts) -> None:
+            x = parts[0][0, :, :max(height - row, 0), :max(width - col, 0)]
+            np.clip(x, 0.0, 1.0, out=x)
+            x *= np.float32(255.0)
+            out[row:row + x.shape[1], col:col + x.shape[2]] = np.round(x).transpose(1, 2, 0)
+
+        rows, cols = y.shape[2], y.shape[3]
+        tiling.map_tiles(lambda yt: (self.backend.synthesis(yt, t),), _grid_reader(y, 1), rows, cols,
+                         scale=tiling.LATENT_STRIDE, tile=self._tile(rows, cols, tiling.TILE_LATENTS),
+                         halo=tiling.HALO_LATENTS, sink=sink)
+        return out
 
 
-def load_transforms(name: str, device: str, height: int, width: int):
-    """ONNX Runtime where it can run this job (CPU, untiled size, export present), else torch."""
-    if str(device) == "cpu" and not tiling.should_tile(height, width, 64):
+def load_transforms(name: str, device: str = "cpu", height: int = 0, width: int = 0) -> Transforms:
+    """The transforms of model ``name``: ONNX Runtime on the CPU where the model's export is
+    installed (any image size), torch otherwise.
+
+    Raises ValueError for a model that is not installed and :class:`MissingExtraError` where the
+    job needs torch (CUDA, a model without an ONNX export, ``BBIMG_BACKEND=torch``) and torch is
+    not installed. ``height``/``width`` are accepted for callers that pass the image size."""
+    if find_weights(name) is None:
+        known = ", ".join(sorted({p.stem for folder in search_path() for p in folder.glob("*.pt")})) or "none"
+        raise ValueError(f"unknown model {name!r} (available: {known})")
+    if str(device) == "cpu":
         ort = runtime.load(name)
         if ort is not None:
-            return OrtPipeline(ort)
-    return TorchTransforms(name, device)
+            return Transforms(ort)
+        if os.environ.get("BBIMG_BACKEND", "auto") == "torch":
+            require_torch("BBIMG_BACKEND=torch")
+        else:
+            require_torch(f"model {name!r} (no ONNX export installed)")
+    return Transforms(TorchBackend(name, device))

@@ -39,7 +39,7 @@ def tiny_model(tmp_path_factory):
     import dataclasses
     import os
 
-    import torch
+    torch = pytest.importorskip("torch")
 
     from bbimg.models import HierarchicalVAE, VAEConfig
     from bbimg.training.trainer import export_weights

@@ -2,7 +2,8 @@ import io
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 from PIL import Image
 
 import bbimg

@@ -1,4 +1,5 @@
-"""Hardening: fuzzing (short), corruption through the CLI, resource limits, tiling, determinism.
+"""Hardening: fuzzing (short), corruption through the CLI, resource limits, determinism (tiling:
+tests/test_tiling.py).
 
 The long fuzz runs, their commands and results are in docs/security.md; the large-image
 measurements in bench/large_image.py.
@@ -18,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from bbimg import codec, tiling
+from bbimg import codec
 from bbimg import format as bbi
 from bbimg.cli.main import main
-from bbimg.models import DEFAULT_MODEL
+from bbimg.model_files import DEFAULT_MODEL
 from conftest import smooth_image
 
+torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fuzz import harness  # noqa: E402
@@ -275,83 +276,6 @@ def test_model_name_from_a_file_cannot_pick_a_path():
         data = bbi.write(bbi.Container(dataclasses.replace(header, model_name=name), sections))
         with pytest.raises(bbi.BbiError, match="not installed"):
             codec.decode(data)
-
-
-# -- tiling --------------------------------------------------------------------------------------
-def test_tiles_partition_the_grid_with_clipped_halos():
-    for n in (1, 5, 64, 65, 130):
-        parts = tiling.tiles(n, 16, 3)
-        assert parts[0][0] == 0 and parts[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
-        assert all(max(lo - 3, 0) == elo and min(hi + 3, n) == ehi for lo, hi, elo, ehi in parts)
-
-
-def test_large_images_are_tiled_without_seams(tiny_model, monkeypatch):
-    image = smooth_image(np.random.default_rng(7), 300, 230)  # odd sizes: replicate padding at the edges
-    untiled = codec.encode(image, 60, model=tiny_model)
-    plain = np.asarray(codec.decode(untiled))
-    calls = []
-    encode_y, decode_pixels = tiling.encode_y, tiling.decode_pixels
-    monkeypatch.setattr(tiling, "THRESHOLD_PIXELS", 0)
-    monkeypatch.setattr(tiling, "TILE_LATENTS", 4)  # 64-pixel tiles: many seams
-    monkeypatch.setattr(tiling, "encode_y", lambda *a, **k: calls.append("enc") or encode_y(*a, **k))
-    monkeypatch.setattr(tiling, "decode_pixels", lambda *a, **k: calls.append("dec") or decode_pixels(*a, **k))
-    tiled = codec.encode(image, 60, model=tiny_model)
-    out = np.asarray(codec.decode(tiled))
-    assert calls == ["enc", "dec"]
-    assert bbi.read_info(tiled).header == bbi.read_info(untiled).header
-    assert psnr(out, plain) > 50, psnr(out, plain)  # same up to float summation order
-    assert abs(psnr(out, image) - psnr(plain, image)) < 0.05
-    # a tiled decode of the untiled file matches the untiled decode as well
-    assert psnr(np.asarray(codec.decode(untiled)), plain) > 50
-
-
-def test_tiling_bounds_what_the_transforms_see(tiny_model, monkeypatch):
-    """Large images never reach the transforms whole: every g_a / g_s call gets at most one tile
-    plus its halo, so activation memory does not grow with the image (8192x8192 is tiled)."""
-    from bbimg.models import load_model
-
-    assert tiling.should_tile(8192, 8192) and not tiling.should_tile(2048, 2048)
-    _, net = load_model(tiny_model)
-    sizes = []
-    encode_y, decode = type(net).encode_y, type(net).decode
-    monkeypatch.setattr(type(net), "encode_y", lambda self, x, *a: sizes.append(("a", x.shape[-2:])) or encode_y(self, x, *a))
-    monkeypatch.setattr(type(net), "decode", lambda self, y, *a: sizes.append(("s", y.shape[-2:])) or decode(self, y, *a))
-    monkeypatch.setattr(tiling, "THRESHOLD_PIXELS", 0)
-    monkeypatch.setattr(tiling, "TILE_LATENTS", 4)
-    image = smooth_image(np.random.default_rng(3), 256, 320)
-    out = codec.decode(codec.encode(image, 50, model=tiny_model))
-    assert out.size == (320, 256)
-    span = tiling.TILE_LATENTS + 2 * tiling.HALO_LATENTS
-    analysis = [s for kind, s in sizes if kind == "a"]
-    synthesis = [s for kind, s in sizes if kind == "s"]
-    assert len(analysis) > 1 and len(synthesis) > 1
-    assert max(max(s) for s in analysis) <= span * tiling.LATENT_STRIDE
-    assert max(max(s) for s in synthesis) <= span
-
-
-def test_halo_too_small_would_show_seams(tiny_model):
-    """The halo is what removes seams: without it the tiled transform differs (guards the test above)."""
-    from bbimg.models import load_model, pad_to_multiple
-
-    _, net = load_model(tiny_model)
-    px = smooth_image(np.random.default_rng(8), 128, 128)
-    fa = net._films(torch.tensor([0.5]))[0]
-    x = pad_to_multiple(torch.from_numpy(px).permute(2, 0, 1)[None].float() / 255, 64)
-    with torch.no_grad():
-        ref = net.encode_y(x, fa).mean
-    good = tiling.encode_y(net, px, fa, "cpu", tile=2, halo=tiling.HALO_LATENTS).mean
-    bad = tiling.encode_y(net, px, fa, "cpu", tile=2, halo=0).mean
-    assert torch.allclose(good, ref, atol=1e-4)
-    assert not torch.allclose(bad, ref, atol=1e-2)
-
-
-def test_kl_in_chunks_is_identical():
-    rng = np.random.default_rng(0)
-    a = [rng.normal(size=1000).astype(np.float32) for _ in range(2)]
-    s = [rng.uniform(0.1, 2, size=1000).astype(np.float32) for _ in range(2)]
-    from bbimg import rec
-    assert np.array_equal(tiling.kl_bits(a[0], s[0], a[1], s[1], chunk=77), rec.kl_bits(a[0], s[0], a[1], s[1]))
 
 
 # -- determinism and concurrency -----------------------------------------------------------------

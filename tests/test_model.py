@@ -1,7 +1,8 @@
 import math
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from bbimg.models import Gaussian, HierarchicalVAE, gaussian_kl_bits, pad_to_multiple
 

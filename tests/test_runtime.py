@@ -9,8 +9,9 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+
+torch = pytest.importorskip("torch")
 
 from bbimg import codec, runtime
 from bbimg.evaluate import psnr

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bbimg.models import DEFAULT_MODEL, available_models
+from bbimg.model_files import DEFAULT_MODEL, find_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_model_round_trip(tmp_path):
-    assert DEFAULT_MODEL in available_models()
+    assert find_weights(DEFAULT_MODEL) is not None
     src = ROOT / "examples" / "parrots.png"
     exe = [sys.executable, "-m", "bbimg.cli"]
     enc = subprocess.run(exe + ["encode", str(src), str(tmp_path / "p.bbi"), "-q", "60"], capture_output=True,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
+
+torch = pytest.importorskip("torch")
 
 from bbimg.cli.main import main as cli
 from bbimg.models import HierarchicalVAE
