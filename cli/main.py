@@ -304,6 +304,18 @@ def _decode_options(codec, max_pixels: int | None, progress) -> dict:
     return options
 
 
+def _require_cuda() -> None:
+    try:
+        import torch
+    except ImportError as exc:
+        raise CliError(f"--device cuda needs PyTorch, an optional extra: {_TORCH_EXTRA}") from exc
+    if not torch.cuda.is_available():
+        raise CliError("--device cuda: no CUDA device is available")
+
+
+_TORCH_EXTRA = "pip install 'bbimg[torch]'"
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -328,6 +340,10 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except ImportError as exc:
+            if (exc.name or "").split(".")[0] == "torch":
+                raise CliError(f"this needs PyTorch, an optional extra: {_TORCH_EXTRA}") from exc
+            raise CliError(_clean(exc, "-")) from exc
         except Exception as exc:  # a bug: still one line for the user, the traceback on request
             if os.environ.get("BBIMG_DEBUG"):
                 raise
@@ -408,9 +424,7 @@ def encode(input, output, quality, bpp, model, device, seed, force, quiet) -> No
     _check_input(input)
     _check_output(output, force, "a .bbi file", input)
     if device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise CliError("--device cuda: no CUDA device is available")
+        _require_cuda()
     raw = _read_input(input)
     stats: list = []
     with _warnings_to_stderr(input, quiet), _reporting("encode", input):
@@ -445,7 +459,8 @@ def decode(input, output, fmt, device, max_pixels, force, quiet) -> None:
 
     INPUT '-' is stdin; OUTPUT '-' is stdout (PNG unless --format says otherwise). OUTPUT must not
     be INPUT (nor a link to it). A .bbi OUTPUT is refused: it would re-encode the decoded pixels, a
-    second lossy generation. To transcode on purpose, say so with a pipe:
+    second lossy generation. Images above 4 MP show a progress bar on a terminal. To transcode on
+    purpose, say so with a pipe:
 
     \b
       bbimg decode photo.bbi photo.png
@@ -580,9 +595,7 @@ def eval_(folder, qualities, csv_path, model, device, quiet) -> None:
     if csv_path is not None:
         _check_output(csv_path, True, "CSV")
     if device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise CliError("--device cuda: no CUDA device is available")
+        _require_cuda()
     qualities = list(dict.fromkeys(qualities)) or [75]
     if not quiet and (note := ms_ssim_note()) is not None:
         click.echo(f"bbimg: note: {note}", err=True)

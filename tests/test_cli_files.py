@@ -4,6 +4,7 @@ import errno
 import importlib
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,15 @@ def test_an_unexpected_failure_is_one_line_unless_debugging(coded, monkeypatch):
     monkeypatch.setenv("BBIMG_DEBUG", "1")
     with pytest.raises(AttributeError):
         run("info", coded / "a.bbi")
+
+
+def test_missing_torch_names_the_extra(coded, monkeypatch):
+    import bbimg.codec
+
+    def needs_torch(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(bbimg.codec, "decode", needs_torch)
+    assert_one_line_error(run("decode", coded / "a.bbi", coded / "x.png"), "bbimg[torch]")
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
+    assert_one_line_error(run("decode", coded / "a.bbi", coded / "x.png", "--device", "cuda"), "bbimg[torch]")
