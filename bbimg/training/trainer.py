@@ -278,7 +278,7 @@ class Trainer:
         bar = None
         if self.is_main and opts.progress:
             from tqdm import tqdm
-            bar = tqdm(total=opts.max_steps, initial=self.step_count, unit="step", file=sys.stderr,
+            bar = tqdm(total=opts.max_steps, initial=self.step_count, unit=" step", file=sys.stderr,
                        dynamic_ncols=True, mininterval=1.0)
         last_checkpoint = last_report = time.monotonic()
         while not self.finished():
