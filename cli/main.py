@@ -8,7 +8,6 @@ failure (Ctrl-C included) never leaves a partial file and never touches an exist
 """
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os

@@ -31,7 +31,7 @@ def coded(tiny_model, tmp_path, photo):
     return tmp_path
 
 
-def run_on_pty(args, stream: str, stdin_bytes: bytes | None = None) -> subprocess.CompletedProcess:
+def run_on_pty(args, stream: str) -> subprocess.CompletedProcess:
     """Run bbimg with stdout (or stdin) on a pseudo-terminal, as when typed at a shell."""
     leader, follower = pty.openpty()
     try:
@@ -49,8 +49,8 @@ def test_binary_output_to_a_terminal_is_refused(coded, tiny_model):
     for args in (("encode", coded / "a.png", "-", "--model", tiny_model), ("decode", coded / "a.bbi", "-")):
         proc = run_on_pty(args, "stdout")
         assert proc.returncode == 1
-        assert proc.stderr.strip().splitlines() == [
-            proc.stderr.strip()] and "use -f/--force" in proc.stderr and "redirect" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("bbimg: error:")
+        assert "use -f/--force" in proc.stderr and "redirect" in proc.stderr
 
 
 def test_binary_input_from_a_terminal_is_refused(coded):
