@@ -68,9 +68,9 @@ def train(widths, latent_channels, hyper_width, hyper_channels, quiet, **options
     with DistributedDataParallel. On a terminal a progress bar shows the step, the loss and the time
     left to the deadline.
     """
-    from bbimg.training.trainer import train as run_training
+    from bbimg.transforms import require_torch
 
-    from .main import CliError
+    from .main import CliError, _require_cuda
 
     if options["crop"] % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--crop")
@@ -86,10 +86,11 @@ def train(widths, latent_channels, hyper_width, hyper_channels, quiet, **options
                        ("hyper_channels", hyper_channels)):
         if value:
             model[key] = value
+    require_torch("bbimg train")
     if options["device"].startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise CliError(f"--device {options['device']}: no CUDA device is available")
+        _require_cuda()
+    from bbimg.training.trainer import train as run_training
+
     opts = TrainOptions(**{**options, "data": list(options["data"])}, model=model,
                         progress=not quiet and sys.stderr.isatty())
     try:

@@ -195,6 +195,15 @@ def test_cli_train_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "multiple of 64" in r.stderr
 
 
+def test_cli_train_without_torch_names_the_extra(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)   # `import torch` fails as if it were not installed
+    r = _cli("--data", image_folder, "--state-dir", tmp_path / "s", "--steps", 1)
+    assert r.exit_code == 1
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("bbimg: error: bbimg train needs PyTorch") and "bbimg[torch]" in line, line
+    assert not (tmp_path / "s").exists()
+
+
 def test_ddp_smoke_with_two_gloo_processes(image_folder, tmp_path):
     state = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
