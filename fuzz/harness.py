@@ -3,7 +3,10 @@
 The invariants (``docs/security.md``): for any input bytes, the container reader and the decoder
 either succeed or raise :class:`bbimg.BbiError` (subclasses included); nothing else escapes, nothing
 crashes, no input takes over :data:`TIME_LIMIT_S` seconds, and no input allocates more than
-:data:`MEMORY_LIMIT_BYTES` beyond what the process had before fuzzing (``RLIMIT_AS``).
+:data:`MEMORY_LIMIT_BYTES` beyond what the process had before fuzzing (``RLIMIT_AS``). Inputs
+whose header claims a large image (:func:`check_decoder_any_size`) are refused quickly above the
+decode pixel limit, or decoded in a fresh process capped at the documented memory bound for
+that size (:func:`decode_memory_bound`) and a time bound in proportion to the pixels.
 
 Used by ``fuzz_format.py`` / ``fuzz_decoder.py`` (atheris, coverage-guided) and, without atheris, by
 :func:`fuzz_loop` (random mutation), which ``tests/test_hardening.py`` runs for a few seconds.
@@ -22,14 +25,27 @@ import numpy as np
 
 from bbimg import format as bbi
 
-__all__ = ["TIME_LIMIT_S", "MEMORY_LIMIT_BYTES", "FUZZ_MAX_PIXELS", "TINY_MODEL", "check_format", "check_decoder",
-           "fix_crcs", "mutate", "limit_memory", "make_tiny_model", "make_seeds", "fuzz_loop", "FuzzStats"]
+__all__ = ["TIME_LIMIT_S", "MEMORY_LIMIT_BYTES", "FUZZ_MAX_PIXELS", "LARGE_MAX_PIXELS", "REFUSE_LIMIT_S", "TINY_MODEL",
+           "check_format", "check_decoder", "check_decoder_any_size", "decode_memory_bound", "decode_time_bound",
+           "fix_crcs", "mutate", "mutate_sizes", "resize", "limit_memory", "make_tiny_model", "make_seeds", "fuzz_loop", "FuzzStats"]
 
 TIME_LIMIT_S = 5.0
 MEMORY_LIMIT_BYTES = 1 << 30
 #: The decoder target skips files whose (CRC-valid) header claims more pixels than this: decoding a
 #: legitimately huge image legitimately needs memory and time (see docs/security.md, memory bounds).
 FUZZ_MAX_PIXELS = 256 * 256
+#: Headers claiming more than FUZZ_MAX_PIXELS and at most this are decoded in a subprocess under
+#: the documented memory bound; above it the decoder (with its pixel limit set here) must refuse
+#: within REFUSE_LIMIT_S. Larger decodes only take longer (minutes at 2^27 pixels).
+LARGE_MAX_PIXELS = 2048 * 2048
+REFUSE_LIMIT_S = 1.0
+#: The decoder's documented memory bound (docs/security.md): peak resident memory above the
+#: process's baseline is at most DECODE_BYTES_PER_PIXEL x pixels + DECODE_BASE_BYTES. The
+#: subprocess caps its address space at that plus ADDRESS_SPACE_SLACK_BYTES (thread stacks and
+#: allocator reservations count against RLIMIT_AS but are not resident).
+DECODE_BYTES_PER_PIXEL = 24
+DECODE_BASE_BYTES = 1 << 30
+ADDRESS_SPACE_SLACK_BYTES = 1 << 30
 TINY_MODEL = "fuzz-tiny"
 TINY_CONFIG = dict(widths=(8, 8, 8), latent_channels=8, hyper_width=8, hyper_channels=4)
 
@@ -198,6 +214,145 @@ def mutate(data: bytes, rng: random.Random, corpus=None, max_size: int = 1 << 16
     return out
 
 
+def resize(data: bytes, rng: random.Random) -> bytes | None:
+    """A valid file claiming another, usually large, size: width x height log-uniform up to the
+    format's 2^28 pixels (sides <= 65535); half the time with empty block plans, so the file is
+    a small decodable "bomb" rather than one whose index stream no longer fits."""
+    try:
+        c = bbi.read(data)
+    except bbi.BbiError:
+        return None
+    pixels = int(2 ** rng.uniform(16, 28))
+    aspect = 2 ** rng.uniform(-3, 3)
+    width = max(1, min(65535, int(round((pixels * aspect) ** 0.5))))
+    height = max(1, min(65535, pixels // width))
+    sections = list(c.sections)
+    channels = _channels(c.header.model_name)
+    if rng.random() < 0.5 and channels is not None:
+        zeros = {tag: np.zeros(n, np.int32) for tag, n in zip(("ZPLN", "YPLN"), channels)}
+        from bbimg.rec.channel_plan import encode_channel_plan
+
+        sections = [dataclasses.replace(s, payload=encode_channel_plan(zeros[s.tag], zeros[s.tag], c.header.kappa))
+                    if s.tag in zeros else dataclasses.replace(s, payload=b"") if s.tag in ("ZIDX", "YIDX") else s
+                    for s in sections if s.tag != "YSKP"]
+    try:
+        return bbi.write(bbi.Container(dataclasses.replace(c.header, width=width, height=height), tuple(sections)))
+    except ValueError:
+        return None
+
+
+def _channels(model_name: str) -> tuple[int, int] | None:
+    """(z channels, y channels) of the fuzz models."""
+    if model_name == TINY_MODEL:
+        return TINY_CONFIG["hyper_channels"], TINY_CONFIG["latent_channels"]
+    from bbimg import codec
+
+    counts = codec._latent_channels(model_name)
+    return None if counts is None else counts[:2]
+
+
+def decode_memory_bound(pixels: int) -> int:
+    """The documented bound on the decoder's memory for an image of ``pixels`` (bytes above the
+    process's baseline)."""
+    return DECODE_BYTES_PER_PIXEL * pixels + DECODE_BASE_BYTES
+
+
+def decode_time_bound(pixels: int) -> float:
+    """Wall time allowed for decoding ``pixels`` in the fuzz run (2 slow shared cores: generous)."""
+    return 4 * TIME_LIMIT_S + 4e-6 * pixels
+
+
+_CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from fuzz import harness
+from bbimg import codec, transforms
+from bbimg import format as bbi
+data = sys.stdin.buffer.read()
+header = bbi.read_header(data)
+try:
+    transforms.load_transforms(header.model_name, "cpu")    # warm-up: the model counts in the baseline
+except Exception:
+    pass
+harness.limit_memory(int(sys.argv[2]))
+try:
+    image = codec.decode(data, **harness.decode_options(header.width * header.height))
+except bbi.BbiError:
+    print("rejected-large")
+else:
+    assert image.size == (header.width, header.height), "decoded size differs from header"
+    print("ok-large")
+"""
+
+
+def decode_options(max_pixels: int) -> dict:
+    """``max_pixels`` for ``codec.decode`` where the library has the decompression-bomb guard."""
+    import inspect
+
+    from bbimg import codec
+
+    return {"max_pixels": max_pixels} if "max_pixels" in inspect.signature(codec.decode).parameters else {}
+
+
+def check_decoder_any_size(data: bytes, max_pixels: int = FUZZ_MAX_PIXELS, large_max: int = LARGE_MAX_PIXELS) -> str:
+    """:func:`check_decoder` for any claimed size: small images in this process; up to
+    ``large_max`` pixels in a fresh subprocess whose address space is capped at the documented
+    bound (:func:`decode_memory_bound`) and whose time is bounded (:func:`decode_time_bound`);
+    above, ``codec.decode`` with its pixel limit at ``large_max`` must raise BbiError within
+    :data:`REFUSE_LIMIT_S` ("refused"; "skipped" where the library has no such limit)."""
+    import os
+    import subprocess
+    import sys
+
+    from bbimg import codec
+
+    try:
+        header = bbi.read_header(data)
+    except bbi.BbiError:
+        header = None
+    pixels = 0 if header is None else header.width * header.height
+    if pixels <= max_pixels:
+        return check_decoder(data, max_pixels)
+    if pixels > large_max:
+        options = decode_options(large_max)
+        if not options:
+            return "skipped"
+        t0 = time.perf_counter()
+        try:
+            codec.decode(data, **options)
+        except bbi.BbiError:
+            elapsed = time.perf_counter() - t0
+            assert elapsed < REFUSE_LIMIT_S, f"refusing {header.width}x{header.height} took {elapsed:.2f} s"
+            return "refused"
+        raise AssertionError(f"{header.width}x{header.height} decoded above the pixel limit {large_max}")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1", "BBIMG_THREADS": "1"}
+    limit = decode_time_bound(pixels)
+    try:
+        cap = decode_memory_bound(pixels) + ADDRESS_SPACE_SLACK_BYTES
+        out = subprocess.run([sys.executable, "-c", _CHILD, root, str(cap)], input=data, capture_output=True,
+                             timeout=limit, env=env)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"decoding {header.width}x{header.height} took over {limit:.0f} s") from None
+    lines = out.stdout.decode(errors="replace").split()
+    if out.returncode != 0 or not lines:
+        tail = out.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise AssertionError(f"decoding {header.width}x{header.height} in a capped process failed "
+                             f"(exit {out.returncode}): {tail[0]}")
+    return lines[-1]
+
+
+def mutate_sizes(data: bytes, rng: random.Random, corpus=None, max_size: int = 1 << 16,
+                 resize_share: float = 0.03) -> bytes:
+    """:func:`mutate`, or :func:`resize` for ``resize_share`` of the inputs (headers claiming
+    large images, up to the format's limit)."""
+    if rng.random() < resize_share:
+        out = resize(data, rng)
+        if out is not None:
+            return out
+    return mutate(data, rng, corpus, max_size)
+
+
 # -- resources ------------------------------------------------------------------------------------
 _PAGE = resource.getpagesize()
 
@@ -283,11 +438,15 @@ class FuzzStats:
 
 
 def fuzz_loop(target, seeds: list[bytes], *, iterations: int | None = None, seconds: float | None = None,
-              seed: int = 0, time_limit: float = TIME_LIMIT_S, crash_file: Path | None = None) -> FuzzStats:
+              seed: int = 0, time_limit: float = TIME_LIMIT_S, crash_file: Path | None = None,
+              mutator=None) -> FuzzStats:
     """Random-mutation fuzzing of ``target`` (raises on a broken invariant) from ``seeds``.
 
     Deterministic for a given ``seed``. The seeds themselves run first. An input slower than
-    ``time_limit`` is an error; ``crash_file`` receives the failing input."""
+    ``time_limit`` is an error (``target`` bounds its own large inputs: see
+    :func:`check_decoder_any_size`); ``crash_file`` receives the failing input. ``mutator(data,
+    rng, corpus)`` defaults to :func:`mutate`."""
+    mutator = mutate if mutator is None else mutator
     if iterations is None and seconds is None:
         raise ValueError("give iterations or seconds")
     rng = random.Random(seed)
@@ -300,7 +459,7 @@ def fuzz_loop(target, seeds: list[bytes], *, iterations: int | None = None, seco
             break
         if seconds is not None and time.perf_counter() - start >= seconds:
             break
-        data = corpus[i] if i < len(corpus) else mutate(rng.choice(corpus), rng, corpus)
+        data = corpus[i] if i < len(corpus) else mutator(rng.choice(corpus), rng, corpus)
         t0 = time.perf_counter()
         try:
             outcome = target(data)
@@ -309,11 +468,12 @@ def fuzz_loop(target, seeds: list[bytes], *, iterations: int | None = None, seco
                 Path(crash_file).write_bytes(data)
             raise
         dt = time.perf_counter() - t0
-        if dt > time_limit:
+        if dt > time_limit and not str(outcome).endswith("-large"):
             if crash_file is not None:
                 Path(crash_file).write_bytes(data)
             raise AssertionError(f"input {i} took {dt:.2f} s (limit {time_limit} s)")
-        stats.slowest_s = max(stats.slowest_s, dt)
+        if not str(outcome).endswith("-large"):
+            stats.slowest_s = max(stats.slowest_s, dt)
         stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
         i += 1
     stats.inputs = i

@@ -64,9 +64,9 @@ def run_loop(target: str, work: Path, seeds: list[bytes], runs: int | None, seco
     if target == "decoder":
         import torch
         torch.set_num_threads(1)
-        check = harness.check_decoder
+        check, mutator = harness.check_decoder_any_size, harness.mutate_sizes
     else:
-        check = harness.check_format
+        check, mutator = harness.check_format, harness.mutate
     for data in seeds:                      # warm up before capping the address space
         check(data)
     cap = harness.limit_memory()
@@ -75,13 +75,16 @@ def run_loop(target: str, work: Path, seeds: list[bytes], runs: int | None, seco
     def guarded(data: bytes):
         harness.limit_memory()              # per input: see harness.limit_memory
         faulthandler.cancel_dump_traceback_later()
-        faulthandler.dump_traceback_later(4 * harness.TIME_LIMIT_S, exit=True)
+        # a true hang ends the run; large claimed sizes run in a subprocess with their own time bound
+        faulthandler.dump_traceback_later(4 * harness.TIME_LIMIT_S + harness.decode_time_bound(harness.LARGE_MAX_PIXELS),
+                                          exit=True)
         return check(data)
 
     crash = work / "artifacts" / f"crash-{target}-loop.bbi"
     crash.parent.mkdir(exist_ok=True)
     print(f"loop engine, target {target}, address space capped at {cap >> 20} MiB", flush=True)
-    stats = harness.fuzz_loop(guarded, seeds, iterations=runs, seconds=seconds, seed=seed, crash_file=crash)
+    stats = harness.fuzz_loop(guarded, seeds, iterations=runs, seconds=seconds, seed=seed, crash_file=crash,
+                              mutator=mutator)
     faulthandler.cancel_dump_traceback_later()
     print(f"DONE {stats.inputs} inputs in {stats.seconds:.1f} s ({stats.per_second:.0f}/s), slowest "
           f"{stats.slowest_s * 1000:.1f} ms, outcomes {dict(sorted(stats.outcomes.items()))}", flush=True)

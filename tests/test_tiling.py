@@ -261,3 +261,65 @@ def test_torch_extra_is_optional_in_the_package_metadata():
     names = [d.split(">")[0].split("=")[0].split("[")[0].strip() for d in project["dependencies"]]
     assert "torch" not in names and {"numpy", "pillow", "onnxruntime"} <= set(names)
     assert any(d.startswith("torch") for d in project["optional-dependencies"]["torch"])
+
+
+# -- memory bounds in the fuzz harness ---------------------------------------------------------------
+def _harness():
+    sys.path.insert(0, str(ROOT))
+    from fuzz import harness
+    return harness
+
+
+def test_fuzz_resize_makes_valid_files_claiming_large_sizes(tiny_model):
+    import random
+
+    harness = _harness()
+    seed = codec.encode(smooth_image(np.random.default_rng(1), 40, 56), 50, model=tiny_model)
+    rng = random.Random(0)
+    sizes = []
+    for _ in range(40):
+        out = harness.resize(seed, rng)
+        if out is not None:
+            h = bbi.read(out).header
+            sizes.append(h.width * h.height)
+            assert h.width <= 65535 and h.height <= 65535 and h.width * h.height <= bbi.MAX_PIXELS
+    assert len(sizes) >= 30 and max(sizes) > 2**25 and min(sizes) < 2**20
+
+
+def _bomb(model: str, z_channels: int, y_channels: int, width: int, height: int) -> bytes:
+    """A valid minimal file: empty block plans, no index bits (decodes to prior samples)."""
+    from bbimg.model_files import find_weights, weights_sha256
+    from bbimg.rec.channel_plan import encode_channel_plan
+
+    plan = {n: encode_channel_plan(np.zeros(n, np.int32), np.zeros(n, np.int32), 16) for n in (z_channels, y_channels)}
+    header = bbi.Header(width=width, height=height, model_name=model, weights_hash=weights_sha256(find_weights(model)),
+                        quality_t=0.5, quality_q=50, seed=0, kappa=16, temperature=1.0)
+    return bbi.write(bbi.Container(header, (bbi.Section("ZPLN", plan[z_channels]), bbi.Section("ZIDX", b""),
+                                            bbi.Section("YPLN", plan[y_channels]), bbi.Section("YIDX", b""))))
+
+
+def test_fuzz_decodes_a_large_claim_under_the_memory_bound(ort):
+    """A small file claiming more than the in-process cap is decoded in a subprocess capped at
+    the documented memory bound (the shipped model, ONNX Runtime): it fits."""
+    harness = _harness()
+    data = _bomb(DEFAULT_MODEL, *codec._latent_channels(DEFAULT_MODEL)[:2], 700, 400)
+    assert harness.check_decoder_any_size(data) == "ok-large"
+
+
+def test_fuzz_refuses_claims_above_the_pixel_limit_quickly(ort):
+    harness = _harness()
+    data = _bomb(DEFAULT_MODEL, *codec._latent_channels(DEFAULT_MODEL)[:2], 16384, 16384)
+    outcome = harness.check_decoder_any_size(data)
+    if outcome == "skipped":
+        pytest.skip("codec.decode has no max_pixels limit")
+    assert outcome == "refused"
+
+
+def test_fuzz_reports_a_decode_over_the_memory_bound(ort, monkeypatch):
+    """The cap bites: with a bound far below what the decode needs, the harness reports a failure."""
+    harness = _harness()
+    data = _bomb(DEFAULT_MODEL, *codec._latent_channels(DEFAULT_MODEL)[:2], 1024, 1024)
+    monkeypatch.setattr(harness, "decode_memory_bound", lambda pixels: 0)
+    monkeypatch.setattr(harness, "ADDRESS_SPACE_SLACK_BYTES", 16 << 20)
+    with pytest.raises(AssertionError, match="capped process failed"):
+        harness.check_decoder_any_size(data)
