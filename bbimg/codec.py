@@ -142,8 +142,7 @@ def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float | No
     if size_only:
         return _CodedLevel(plan_bytes, bytes((plan.index_bits + 7) // 8), skip_bytes, None, kl_total,
                            plan.index_bits, plan.n_blocks)
-    indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature or 0.0,
-                         selection="nearest" if temperature is None else "tempered")
+    indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature)
     del mu_q, sd_q
     sample = rec.decode(mu_p, sd_p, plan, seed, indices)
     if mask is not None:

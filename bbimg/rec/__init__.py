@@ -35,8 +35,6 @@ __all__ = [
     "DEFAULT_KAPPA",
     "DEFAULT_SLACK",
     "DEFAULT_TEMPERATURE",
-    "DEFAULT_SELECTION",
-    "DEFAULT_SHIFT",
     "DEFAULT_METHOD",
     "DEFAULT_MAX_BLOCK_LEN",
     "DEFAULT_BLOCK_COST",
@@ -64,11 +62,10 @@ _CORE_API_VERSION = 2
 
 DEFAULT_KAPPA = 16
 DEFAULT_SLACK = 0.0
-DEFAULT_TEMPERATURE = 0.0
-#: None: "nearest" at temperature 0, "tempered" above.
-DEFAULT_SELECTION = None
+#: None: the "nearest" selection rule; a number tau >= 0: the tempered rule (see :func:`encode`).
+DEFAULT_TEMPERATURE: float | None = None
 #: Target shift of the "nearest" rule, measured on Kodak (docs/rec.md section 5).
-DEFAULT_SHIFT = 2.0
+REC_NEAREST_SHIFT = 2.0
 DEFAULT_METHOD = "rate"
 DEFAULT_MAX_BLOCK_LEN = 1024
 #: Approximate side-information cost of one block (bits), used by the optimal planner.
@@ -298,28 +295,23 @@ def plan_blocks(kl_bits, kappa: int = DEFAULT_KAPPA, max_block_len: int = DEFAUL
     return BlockPlan(lens, ks, kappa)
 
 
-def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int,
-           temperature: float = DEFAULT_TEMPERATURE, threads: int | None = None,
-           device: str = "cpu", selection: str | None = DEFAULT_SELECTION,
-           shift: float = DEFAULT_SHIFT) -> np.ndarray:
+def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int, *,
+           temperature: float | None = DEFAULT_TEMPERATURE, threads: int | None = None,
+           device: str = "cpu") -> np.ndarray:
     """Select one candidate per block; returns the indices (uint32 [n_blocks]).
 
-    ``selection`` (with ``temperature`` tau >= 0 and ``shift``) chooses among the 2^k_b
-    candidates z_n:
+    ``temperature`` chooses the rule among the 2^k_b candidates z_n:
 
-    * ``None`` (default): ``"nearest"`` at tau = 0, ``"tempered"`` above.
-    * ``"nearest"`` (tau must be 0): the candidate nearest the target
-      t = mu_q + shift * (mu_q - mu_p) / max(r^2, 1), r = sigma_p / sigma_q, in the metric
-      sum_j w_j (z_j - t_j)^2, w_j = (1/sigma_q^2 - 1/sigma_p^2)^0.8. That weight is the
-      precision the posterior gained over the prior (how much the decoder's output depends on
-      the dim), flattened a little (measured better than power 1).
+    * ``None`` (default, the codec's rule): "nearest", the candidate nearest the target
+      t = mu_q + s * (mu_q - mu_p) / max(r^2, 1), r = sigma_p / sigma_q, s = REC_NEAREST_SHIFT,
+      in the metric sum_j w_j (z_j - t_j)^2, w_j = (1/sigma_q^2 - 1/sigma_p^2)^0.8. That weight
+      is the precision the posterior gained over the prior (how much the decoder's output
+      depends on the dim), flattened a little (measured better than power 1).
       The nearest of a candidate set drawn from p is pulled towards mu_p; the shift cancels
       that pull. At the same rate it decodes 0.3-0.5 dB better than an importance sample.
-    * ``"tempered"``: probability proportional to q(z_n)^(1/tau) / p(z_n), i.e.
+    * a number tau >= 0: "tempered", probability proportional to q(z_n)^(1/tau) / p(z_n), i.e.
       importance sampling of the sharpened posterior N(mu_q, tau sigma_q^2). tau = 1 is the
       exact REC (importance) sample of q; tau = 0 takes the candidate most likely under q.
-    * ``"power"``: probability proportional to (q(z_n)/p(z_n))^(1/tau); tau = 1 is the same
-      exact REC sample, tau = 0 takes the argmax of q/p (which favours candidates in p's tail).
 
     The rule is encoder-only: decoding does not depend on it. Results depend only on the
     inputs and ``seed`` (not on ``threads`` or ``device``).
@@ -327,20 +319,18 @@ def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int,
     mq, sq, mp, sp = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
     plan = _check_plan(plan, mq.shape[0])
     seed = _check_seed(seed)
-    try:
-        tau = float(temperature)
-    except (TypeError, ValueError):
-        raise RecError(f"temperature must be a number, got {temperature!r}") from None
-    if selection is None:
-        selection = "nearest" if tau == 0.0 else "tempered"
-    if selection not in ("tempered", "power", "nearest"):
-        raise RecError(f"selection must be 'tempered', 'power' or 'nearest', got {selection!r}")
-    try:
-        shift = float(shift)
-    except (TypeError, ValueError):
-        raise RecError(f"shift must be a number, got {shift!r}") from None
+    if temperature is None:
+        selection, tau = "nearest", 0.0
+    else:
+        if isinstance(temperature, bool):
+            raise RecError(f"temperature must be a number or None, got {temperature!r}")
+        try:
+            tau = float(temperature)
+        except (TypeError, ValueError):
+            raise RecError(f"temperature must be a number or None, got {temperature!r}") from None
+        selection = "tempered"
     return _call(_core.encode, mq, sq, mp, sp, plan.lengths, plan.exponents, plan.kappa, seed, tau,
-                 _check_threads(threads), device, selection, shift)
+                 _check_threads(threads), device, selection, REC_NEAREST_SHIFT)
 
 
 def decode(mu_p, sigma_p, plan: BlockPlan, seed: int, indices, threads: int | None = None) -> np.ndarray:
