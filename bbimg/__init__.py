@@ -4,41 +4,56 @@ A Gaussian VAE gives posteriors over its latents; relative entropy coding sends 
 (encoder and decoder draw the same candidates from the prior; the file holds indices).
 
     import bbimg
-    data = bbimg.encode(Image.open("in.png"), quality=75)
-    image = bbimg.decode(data)
+    data = bbimg.encode("in.png", quality=75)    # a path, file, PIL image or uint8 array
+    image = bbimg.decode(data)                     # bytes, a path or a file -> PIL image
 
-Importing bbimg also registers the ``.bbi`` format with Pillow. torch is imported on first use.
+Importing bbimg also registers the ``.bbi`` format with Pillow. The codec's modules (and ONNX
+Runtime) are imported on first use.
 """
 from __future__ import annotations
 
+from importlib import metadata as _metadata
 from typing import Any
 
 from .format import BbiError, check
 
-__version__ = "0.1.0"
-__all__ = ["encode", "decode", "info", "check", "version", "BbiError", "__version__"]
+try:
+    __version__ = _metadata.version("bbimg")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["encode", "decode", "info", "check", "version", "BbiError", "ImageTooLargeError", "__version__"]
 
 
 def version() -> str:
     return __version__
 
 
-def encode(image: Any, /, *, quality: float = 75, **options: Any) -> bytes:
-    """Image (PIL image, uint8 array or encoded image bytes) -> .bbi bytes. See bbimg.codec.encode."""
+def encode(image: Any, /, **options: Any) -> bytes:
+    """Image (path, binary file, PIL image, uint8 array or encoded image bytes) -> .bbi bytes.
+    Options (quality, bpp, ...) as in :func:`bbimg.codec.encode`."""
     from .codec import encode as _encode
-    return _encode(image, quality, **options)
+    return _encode(image, **options)
 
 
-def decode(data: bytes, /, **options: Any):
-    """.bbi bytes -> PIL.Image.Image (RGB or L). Corrupt data raises BbiError."""
+def decode(data: Any, /, **options: Any):
+    """.bbi data (bytes, path or binary file) -> PIL.Image.Image. Corrupt data raises BbiError;
+    files above the decode pixel limit raise ImageTooLargeError. See :func:`bbimg.codec.decode`."""
     from .codec import decode as _decode
     return _decode(data, **options)
 
 
-def info(data: bytes, /) -> dict:
-    """Header facts of .bbi bytes (size, bpp, model, quality, sections) without decoding pixels."""
+def info(data: Any, /) -> dict:
+    """Header facts of .bbi data (size, bpp, model, quality, sections) without decoding pixels."""
     from .codec import info as _info
     return _info(data)
+
+
+def __getattr__(name: str):
+    if name == "ImageTooLargeError":  # lazily: the codec module imports ONNX Runtime
+        from .codec import ImageTooLargeError
+        return ImageTooLargeError
+    raise AttributeError(f"module 'bbimg' has no attribute {name!r}")
 
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402,F401  (registers .bbi with Pillow)

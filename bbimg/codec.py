@@ -1,51 +1,55 @@
-"""The codec pipeline: image -> posteriors -> REC-coded z, then y against p(y | decoded z) -> .bbi.
+"""The codec pipeline: glue between the model's transforms, the REC coder and the container.
 
-Glue only: the model gives Gaussians as numpy arrays (through ONNX Runtime where its export is
-installed and the job runs on the CPU at an untiled size, so a command-line run never imports
-torch; otherwise through torch), ``bbimg.rec`` (numpy) turns them into indices and back,
-``bbimg.format`` (bytes) stores them. Decoding needs nothing but the file and the model it
-names: the block plans travel in the file as integers, and no entropy-coding table is computed from
-floating-point network outputs, so tiny numerical differences between machines (CPU vs CUDA,
-thread counts, BLAS) only move decoded pixels by tiny amounts; they can never desynchronise the
-bit stream (the failure CompressAI users report when encoder and decoder CDFs differ).
+Encode: pixels -> y posterior (analysis) -> z posterior (hyper analysis) -> z coded by REC against
+the factorised prior -> p(y | z as decoded) -> y coded by REC against it -> .bbi sections.
+Decode runs the same stages backwards from the file. The transforms are numpy in, numpy out
+(``bbimg.transforms``: ONNX Runtime on the CPU, torch for CUDA; tiled for large images), each
+level's REC stage is a ``bbimg.latent_coder.LatentCoder`` and ``bbimg.format`` stores the bytes.
 """
 from __future__ import annotations
 
 import io
 import math
+import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import BinaryIO, Callable, Union
 
 import numpy as np
 from PIL import Image
 
 from . import format as bbi
-from . import rec
 from . import runtime
-from .transforms import load_transforms as _transforms
-from . import tiling  # tiling hook: large images (bbimg/tiling.py)
-from .rec import prior_skip
-from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, channel_plan, decode_channel_plan, encode_channel_plan,
-                                plan_from_channels, position_order)
+from .defaults import DEFAULT_QUALITY
+from .geometry import LATENT_STRIDE, padded_size
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
+from .latent_coder import Y_LEVEL, Z_BLOCK_RATIO_GAIN, Z_LEVEL, Gaussian, LatentCoder, read_plan
 from .model_files import DEFAULT_MODEL
+from .rec import DEFAULT_TEMPERATURE, prior_skip
+from .rec.channel_plan import DEFAULT_BLOCK_RATIO
+from .transforms import load_transforms
 
-__all__ = ["encode", "decode", "info", "quality_to_t", "EncodeStats", "DEFAULT_QUALITY", "DEFAULT_KAPPA",
-           "DEFAULT_TEMPERATURE", "MAX_PIXELS"]
+__all__ = ["encode", "decode", "info", "quality_to_t", "EncodeStats", "ImageTooLargeError", "DEFAULT_QUALITY",
+           "DEFAULT_KAPPA", "DEFAULT_TEMPERATURE", "MAX_PIXELS", "MAX_DECODE_PIXELS", "ENCODE_STAGES",
+           "DECODE_STAGES"]
 
-DEFAULT_QUALITY = 75
 DEFAULT_KAPPA = 16
-#: None: the "nearest" selection rule (rec.encode); a number tau: importance sampling of
-#: q^(1/tau)/p (tau = 1 is the exact REC sample). docs/rec.md section 5 has the comparison.
-DEFAULT_TEMPERATURE: float | None = None
+#: The format's own limit on width x height (sides also <= 65535).
 MAX_PIXELS = bbi.MAX_PIXELS
-_Z_SEED_SALT, _Y_SEED_SALT = 0x5A5A_0001, 0x5959_0002
-#: The hyper-latent z gets this many times the block ratio of y: a closer z gives a sharper prior
-#: p(y | z), which saves more y bits than the extra z bits cost (8 Kodak images: -1.3% BD-rate
-#: at 1.3 / 1.1 against 1; docs/rec.md section 1c).
-Z_BLOCK_RATIO_GAIN = 1.3 / 1.1
+#: ``decode`` refuses files claiming more pixels than this unless ``max_pixels`` raises it: a guard
+#: against decompression bombs (a ~150-byte valid file can claim 2^28 pixels), like Pillow's
+#: ``Image.MAX_IMAGE_PIXELS``. Module setting: assign to change the default for the process.
+MAX_DECODE_PIXELS = 2**27
+#: Stages reported to ``progress(stage)`` as each begins, in order.
+ENCODE_STAGES = ("analysis", "coding z", "coding y")
+DECODE_STAGES = ("decoding z", "decoding y", "synthesis")
 
 Progress = Callable[[str], None]
+ImageInput = Union[str, "os.PathLike[str]", BinaryIO, Image.Image, np.ndarray, bytes]
+DataInput = Union[str, "os.PathLike[str]", BinaryIO, bytes, bytearray, memoryview]
+
+
+class ImageTooLargeError(bbi.BbiError):
+    """A file claims more pixels than the decode limit (``max_pixels`` / MAX_DECODE_PIXELS)."""
 
 
 def quality_to_t(quality: float) -> float:
@@ -55,124 +59,52 @@ def quality_to_t(quality: float) -> float:
     return (float(quality) - 1.0) / 99.0
 
 
-def _seed(seed: int, salt: int) -> int:
-    return (seed * 0x9E3779B97F4A7C15 + salt) & 0xFFFF_FFFF_FFFF_FFFF
-
-
 @dataclass
 class EncodeStats:
     kl_bits: float          # KL(q||p) of both levels: the ideal rate
     index_bits: int         # bits spent on candidate indices
-    side_bits: int          # bits of the block plans
+    side_bits: int          # bits of the block plans and skip symbols
     file_bytes: int
     blocks: int
 
 
-@dataclass
-class _Analysis:
-    header_fields: dict
-    sections: list
-    stats: EncodeStats
+@dataclass(frozen=True)
+class _CoderSettings:
+    """How the REC stage codes both levels of one file (all recorded in the file or its plans)."""
+
+    seed: int
+    kappa: int
+    block_ratio: float
+    z_ratio_gain: float
+    skip_ratio: float
+    temperature: float | None
+    device: str
+
+    def z_coder(self) -> LatentCoder:
+        return LatentCoder(Z_LEVEL, self.seed, self.kappa, block_ratio=self.block_ratio * self.z_ratio_gain,
+                           temperature=self.temperature, device=self.device)
+
+    def y_coder(self) -> LatentCoder:
+        return LatentCoder(Y_LEVEL, self.seed, self.kappa, block_ratio=self.block_ratio, skip_ratio=self.skip_ratio,
+                           temperature=self.temperature, device=self.device)
 
 
-@dataclass
-class _Gaussian:
-    mean: np.ndarray   # (1, C, H, W) float32
-    scale: np.ndarray
-
-
-def _ordered(a: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """(1, C, H, W) array -> float32 (C * H * W,) in channel-major, permuted-position order."""
-    arr = np.asarray(a, dtype=np.float32)
-    arr = arr.reshape(arr.shape[1], -1)
-    return np.ascontiguousarray(arr[:, order]).reshape(-1)
-
-
-def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> np.ndarray:
-    channels = shape[1]
-    out = np.empty((channels, order.size), np.float32)
-    out[:, order] = flat.reshape(channels, -1)
-    return out.reshape(shape)
-
-
-@dataclass
-class _CodedLevel:
-    plan: bytes              # the level's block plan (section xPLN)
-    indices: bytes           # candidate indices (section xIDX)
-    skip: bytes | None       # skip symbols (section YSKP), None when the level skips nothing
-    sample: np.ndarray | None  # the latent exactly as the decoder will rebuild it
-    kl_bits: float
-    index_bits: int
-    blocks: int
-
-
-def _code_level(q: list, p: list, kappa: int, seed: int, temperature: float | None, ratio: float,
-                size_only: bool = False, skip_ratio: float | None = None) -> _CodedLevel:
-    """REC-code one latent level.
-
-    ``q`` and ``p`` are one-element lists holding the posterior and prior: they are emptied once
-    their values are reordered for the engine, so that a caller holding nothing else lets the
-    arrays go (a y latent of an 8192 x 8192 image is ~170 MB per array).
-
-    ``size_only`` skips the candidate search: the index stream's length is known from the plan
-    alone (zero bytes of the right length stand in, and no sample is returned).
-
-    ``skip_ratio``: dims the prior already explains are decoded as the prior mean and cost
-    nothing (``bbimg.rec.prior_skip``); None skips nothing and writes no skip symbols."""
-    q, p = q.pop(), p.pop()
-    shape = tuple(q.mean.shape)
-    order = position_order(shape[2] * shape[3], seed)
-    mu_q, sd_q, mu_p, sd_p = (_ordered(a, order) for a in (q.mean, q.scale, p.mean, p.scale))
-    del q, p
-    channels, positions = shape[1], order.size
-    skip_bytes = mask = None
-    if skip_ratio is not None:
-        symbols = prior_skip.skip_symbols(sd_q.reshape(channels, positions), sd_p.reshape(channels, positions),
-                                          skip_ratio)
-        mask = prior_skip.skip_mask(sd_p.reshape(channels, positions), symbols).reshape(-1)
-        skip_bytes = prior_skip.encode_skip(symbols)
-        np.copyto(mu_q, mu_p, where=mask)  # zero KL and no say in the candidate choice
-        np.copyto(sd_q, sd_p, where=mask)
-    kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p)  # tiling hook: rec.kl_bits in bounded-memory chunks
-    kl_total, kl_channels = float(kl.sum()), kl.reshape(channels, positions).sum(axis=1, keepdims=True)
-    del kl  # the plan needs only the per-channel sums
-    symbols, exps = channel_plan(kl_channels, kappa, ratio)
-    plan = plan_from_channels(symbols, exps, positions, kappa)
-    plan_bytes = encode_channel_plan(symbols, exps, kappa)
-    if size_only:
-        return _CodedLevel(plan_bytes, bytes((plan.index_bits + 7) // 8), skip_bytes, None, kl_total,
-                           plan.index_bits, plan.n_blocks)
-    indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, seed, temperature=temperature)
-    del mu_q, sd_q
-    sample = rec.decode(mu_p, sd_p, plan, seed, indices)
-    if mask is not None:
-        np.copyto(sample, mu_p, where=mask)
-    return _CodedLevel(plan_bytes, rec.encode_indices(indices, plan), skip_bytes, _unordered(sample, order, shape),
-                       kl_total, plan.index_bits, plan.n_blocks)
-
-
-def _analyse(prep: PreparedImage, tr, t: float, seed: int, kappa: int, temperature: float | None, ratio: float,
-             progress: Progress | None, size_only: bool, skip_ratio: float) -> tuple[list, EncodeStats]:
-    if progress:
-        progress("analysis")
-    y_mean, y_scale = tr.analysis_pixels(prep.pixels, t)
-    z_mean, z_scale = tr.hyper(y_mean, t)
-    pz = _Gaussian(*tr.z_prior(t, z_mean.shape[2], z_mean.shape[3]))
-    if progress:
-        progress("coding z")
-    z = _code_level([_Gaussian(z_mean, z_scale)], [pz], kappa, _seed(seed, _Z_SEED_SALT), temperature,
-                    ratio * Z_BLOCK_RATIO_GAIN)
-    py = _Gaussian(*tr.y_prior(z.sample, t))
-    if progress:
-        progress("coding y")
-    held_q, held_p = [_Gaussian(y_mean, y_scale)], [py]  # handed over: the y arrays are freed while the engine runs
-    del y_mean, y_scale, py
-    y = _code_level(held_q, held_p, kappa, _seed(seed, _Y_SEED_SALT), temperature, ratio, size_only, skip_ratio)
-    sections = [bbi.Section("ZPLN", z.plan), bbi.Section("ZIDX", z.indices), bbi.Section("YPLN", y.plan),
-                bbi.Section("YIDX", y.indices), bbi.Section("YSKP", y.skip)]
-    stats = EncodeStats(z.kl_bits + y.kl_bits, z.index_bits + y.index_bits,
-                        8 * (len(z.plan) + len(y.plan) + len(y.skip)), 0, z.blocks + y.blocks)
-    return sections, stats
+def _code_latents(prep: PreparedImage, tr, t: float, coder: _CoderSettings, progress: Progress | None,
+                  size_only: bool) -> tuple[list, EncodeStats]:
+    """The encoder's stages: analysis, z by REC, the prior p(y | z) the decoder will have, y by REC."""
+    report = progress or (lambda stage: None)
+    report("analysis")
+    y_posterior = Gaussian(*tr.analysis_pixels(prep.pixels, t))
+    z_posterior = Gaussian(*tr.hyper(y_posterior.mean, t))
+    z_rows, z_cols = z_posterior.mean.shape[2:]
+    report("coding z")
+    z = coder.z_coder().compress(z_posterior, Gaussian(*tr.z_prior(t, z_rows, z_cols)))
+    y_prior = Gaussian(*tr.y_prior(z.sample, t))
+    report("coding y")
+    y = coder.y_coder().compress(y_posterior, y_prior, size_only=size_only)
+    stats = EncodeStats(z.kl_bits + y.kl_bits, z.index_bits + y.index_bits, z.side_bits + y.side_bits, 0,
+                        z.blocks + y.blocks)
+    return z.sections + y.sections, stats
 
 
 def _colour_mode(prep: PreparedImage) -> "bbi.ColourMode":
@@ -181,31 +113,52 @@ def _colour_mode(prep: PreparedImage) -> "bbi.ColourMode":
     return bbi.ColourMode.RGBA if prep.had_alpha else bbi.ColourMode.RGB
 
 
-def _as_pil(image) -> Image.Image:
+_IMAGE_TYPES = "a path, a binary file, a PIL image, a uint8 array or encoded image bytes"
+
+
+def _as_pil(image: ImageInput) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
+    if isinstance(image, (str, os.PathLike)) or hasattr(image, "read"):
+        return Image.open(image)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return Image.open(io.BytesIO(bytes(image)))
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
             raise ValueError("arrays must be uint8 with shape (H, W), (H, W, 3) or (H, W, 4)")
         return Image.fromarray(image)
-    raise TypeError(f"expected a PIL image, a uint8 array or encoded image bytes, got {type(image).__name__}")
+    raise TypeError(f"expected {_IMAGE_TYPES}, got {type(image).__name__}")
 
 
-def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None, model: str = DEFAULT_MODEL,
-           device: str = "cpu", seed: int = 0, kappa: int = DEFAULT_KAPPA,
+def _as_bytes(data: DataInput) -> bytes:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (str, os.PathLike)):
+        with open(data, "rb") as f:
+            return f.read()
+    if hasattr(data, "read"):
+        out = data.read()
+        if not isinstance(out, (bytes, bytearray)):
+            raise TypeError(f"expected a binary file, got a file that reads {type(out).__name__}")
+        return bytes(out)
+    raise TypeError(f"expected .bbi data as a path, a binary file or bytes, got {type(data).__name__}")
+
+
+def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
+           model: str = DEFAULT_MODEL, device: str = "cpu", seed: int = 0, kappa: int = DEFAULT_KAPPA,
            temperature: float | None = DEFAULT_TEMPERATURE, block_ratio: float = DEFAULT_BLOCK_RATIO,
-           skip_ratio: float = prior_skip.DEFAULT_SKIP_RATIO, progress: Progress | None = None, stats: list | None = None) -> bytes:
+           z_ratio_gain: float = Z_BLOCK_RATIO_GAIN, skip_ratio: float = prior_skip.DEFAULT_SKIP_RATIO,
+           progress: Progress | None = None, stats: list | None = None) -> bytes:
     """Compress an image to .bbi bytes.
 
-    ``quality`` 1..100 (higher = more bits) or ``bpp``: a target file size in bits per pixel, met
-    by searching the model's continuous quality (the size is known before any candidate search).
-    ``temperature`` None (default) picks each block's candidate by the "nearest" rule; a number
-    tau >= 0 samples it in proportion to q^(1/tau)/p instead (the file size does not change).
+    ``image``: a path, a binary file, a PIL image, a uint8 array ((H, W), (H, W, 3) or (H, W, 4))
+    or encoded image bytes. ``quality`` 1..100 (higher = more bits) or ``bpp``: a target file size
+    in bits per pixel, met by searching the model's continuous quality (the size is known before
+    any candidate search). ``temperature`` None (default) picks each block's candidate by the
+    "nearest" rule; a number tau >= 0 samples it in proportion to q^(1/tau)/p instead (the file
+    size does not change). ``progress(stage)`` is called as each of ENCODE_STAGES begins.
     """
-    pil = _as_pil(image)
-    prep = prepare(pil)
+    prep = prepare(_as_pil(image))
     h, w = prep.pixels.shape[:2]
     if h * w > MAX_PIXELS or max(h, w) > 65535:
         raise ValueError(f"image of {w}x{h} is larger than the format allows")
@@ -215,16 +168,18 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
         raise ValueError(f"temperature must be None or a finite number >= 0, got {temperature}")
     if not (0.1 <= block_ratio <= 10):
         raise ValueError(f"block_ratio must be in [0.1, 10], got {block_ratio}")
+    if not (0.1 <= z_ratio_gain <= 10):
+        raise ValueError(f"z_ratio_gain must be in [0.1, 10], got {z_ratio_gain}")
     if not (0 <= skip_ratio <= 10):
         raise ValueError(f"skip_ratio must be in [0, 10], got {skip_ratio}")
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
         raise ValueError(f"target bpp must be a positive number, got {bpp}")
-    tr = _transforms(model, device, h, w)
+    tr = load_transforms(model, device, h, w)
 
     def build(t: float, ratio: float, size_only: bool = False) -> tuple[bytes, EncodeStats]:
         q_int = int(round(quality)) if bpp is None else max(1, min(100, int(round(1 + 99 * t))))
-        sections, st = _analyse(prep, tr, t, seed, kappa, temperature, ratio,
-                                None if size_only else progress, size_only, skip_ratio)
+        coder = _CoderSettings(seed, kappa, ratio, z_ratio_gain, skip_ratio, temperature, device)
+        sections, st = _code_latents(prep, tr, t, coder, None if size_only else progress, size_only)
         if prep.icc_profile:
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
         header = bbi.Header(width=w, height=h, model_name=tr.name, weights_hash=tr.sha256[:16],
@@ -290,62 +245,42 @@ def _search_bpp(bpp_of, target: float, ratio: float) -> tuple[float, float]:
     return t, ratio
 
 
-def _read(data: bytes) -> bbi.Container:
-    return bbi.read(bytes(data))
+def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = None,
+           progress: Progress | None = None) -> Image.Image:
+    """Decompress .bbi data (a path, a binary file or bytes) to a PIL image (mode RGB or L, ICC
+    profile attached).
 
-
-def decode(data: bytes, *, device: str = "cpu") -> Image.Image:
-    """Decompress .bbi bytes to a PIL image (mode RGB or L, ICC profile attached)."""
-    container = _read(data)
+    Files claiming more than ``max_pixels`` pixels (default: the module's MAX_DECODE_PIXELS) raise
+    ImageTooLargeError before anything is allocated; corrupt data raises BbiError.
+    ``progress(stage)`` is called as each of DECODE_STAGES begins."""
+    container = bbi.read(_as_bytes(data))
     h = container.header
+    limit = MAX_DECODE_PIXELS if max_pixels is None else max_pixels
+    if h.width * h.height > limit:
+        raise ImageTooLargeError(f"image of {h.width}x{h.height} ({h.width * h.height:,} pixels) is above the decode "
+                                 f"limit of {limit:,} pixels")
     for tag in ("ZPLN", "ZIDX", "YPLN", "YIDX"):
         if container.section(tag) is None:
             raise bbi.BbiError(f"corrupt file: missing required section {tag}")
     try:
-        tr = _transforms(h.model_name, device, h.height, h.width)
+        tr = load_transforms(h.model_name, device, h.height, h.width)
     except ValueError as exc:
         raise bbi.BbiError(f"file needs model {h.model_name!r}, which is not installed") from exc
     if not h.matches_weights(tr.sha256):
         raise bbi.BbiError(f"file was coded with other weights of model {h.model_name!r} than the installed ones")
-    ph, pw = _padded(h, tr.stride)
+    report = progress or (lambda stage: None)
     t = h.quality_t
-    pz = _Gaussian(*tr.z_prior(t, ph // 64, pw // 64))
-    z_hat = _decode_level(container, "Z", pz, h, _seed(h.seed, _Z_SEED_SALT))
-    py = _Gaussian(*tr.y_prior(z_hat, t))
-    y_hat = _decode_level(container, "Y", py, h, _seed(h.seed, _Y_SEED_SALT), skip=container.section("YSKP"))
-    del py
+    padded_h, padded_w = padded_size(h.height, h.width, tr.stride)
+    report("decoding z")
+    z_prior = Gaussian(*tr.z_prior(t, padded_h // tr.stride, padded_w // tr.stride))
+    z_hat = LatentCoder(Z_LEVEL, h.seed, h.kappa, device=device).decompress(z_prior, container)
+    report("decoding y")
+    y_hat = LatentCoder(Y_LEVEL, h.seed, h.kappa, device=device).decompress(Gaussian(*tr.y_prior(z_hat, t)),
+                                                                              container)
+    report("synthesis")
     pixels = tr.synthesis_pixels(y_hat, t, h.height, h.width)  # tiles above a size threshold
     colour = "L" if h.colour_mode in (bbi.ColourMode.L, bbi.ColourMode.LA) else "RGB"
     return restore(np.ascontiguousarray(pixels), colour, container.section("ICCP"))
-
-
-def _padded(header, stride: int) -> tuple[int, int]:
-    """The image size the transforms ran on: height and width rounded up to the model's stride."""
-    return -(-header.height // stride) * stride, -(-header.width // stride) * stride
-
-
-def _read_plan(plan_bytes: bytes, channels: int, positions: int, kappa: int) -> rec.BlockPlan:
-    symbols, exps = decode_channel_plan(plan_bytes, channels, kappa)
-    return plan_from_channels(symbols, exps, positions, kappa)
-
-
-def _decode_level(container, level: str, prior: _Gaussian, header, seed: int, skip: bytes | None = None) -> np.ndarray:
-    """``skip``: the level's skip symbols (format 1.1 files; absent in 1.0 files, which skip nothing)."""
-    shape = prior.mean.shape
-    order = position_order(shape[2] * shape[3], seed)
-    mu_p, sd_p = _ordered(prior.mean, order), _ordered(prior.scale, order)
-    try:
-        plan = _read_plan(container.section(level + "PLN"), shape[1], order.size, header.kappa)
-        indices = rec.decode_indices(container.section(level + "IDX"), plan)
-        sample = rec.decode(mu_p, sd_p, plan, seed, indices)
-        if skip is not None:
-            channels = shape[1]
-            symbols = prior_skip.decode_skip(skip, channels)
-            mask = prior_skip.skip_mask(sd_p.reshape(channels, -1), symbols).reshape(-1)
-            np.copyto(sample, mu_p, where=mask)
-    except ValueError as exc:
-        raise bbi.BbiError(f"corrupt file: {exc}") from exc
-    return _unordered(sample, order, shape)
 
 
 def _latent_channels(model_name: str) -> tuple[int, int, int] | None:
@@ -371,12 +306,12 @@ def _plan_facts(data: bytes, header, table: tuple) -> dict:
     if model is None or not all(t in sections for t in ("ZPLN", "ZIDX", "YPLN", "YIDX")):
         return {}
     z_channels, y_channels, stride = model
-    ph, pw = _padded(header, stride)
+    ph, pw = padded_size(header.height, header.width, stride)
     blocks = index_bits = 0
-    for level, c, step in (("Z", z_channels, stride), ("Y", y_channels, tiling.LATENT_STRIDE)):
+    for level, c, step in (("Z", z_channels, stride), ("Y", y_channels, LATENT_STRIDE)):
         try:
             s = sections[level + "PLN"]
-            plan = _read_plan(bytes(data[s.offset:s.offset + s.length]), c, ph * pw // step**2, header.kappa)
+            plan = read_plan(bytes(data[s.offset:s.offset + s.length]), c, ph * pw // step**2, header.kappa)
         except ValueError as exc:
             raise bbi.BbiError(f"corrupt file: {exc}") from exc
         blocks += plan.n_blocks
@@ -386,9 +321,10 @@ def _plan_facts(data: bytes, header, table: tuple) -> dict:
                 actual_bits=8 * len(data))
 
 
-def info(data: bytes) -> dict:
-    """Header facts without decoding pixels."""
-    meta = bbi.read_info(bytes(data))
+def info(data: DataInput) -> dict:
+    """Header facts of .bbi data (a path, a binary file or bytes) without decoding pixels."""
+    data = _as_bytes(data)
+    meta = bbi.read_info(data)
     h = meta.header
     sections = {s.tag: s.length for s in meta.sections}
     return dict(width=h.width, height=h.height, bytes=meta.total_size, bpp=meta.bpp, model=h.model_name,

@@ -51,9 +51,9 @@ class BbiImageFile(ImageFile.ImageFile):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
-    from .codec import encode
+    from .codec import DEFAULT_QUALITY, encode
     options = im.encoderinfo
-    quality = options.get("quality", 75)
+    quality = options.get("quality", DEFAULT_QUALITY)
     if not isinstance(quality, (int, float)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be a number in 1..100, got {quality!r}")
     kwargs = {k: options[k] for k in ("bpp", "seed", "model", "device") if k in options}

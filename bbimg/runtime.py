@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .geometry import MODEL_STRIDE
+
 from .model_files import find_weights, weights_sha256
 
 __all__ = ["OrtTransforms", "load", "PARTS"]
@@ -29,7 +31,7 @@ _lock = threading.Lock()
 class OrtTransforms:
     """The five transforms of a shipped model as lazily created ONNX Runtime sessions."""
 
-    stride = 64
+    stride = MODEL_STRIDE
 
     def __init__(self, name: str, weights: Path, sha256: bytes, files: dict[str, Path]):
         self.name, self.weights, self.sha256, self._files = name, weights, sha256, files

@@ -37,11 +37,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .geometry import LATENT_STRIDE, MODEL_STRIDE, Z_STRIDE, padded_size
+
 __all__ = ["LATENT_STRIDE", "Z_STRIDE", "TILE_LATENTS", "HALO_LATENTS", "PRIOR_TILE", "PRIOR_HALO",
            "THRESHOLD_PIXELS", "KL_CHUNK", "should_tile", "tiles", "map_tiles", "kl_bits"]
 
-LATENT_STRIDE = 16          # pixels per y position
-Z_STRIDE = 4                # y positions per z position
 TILE_LATENTS = 64           # kept part of an analysis/synthesis tile: 64 y positions = 1024 pixels square
 HALO_LATENTS = 4            # their context on each side: 64 pixels (2 latents are enough, see above)
 PRIOR_TILE = 32             # kept part of a hyper/y-prior tile: 32 z positions = 2048 pixels square
@@ -50,10 +50,11 @@ THRESHOLD_PIXELS = 2048 * 2048  # padded images with more pixels than this are t
 KL_CHUNK = 1 << 22          # elements per chunk of the KL computation (bounds float64 temporaries)
 
 
-def should_tile(height: int, width: int, stride: int = 64) -> bool:
+def should_tile(height: int, width: int, stride: int = MODEL_STRIDE) -> bool:
     """True when the codec should run the transforms tile by tile: the image, padded to the
     model's ``stride``, has more than :data:`THRESHOLD_PIXELS` pixels."""
-    return (-(-height // stride) * stride) * (-(-width // stride) * stride) > THRESHOLD_PIXELS
+    padded_height, padded_width = padded_size(height, width, stride)
+    return padded_height * padded_width > THRESHOLD_PIXELS
 
 
 def tiles(n: int, tile: int | None = None, halo: int | None = None) -> list[tuple[int, int, int, int]]:

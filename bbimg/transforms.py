@@ -17,6 +17,7 @@ import numpy as np
 
 from . import runtime
 from . import tiling
+from .geometry import padded_size
 from .model_files import find_weights, search_path
 
 __all__ = ["MissingExtraError", "require_torch", "Backend", "TorchBackend", "Transforms", "load_transforms",
@@ -68,7 +69,7 @@ class TorchBackend:
         self.device = torch.device(device)
 
     def _films(self, t: float):
-        return self.net._films(self._torch.tensor([t], device=self.device))
+        return self.net.films(self._torch.tensor([t], device=self.device))
 
     def _np(self, a) -> np.ndarray:
         return a.detach().to("cpu", self._torch.float32).numpy()
@@ -81,26 +82,26 @@ class TorchBackend:
 
     def analysis(self, x: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            return self._gaussian(self.net.encode_y(self._in(x), self._films(t)[0]))
+            return self._gaussian(self.net.encode_y(self._in(x), self._films(t).analysis))
 
     def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            return self._gaussian(self.net.encode_z(self._in(y_mean), self._films(t)[2]))
+            return self._gaussian(self.net.encode_z(self._in(y_mean), self._films(t).hyper_analysis))
 
     def z_prior(self, t: float, lh: int, lw: int) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            p = self.net.prior_z(self._films(t)[4], (1, self.net.cfg.hyper_channels, 1, 1))
+            p = self.net.prior_z(self._films(t).z_prior, (1, self.net.cfg.hyper_channels, 1, 1))
             mean, scale = self._gaussian(p)
         shape = (1, mean.shape[1], lh, lw)
         return np.broadcast_to(mean, shape), np.broadcast_to(scale, shape)
 
     def y_prior(self, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.no_grad():
-            return self._gaussian(self.net.prior_y(self._in(z), self._films(t)[3]))
+            return self._gaussian(self.net.prior_y(self._in(z), self._films(t).hyper_synthesis))
 
     def synthesis(self, y: np.ndarray, t: float) -> np.ndarray:
         with self._torch.no_grad():
-            return self._np(self.net.decode(self._in(y), self._films(t)[1]))
+            return self._np(self.net.decode(self._in(y), self._films(t).synthesis))
 
 
 def _grid_reader(a: np.ndarray, step: int):
@@ -126,7 +127,8 @@ class Transforms:
         image padded to the model's stride by replicating its last row and column."""
         height, width = pixels.shape[:2]
         s, stride = tiling.LATENT_STRIDE, self.stride
-        rows, cols = -(-height // stride) * stride // s, -(-width // stride) * stride // s
+        padded_height, padded_width = padded_size(height, width, stride)
+        rows, cols = padded_height // s, padded_width // s
 
         def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
             ri = np.minimum(np.arange(r0 * s, r1 * s), height - 1)  # = pad_to_multiple's replicate

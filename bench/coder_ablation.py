@@ -1,4 +1,4 @@
-"""What each encoder-side choice of the session-5 coder is worth: BD-rate against the default.
+"""What each encoder-side choice of the coder is worth: BD-rate against the default.
 
     python bench/coder_ablation.py [--images kodim01,kodim05,kodim13,kodim20] [--qualities 5,25,45,65,85,100]
 
@@ -7,8 +7,8 @@ Encodes Kodak images through ``bbimg.encode`` (real files, headers included) and
 
 * ``default``: the shipped settings (prior skip at ratio 1.25, z block ratio 1.3 / 1.1 of y's);
 * ``no-skip``: ``skip_ratio=0`` (every y dim coded, as in format 1.0);
-* ``z-ratio-1``: z gets the same block ratio as y (``codec.Z_BLOCK_RATIO_GAIN = 1``);
-* ``session-4``: both off, the session-4 coder;
+* ``z-ratio-1``: z gets the same block ratio as y (``z_ratio_gain=1``);
+* ``both-off``: neither;
 * ``skip-1.4``: a larger skip ratio, for the trend.
 
 Writes bench/results/coder_ablation.csv (variant,image,quality,bpp,psnr) and prints each
@@ -28,14 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import KODAK, RESULTS, bd_rate, psnr, write_csv  # noqa: E402
 
 import bbimg  # noqa: E402
-from bbimg import codec  # noqa: E402
 
-VARIANTS = {  # name: (encode keyword arguments, z block-ratio gain)
-    "default": ({}, codec.Z_BLOCK_RATIO_GAIN),
-    "no-skip": ({"skip_ratio": 0.0}, codec.Z_BLOCK_RATIO_GAIN),
-    "z-ratio-1": ({}, 1.0),
-    "session-4": ({"skip_ratio": 0.0}, 1.0),
-    "skip-1.4": ({"skip_ratio": 1.4}, codec.Z_BLOCK_RATIO_GAIN),
+VARIANTS = {  # name: encode keyword arguments
+    "default": {},
+    "no-skip": {"skip_ratio": 0.0},
+    "z-ratio-1": {"z_ratio_gain": 1.0},
+    "both-off": {"skip_ratio": 0.0, "z_ratio_gain": 1.0},
+    "skip-1.4": {"skip_ratio": 1.4},
 }
 
 
@@ -51,22 +50,17 @@ def main() -> None:
     if variants[0] != "default" or any(v not in VARIANTS for v in variants):
         raise SystemExit(f"--variants: 'default' first, then any of {', '.join(VARIANTS)}")
     rows = []
-    shipped_gain = codec.Z_BLOCK_RATIO_GAIN
-    try:
-        for name in args.images.split(","):
-            with Image.open(KODAK / f"{name}.png") as im:
-                original = np.asarray(im.convert("RGB"))
-            for variant in variants:
-                kwargs, codec.Z_BLOCK_RATIO_GAIN = VARIANTS[variant]
-                for q in qualities:
-                    data = bbimg.encode(Image.fromarray(original), quality=q, **kwargs)
-                    decoded = np.asarray(bbimg.decode(data).convert("RGB"))
-                    rows.append(dict(variant=variant, image=name, quality=q,
-                                     bpp=8 * len(data) / (original.shape[0] * original.shape[1]),
-                                     psnr=psnr(original, decoded)))
-            print(name, "done", flush=True)
-    finally:
-        codec.Z_BLOCK_RATIO_GAIN = shipped_gain
+    for name in args.images.split(","):
+        with Image.open(KODAK / f"{name}.png") as im:
+            original = np.asarray(im.convert("RGB"))
+        for variant in variants:
+            for q in qualities:
+                data = bbimg.encode(original, quality=q, **VARIANTS[variant])
+                decoded = np.asarray(bbimg.decode(data).convert("RGB"))
+                rows.append(dict(variant=variant, image=name, quality=q,
+                                 bpp=8 * len(data) / (original.shape[0] * original.shape[1]),
+                                 psnr=psnr(original, decoded)))
+        print(name, "done", flush=True)
     write_csv(rows, args.out, ["variant", "image", "quality", "bpp", "psnr"])
     images = sorted({r["image"] for r in rows})
 

@@ -34,7 +34,7 @@ def ideal_points(model, image: np.ndarray, t: float, seed: int = 0) -> tuple[flo
     h, w = image.shape[:2]
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
     xp = pad_to_multiple(x, model.cfg.stride)
-    fa, fs, fha, fhs, fz = model._films(torch.tensor([t]))
+    fa, fs, fha, fhs, fz = model.films(torch.tensor([t]))
     qy = model.encode_y(xp, fa)
     qz = model.encode_z(qy.mean, fha)
     torch.manual_seed(seed)

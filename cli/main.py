@@ -22,13 +22,13 @@ from typing import Callable, Iterator
 
 import click
 
+from bbimg.defaults import DEFAULT_QUALITY
+
 _DECODE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                    ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM",
                    ".gif": "GIF", ".bbi": "BBI"}
 #: Images above this many pixels get a progress bar (on a terminal): ~4 MP takes tens of seconds.
 PROGRESS_MIN_PIXELS = 4_000_000
-#: The codec's encode stages, in the order it reports them (bbimg.codec ``progress(stage)``).
-_ENCODE_STAGES = ("analysis", "coding z", "coding y")
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
@@ -202,7 +202,8 @@ def _reporting(action: str, path: str, hint: str = "") -> Iterator[None]:
 
     from bbimg.format import BbiError
 
-    too_large = _image_too_large_error()
+    from bbimg.codec import ImageTooLargeError
+
     name = _name(path)
     try:
         yield
@@ -212,7 +213,7 @@ def _reporting(action: str, path: str, hint: str = "") -> Iterator[None]:
         raise CliError(f"cannot {action} {name}: not an image file Pillow can read") from exc
     except Image.DecompressionBombError as exc:
         raise CliError(f"cannot {action} {name}: {_clean(exc, path)}") from exc
-    except too_large as exc:
+    except ImageTooLargeError as exc:
         raise CliError(f"cannot {action} {name}: {_clean(exc, path)}{hint}") from exc
     except BbiError as exc:
         raise CliError(f"cannot {action} {name}: {_clean(exc, path)}") from exc
@@ -222,15 +223,6 @@ def _reporting(action: str, path: str, hint: str = "") -> Iterator[None]:
         raise CliError(f"cannot {action} {name}: {_clean(exc, path)}") from exc
     except (ValueError, SyntaxError, EOFError) as exc:
         raise CliError(f"cannot {action} {name}: {_clean(exc, path)}") from exc
-
-
-def _image_too_large_error() -> type[BaseException]:
-    from bbimg import format as bbi
-    return getattr(bbi, "ImageTooLargeError", _NeverRaised)
-
-
-class _NeverRaised(Exception):
-    pass
 
 
 def _is_bbimg_warning(category: type) -> bool:
@@ -284,23 +276,6 @@ def _stage_bar(pixels: int, quiet: bool, stages: tuple[str, ...] | None, desc: s
         yield progress
     finally:
         bar.close()
-
-
-def _decode_options(codec, max_pixels: int | None, progress) -> dict:
-    """Keyword arguments for codec.decode, passing only what this version of the library takes."""
-    import inspect
-
-    from bbimg import format as bbi
-
-    accepted = inspect.signature(codec.decode).parameters
-    options = {}
-    if max_pixels is not None:
-        if "max_pixels" not in accepted:
-            raise CliError("--max-pixels needs a newer bbimg library (codec.decode has no max_pixels)")
-        options["max_pixels"] = max_pixels or bbi.MAX_PIXELS  # 0: the format's own limit, i.e. none
-    if progress is not None and "progress" in accepted:
-        options["progress"] = progress
-    return options
 
 
 def _require_cuda() -> None:
@@ -392,7 +367,7 @@ def main() -> None:
 @main.command()
 @click.argument("input", type=str)
 @click.argument("output", type=str)
-@click.option("-q", "--quality", type=click.IntRange(1, 100), default=75, show_default=True,
+@click.option("-q", "--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY, show_default=True,
               help="Higher means more bits and better quality.")
 @click.option("--bpp", type=click.FloatRange(min=0.001, max=64.0), default=None,
               help="Target size in bits per pixel (instead of -q); met within about 2%.")
@@ -415,6 +390,7 @@ def encode(input, output, quality, bpp, model, device, seed, force, quiet) -> No
     """
     from PIL import Image
 
+    from bbimg.codec import ENCODE_STAGES
     from bbimg.codec import encode as encode_image
     from bbimg.model_files import DEFAULT_MODEL
 
@@ -429,7 +405,7 @@ def encode(input, output, quality, bpp, model, device, seed, force, quiet) -> No
     with _warnings_to_stderr(input, quiet), _reporting("encode", input):
         with Image.open(io.BytesIO(raw)) as image:
             image.load()
-            with _stage_bar(image.width * image.height, quiet, _ENCODE_STAGES, "encode") as progress:
+            with _stage_bar(image.width * image.height, quiet, ENCODE_STAGES, "encode") as progress:
                 data = encode_image(image, quality, bpp=bpp, model=model or DEFAULT_MODEL, device=device,
                                     seed=seed, progress=progress, stats=stats)
     _write_output(output, data)
@@ -490,11 +466,12 @@ def decode(input, output, fmt, device, max_pixels, force, quiet) -> None:
         pixels = header.width * header.height
     except Exception:  # a bad header is reported by decode itself, with its cause
         pass
-    stages = getattr(codec, "DECODE_STAGES", None)
     hint = "; --max-pixels N raises the limit (0 = no limit)"
     with _warnings_to_stderr(input, quiet), _reporting("decode", input, hint):
-        with _stage_bar(pixels, quiet, stages, "decode") as progress:
-            image = codec.decode(data, device=device, **_decode_options(codec, max_pixels, progress))
+        with _stage_bar(pixels, quiet, codec.DECODE_STAGES, "decode") as progress:
+            # --max-pixels 0: up to the format's own limit, i.e. no extra limit
+            limit = None if max_pixels is None else (max_pixels or codec.MAX_PIXELS)
+            image = codec.decode(data, device=device, max_pixels=limit, progress=progress)
     # zlib level 3: a third of the default level's time for ~5% larger PNGs (Kodak, 768x512)
     options = {"compress_level": 3} if fmt == "PNG" else {}
     if image.info.get("icc_profile") and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
@@ -566,7 +543,7 @@ main.add_command(train)
 @main.command("eval")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-q", "--quality", "qualities", type=click.IntRange(1, 100), multiple=True,
-              help="Quality to evaluate (repeatable; default 75).")
+              help="Quality to evaluate (repeatable; default %d)." % DEFAULT_QUALITY)
 @click.option("--csv", "csv_path", type=str, default=None,
               help="Write codec,param,image,bpp,psnr,ms_ssim rows to this CSV file ('-' = stdout).")
 @click.option("--model", default=None, help="Model name (see `bbimg models`).")
@@ -595,7 +572,7 @@ def eval_(folder, qualities, csv_path, model, device, quiet) -> None:
         _check_output(csv_path, True, "CSV")
     if device == "cuda":
         _require_cuda()
-    qualities = list(dict.fromkeys(qualities)) or [75]
+    qualities = list(dict.fromkeys(qualities)) or [DEFAULT_QUALITY]
     if not quiet and (note := ms_ssim_note()) is not None:
         click.echo(f"bbimg: note: {note}", err=True)
     bar = None

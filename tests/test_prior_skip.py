@@ -5,6 +5,8 @@ from hypothesis import strategies as st
 
 from bbimg import codec, rec
 from bbimg import format as bbi
+from bbimg.latent_coder import Y_LEVEL, Gaussian, LatentCoder
+from bbimg.rec.channel_plan import position_order
 from bbimg.rec.prior_skip import SKIP_STEPS, decode_skip, encode_skip, skip_mask, skip_symbols
 
 
@@ -58,29 +60,47 @@ def _level(rng, channels=6, h=12, w=10):
     sd_q = np.full(shape, 1.0, np.float32)
     mu_p = rng.normal(0, 1, shape).astype(np.float32)
     mu_q = (mu_p + rng.normal(0, 1, shape) * np.sqrt(np.maximum(sd_p**2 - 1, 0))).astype(np.float32)
-    return codec._Gaussian(mu_q, sd_q), codec._Gaussian(mu_p, sd_p)
+    return (mu_q, sd_q), (mu_p, sd_p)
+
+
+def _y_coder(skip_ratio):
+    return LatentCoder(Y_LEVEL, 77, 16, block_ratio=1.1, skip_ratio=skip_ratio)
 
 
 def test_skipped_dims_decode_as_the_prior_mean_on_both_sides():
     """The encoder's reconstruction equals the decoder's, and every skipped dim is mu_p exactly."""
     rng = np.random.default_rng(3)
     q, p = _level(rng)
-    coded = codec._code_level([q], [p], 16, 77, None, 1.1, skip_ratio=1.25)
+    coded = _y_coder(1.25).compress(Gaussian(*q), Gaussian(*p))
     container = bbi.Container(bbi.Header(width=1, height=1, model_name="m", weights_hash=bytes(16), quality_t=0.5,
-                                         quality_q=50, seed=0, kappa=16, temperature=0.0),
-                              (bbi.Section("YPLN", coded.plan), bbi.Section("YIDX", coded.indices)))
-    decoded = codec._decode_level(container, "Y", p, container.header, 77, skip=coded.skip)
+                                         quality_q=50, seed=0, kappa=16, temperature=0.0), tuple(coded.sections))
+    decoded = _y_coder(None).decompress(Gaussian(*p), container)
     assert np.array_equal(decoded, coded.sample)
-    symbols = decode_skip(coded.skip, 6)
-    order = codec.position_order(12 * 10, 77)
-    mask = codec._unordered(skip_mask(codec._ordered(p.scale, order).reshape(6, -1), symbols)
-                            .reshape(-1).astype(np.float32), order, p.mean.shape) > 0.5
+    # Recompute the mask independently of the coder: skip symbols decoded, in the level's position order.
+    symbols = decode_skip(container.section("YSKP"), 6)
+    order = position_order(12 * 10, Y_LEVEL.seed(77))
+    mu_p, sd_p = p
+    sd_ordered = sd_p.reshape(6, -1)[:, order]
+    mask = np.empty((6, order.size), bool)
+    mask[:, order] = skip_mask(sd_ordered, symbols).reshape(6, -1)
+    mask = mask.reshape(mu_p.shape)
     assert 0 < mask.sum() < mask.size
-    assert np.array_equal(decoded[mask], p.mean[mask])
-    assert not np.isclose(decoded[~mask], p.mean[~mask]).all()
+    assert np.array_equal(decoded[mask], mu_p[mask])
+    assert not np.isclose(decoded[~mask], mu_p[~mask]).all()
     # Skipping costs nothing: the same level coded without it spends more index bits.
-    plain = codec._code_level([q], [p], 16, 77, None, 1.1, skip_ratio=0.0)
+    plain = _y_coder(0.0).compress(Gaussian(*q), Gaussian(*p))
     assert coded.kl_bits < plain.kl_bits and coded.index_bits <= plain.index_bits
+
+
+def test_a_released_gaussian_holds_nothing():
+    """The coder frees the caller's arrays: hand-off is explicit, and a second use is an error."""
+    rng = np.random.default_rng(4)
+    q, p = _level(rng)
+    posterior, prior = Gaussian(*q), Gaussian(*p)
+    _y_coder(1.25).compress(posterior, prior)
+    assert posterior.mean is None and prior.scale is None
+    with pytest.raises(RuntimeError):
+        posterior.release()
 
 
 def test_files_without_skip_symbols_decode_as_format_1_0(tiny_model, photo):

@@ -36,7 +36,7 @@ class _Part(nn.Module):
 
     def forward(self, *inputs):
         *args, t = inputs
-        return self.fn(self.m, self.m._films(t), *args)
+        return self.fn(self.m, self.m.films(t), *args)
 
 
 def _graphs(m: HierarchicalVAE):
@@ -46,14 +46,14 @@ def _graphs(m: HierarchicalVAE):
     hw = {2: "h", 3: "w"}
     gauss = ["mean", "log_scale"]
     spatial = {"mean": hw, "log_scale": hw}
-    yield "analysis", _Part(m, lambda m, f, x: _pair(m.encode_y(x, f[0]))), \
+    yield "analysis", _Part(m, lambda m, f, x: _pair(m.encode_y(x, f.analysis))), \
         (torch.rand(1, 3, 128, 192), t), ["x", "t"], gauss, {"x": hw, **spatial}
-    yield "hyper", _Part(m, lambda m, f, y: _pair(m.encode_z(y, f[2]))), \
+    yield "hyper", _Part(m, lambda m, f, y: _pair(m.encode_z(y, f.hyper_analysis))), \
         (torch.randn(1, c, 8, 12), t), ["y_mean", "t"], gauss, {"y_mean": hw, **spatial}
-    yield "zprior", _Part(m, lambda m, f: _pair(m.prior_z(f[4], (1, k, 1, 1)))), (t,), ["t"], gauss, {}
-    yield "yprior", _Part(m, lambda m, f, z: _pair(m.prior_y(z, f[3]))), \
+    yield "zprior", _Part(m, lambda m, f: _pair(m.prior_z(f.z_prior, (1, k, 1, 1)))), (t,), ["t"], gauss, {}
+    yield "yprior", _Part(m, lambda m, f, z: _pair(m.prior_y(z, f.hyper_synthesis))), \
         (torch.randn(1, k, 2, 3), t), ["z", "t"], gauss, {"z": hw, **spatial}
-    yield "synthesis", _Part(m, lambda m, f, y: m.decode(y, f[1])), \
+    yield "synthesis", _Part(m, lambda m, f, y: m.decode(y, f.synthesis)), \
         (torch.randn(1, c, 8, 12), t), ["y", "t"], ["x_hat"], {"y": hw, "x_hat": hw}
 
 

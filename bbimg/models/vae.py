@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..geometry import MODEL_STRIDE, padded_size
 from .layers import QualityFiLM, SimpleGDN, conv, deconv
 
-__all__ = ["HierarchicalVAE", "VAEConfig", "Gaussian", "gaussian_kl_bits", "quality_to_lambda", "pad_to_multiple",
+__all__ = ["HierarchicalVAE", "VAEConfig", "Films", "Gaussian", "gaussian_kl_bits", "quality_to_lambda", "pad_to_multiple",
            "ForwardResult"]
 
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 5.0
@@ -28,7 +30,7 @@ class VAEConfig:
 
     @property
     def stride(self) -> int:
-        return 64
+        return MODEL_STRIDE
 
 
 @dataclass
@@ -75,6 +77,16 @@ class ForwardResult:
     kl_excess: torch.Tensor | None = None  # bits above the per-dimension cap, shape (B,)
 
 
+class Films(NamedTuple):
+    """The quality-dependent FiLM (gain, bias) pairs of each transform, for one quality t."""
+
+    analysis: tuple          # g_a's three hidden layers
+    synthesis: tuple         # g_s's three hidden layers
+    hyper_analysis: tuple    # h_a's two hidden layers
+    hyper_synthesis: tuple   # h_s's two hidden layers: the y prior p(y | z)
+    z_prior: tuple           # the factorised z prior's parameters
+
+
 class HierarchicalVAE(nn.Module):
     """y at 1/16 and z at 1/64 with q(z|x) against a learned factorised Gaussian p(z | t) and
     q(y|x) against p(y | z) where z is the *sample* the decoder will have, exactly as coded."""
@@ -95,9 +107,9 @@ class HierarchicalVAE(nn.Module):
         self.z_prior_params = nn.Parameter(torch.zeros(1, 2 * k, 1, 1))
 
     # -- transforms ---------------------------------------------------------------------------
-    def _films(self, t: torch.Tensor):
+    def films(self, t: torch.Tensor) -> Films:
         f = self.film(t)
-        return f[0:3], f[3:6], f[6:8], f[8:10], f[10]
+        return Films(f[0:3], f[3:6], f[6:8], f[8:10], f[10])
 
     def encode_y(self, x: torch.Tensor, film) -> Gaussian:
         h = x
@@ -148,14 +160,14 @@ class HierarchicalVAE(nn.Module):
         ``dim_kl_cap``: also return the KL bits by which single latent dimensions exceed it (REC
         codes a block of 2^kappa candidates, at least one dimension, so bits a dimension holds
         beyond ~kappa cannot be delivered)."""
-        fa, fs, fha, fhs, fz = self._films(t)
-        qy = self.encode_y(x, fa)
-        qz = self.encode_z(qy.mean, fha)
+        films = self.films(t)
+        qy = self.encode_y(x, films.analysis)
+        qz = self.encode_z(qy.mean, films.hyper_analysis)
         z = qz.sample()
-        pz = self.prior_z(fz, z.shape)
-        py = self.prior_y(z, fhs)
+        pz = self.prior_z(films.z_prior, z.shape)
+        py = self.prior_y(z, films.hyper_synthesis)
         y = qy.sample()
-        x_hat = self.decode(y, fs)
+        x_hat = self.decode(y, films.synthesis)
         kl_y_dims = gaussian_kl_bits(qy, py).flatten(1)
         kl_z_dims = gaussian_kl_bits(qz, pz).flatten(1)
         excess = None
@@ -167,8 +179,7 @@ class HierarchicalVAE(nn.Module):
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Replicate-pad the bottom/right so H and W are multiples of ``multiple`` (crop back after)."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
+    padded_h, padded_w = padded_size(h, w, multiple)
+    if (padded_h, padded_w) == (h, w):
         return x
-    mode = "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+    return F.pad(x, (0, padded_w - w, 0, padded_h - h), mode="replicate")

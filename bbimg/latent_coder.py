@@ -1,0 +1,183 @@
+"""REC coding of one latent level (z or y): posterior and prior in, file sections out, and back.
+
+A level is stored as its block plan (section ``xPLN``: per-channel block counts, so the decoder
+cuts the same blocks), the candidate indices (``xIDX``) and, for y, the skip symbols (``YSKP``:
+dims whose prior already explains them are decoded as the prior mean and cost nothing). Positions
+are visited in a seeded permutation so that each block mixes the image's regions. Decoding needs
+only the prior, which both sides compute, and these sections: no entropy-coding table is built
+from floating-point network outputs, so small numerical differences between machines move decoded
+pixels slightly but never desynchronise the bit stream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import format as bbi
+from . import rec
+from . import tiling
+from .rec import prior_skip
+from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, channel_plan, decode_channel_plan, encode_channel_plan,
+                                plan_from_channels, position_order)
+
+__all__ = ["Gaussian", "Level", "Z_LEVEL", "Y_LEVEL", "CodedLatent", "LatentCoder", "read_plan",
+           "Z_BLOCK_RATIO_GAIN"]
+
+#: The hyper-latent z gets this many times the block ratio of y: a closer z gives a sharper prior
+#: p(y | z), which saves more y bits than the extra z bits cost (8 Kodak images: -1.3% BD-rate
+#: at 1.3 / 1.1 against 1; docs/rec.md section 1c).
+Z_BLOCK_RATIO_GAIN = 1.3 / 1.1
+
+
+class Gaussian:
+    """Per-dim Gaussian parameters, each (1, C, H, W) float32.
+
+    :meth:`release` hands the arrays over: a y latent of an 8192 x 8192 image is ~170 MB per
+    array, and the coder frees each as soon as it has its own reordered copy, which it can only
+    do if nobody else still holds them."""
+
+    __slots__ = ("mean", "scale")
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray):
+        self.mean, self.scale = mean, scale
+
+    def release(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, scale); this object holds nothing afterwards."""
+        if self.mean is None:
+            raise RuntimeError("Gaussian already released")
+        mean, scale = self.mean, self.scale
+        self.mean = self.scale = None
+        return mean, scale
+
+
+@dataclass(frozen=True)
+class Level:
+    """What tells the two latent levels apart in a file."""
+
+    tag: str            # section prefix: "Z" -> ZPLN, ZIDX
+    seed_salt: int      # mixed into the file's seed: the levels draw different candidates
+    skips: bool         # has a skip section (y only)
+
+    def seed(self, file_seed: int) -> int:
+        return (file_seed * 0x9E3779B97F4A7C15 + self.seed_salt) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+Z_LEVEL = Level("Z", 0x5A5A_0001, skips=False)
+Y_LEVEL = Level("Y", 0x5959_0002, skips=True)
+
+
+@dataclass
+class CodedLatent:
+    sections: list            # bbi.Section: plan, indices (and skip symbols for y)
+    sample: np.ndarray | None  # the latent exactly as the decoder rebuilds it (None when size_only)
+    kl_bits: float            # KL(q || p): the ideal rate
+    index_bits: int           # bits of candidate indices
+    side_bits: int            # bits of the block plan and skip symbols
+    blocks: int
+
+
+def _ordered(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """(1, C, H, W) array -> float32 (C * H * W,) in channel-major, permuted-position order."""
+    arr = np.asarray(a, dtype=np.float32)
+    arr = arr.reshape(arr.shape[1], -1)
+    return np.ascontiguousarray(arr[:, order]).reshape(-1)
+
+
+def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> np.ndarray:
+    channels = shape[1]
+    out = np.empty((channels, order.size), np.float32)
+    out[:, order] = flat.reshape(channels, -1)
+    return out.reshape(shape)
+
+
+def read_plan(plan_bytes: bytes, channels: int, positions: int, kappa: int) -> rec.BlockPlan:
+    """A level's block plan from its section (ValueError when malformed)."""
+    symbols, exps = decode_channel_plan(plan_bytes, channels, kappa)
+    return plan_from_channels(symbols, exps, positions, kappa)
+
+
+class LatentCoder:
+    """The REC coder of one level of one file: ``compress`` on the encoder, ``decompress`` on the
+    decoder, with the same level, file seed and kappa.
+
+    ``block_ratio``: block size against the level's KL (channel_plan); ``skip_ratio``: the prior
+    skip rule's threshold (y only; None codes every dim); ``temperature``: None picks each block's
+    candidate by the "nearest" rule, a number tau samples it in proportion to q^(1/tau)/p."""
+
+    def __init__(self, level: Level, file_seed: int, kappa: int, *, block_ratio: float = DEFAULT_BLOCK_RATIO,
+                 skip_ratio: float | None = None, temperature: float | None = None, device: str = "cpu"):
+        if skip_ratio is not None and not level.skips:
+            raise ValueError(f"level {level.tag} has no skip symbols")
+        self.level, self.seed, self.kappa = level, level.seed(file_seed), kappa
+        self.block_ratio, self.skip_ratio = block_ratio, skip_ratio
+        self.temperature, self.device = temperature, device
+
+    def _tag(self, part: str) -> str:
+        return self.level.tag + part
+
+    def compress(self, posterior: Gaussian, prior: Gaussian, *, size_only: bool = False) -> CodedLatent:
+        """Code a sample of ``posterior`` against ``prior``. Both are released (their arrays freed
+        as soon as they are reordered for the engine).
+
+        ``size_only`` skips the candidate search: the index stream's length is known from the plan
+        alone (zero bytes of the right length stand in, and no sample is returned)."""
+        shape = tuple(posterior.mean.shape)
+        order = position_order(shape[2] * shape[3], self.seed)
+        mu_q, sd_q = (_ordered(a, order) for a in posterior.release())
+        mu_p, sd_p = (_ordered(a, order) for a in prior.release())
+        channels, positions = shape[1], order.size
+        sections = []
+        mask = None
+        skip_bytes = b""
+        if self.skip_ratio is not None:
+            symbols = prior_skip.skip_symbols(sd_q.reshape(channels, positions), sd_p.reshape(channels, positions),
+                                              self.skip_ratio)
+            mask = prior_skip.skip_mask(sd_p.reshape(channels, positions), symbols).reshape(-1)
+            skip_bytes = prior_skip.encode_skip(symbols)
+            np.copyto(mu_q, mu_p, where=mask)  # zero KL and no say in the candidate choice
+            np.copyto(sd_q, sd_p, where=mask)
+        kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p)  # in bounded-memory chunks
+        kl_total, kl_channels = float(kl.sum()), kl.reshape(channels, positions).sum(axis=1, keepdims=True)
+        del kl  # the plan needs only the per-channel sums
+        symbols, exps = channel_plan(kl_channels, self.kappa, self.block_ratio)
+        plan = plan_from_channels(symbols, exps, positions, self.kappa)
+        plan_bytes = encode_channel_plan(symbols, exps, self.kappa)
+        sample = None
+        if size_only:
+            index_bytes = bytes((plan.index_bits + 7) // 8)
+        else:
+            indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, self.seed, temperature=self.temperature,
+                                 device=self.device)
+            del mu_q, sd_q
+            flat = rec.decode(mu_p, sd_p, plan, self.seed, indices)
+            if mask is not None:
+                np.copyto(flat, mu_p, where=mask)
+            sample = _unordered(flat, order, shape)
+            index_bytes = rec.encode_indices(indices, plan)
+        sections = [bbi.Section(self._tag("PLN"), plan_bytes), bbi.Section(self._tag("IDX"), index_bytes)]
+        if self.skip_ratio is not None:
+            sections.append(bbi.Section(self._tag("SKP"), skip_bytes))
+        return CodedLatent(sections, sample, kl_total, plan.index_bits, 8 * (len(plan_bytes) + len(skip_bytes)),
+                           plan.n_blocks)
+
+    def decompress(self, prior: Gaussian, container: "bbi.Container") -> np.ndarray:
+        """The latent the encoder sent, from ``prior`` (released) and the level's sections of
+        ``container``. A y level without skip symbols (format 1.0 files) skips nothing.
+        Raises BbiError for malformed sections."""
+        shape = tuple(prior.mean.shape)
+        order = position_order(shape[2] * shape[3], self.seed)
+        mu_p, sd_p = (_ordered(a, order) for a in prior.release())
+        skip = container.section(self._tag("SKP")) if self.level.skips else None
+        try:
+            plan = read_plan(container.section(self._tag("PLN")), shape[1], order.size, self.kappa)
+            indices = rec.decode_indices(container.section(self._tag("IDX")), plan)
+            sample = rec.decode(mu_p, sd_p, plan, self.seed, indices)
+            if skip is not None:
+                channels = shape[1]
+                symbols = prior_skip.decode_skip(skip, channels)
+                mask = prior_skip.skip_mask(sd_p.reshape(channels, -1), symbols).reshape(-1)
+                np.copyto(sample, mu_p, where=mask)
+        except ValueError as exc:
+            raise bbi.BbiError(f"corrupt file: {exc}") from exc
+        return _unordered(sample, order, shape)
