@@ -43,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, kodak_files, write_csv  # noqa: E402
+from bbimg.geometry import padded_size  # noqa: E402
 
 COLUMNS = ("codec", "device", "param", "image", "bytes", "bpp", "encode_s", "decode_s", "peak_rss_mb",
            "base_rss_mb", "load_s")
@@ -101,7 +102,7 @@ def _hyperprior_coder(device: str):
     def encode(im):
         h, w = im.shape[:2]
         x = torch.from_numpy(im.copy()).to(device).permute(2, 0, 1)[None].float() / 255
-        ph, pw = -(-h // 64) * 64, -(-w // 64) * 64
+        ph, pw = padded_size(h, w, 64)  # CompressAI's hyperprior has the same stride
         x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
         out = net.compress(x)
         return (h, w, out["shape"], [s[0] for s in out["strings"]])

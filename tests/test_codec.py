@@ -163,3 +163,63 @@ def test_bad_arguments_raise_value_error(tiny_model, photo):
         codec.encode(photo, 50, model="no-such-model")
     with pytest.raises(ValueError):
         codec.encode(photo, 50, model=tiny_model, bpp=-1)
+
+
+def test_api_takes_paths_files_arrays_and_pil_images(tiny_model, photo, tmp_path):
+    """What Pillow users pass: every form of the same image gives the same file, and every form of
+    the same file decodes to the same image."""
+    png = tmp_path / "in.png"
+    photo.save(png)
+    expected = bbimg.encode(photo, quality=40, model=tiny_model)
+    with open(png, "rb") as f:
+        from_file = bbimg.encode(f, quality=40, model=tiny_model)
+    for source in (png, str(png), np.asarray(photo), png.read_bytes()):
+        assert bbimg.encode(source, quality=40, model=tiny_model) == expected
+    assert from_file == expected
+    bbi_path = tmp_path / "x.bbi"
+    bbi_path.write_bytes(expected)
+    pixels = np.asarray(bbimg.decode(expected))
+    with open(bbi_path, "rb") as f:
+        assert np.array_equal(np.asarray(bbimg.decode(f)), pixels)
+    for source in (bbi_path, str(bbi_path), bytearray(expected), memoryview(expected)):
+        assert np.array_equal(np.asarray(bbimg.decode(source)), pixels)
+    assert bbimg.info(str(bbi_path)) == bbimg.info(expected)
+
+
+def test_wrong_types_say_what_is_accepted(tiny_model):
+    with pytest.raises(TypeError, match="path, a binary file, a PIL image"):
+        bbimg.encode(12, model=tiny_model)
+    with pytest.raises(TypeError, match="path, a binary file or bytes"):
+        bbimg.decode(3.5)
+    with pytest.raises(TypeError, match="binary file"):
+        bbimg.decode(io.StringIO("text"))
+
+
+def test_decode_pixel_limit_refuses_before_any_work(tiny_model, photo, monkeypatch):
+    data = bbimg.encode(photo, quality=40, model=tiny_model)
+    pixels = photo.width * photo.height
+    with pytest.raises(bbimg.ImageTooLargeError, match="above the decode limit"):
+        bbimg.decode(data, max_pixels=pixels - 1)
+    assert bbimg.decode(data, max_pixels=pixels).size == photo.size
+    monkeypatch.setattr(codec, "MAX_DECODE_PIXELS", pixels - 1)  # the module setting is the default
+    with pytest.raises(codec.ImageTooLargeError):
+        bbimg.decode(data)
+    assert issubclass(codec.ImageTooLargeError, BbiError)
+
+
+def test_progress_reports_each_stage_in_order(tiny_model, photo):
+    seen = []
+    data = codec.encode(photo, 40, model=tiny_model, progress=seen.append)
+    assert tuple(seen) == codec.ENCODE_STAGES
+    seen.clear()
+    codec.decode(data, progress=seen.append)
+    assert tuple(seen) == codec.DECODE_STAGES
+
+
+def test_z_ratio_gain_is_a_parameter(tiny_model, photo):
+    """The z level's block ratio is an encode option (no module global to patch): a finer z plan
+    costs more z blocks."""
+    stats = []
+    codec.encode(photo, 60, model=tiny_model, z_ratio_gain=0.5, stats=stats)
+    codec.encode(photo, 60, model=tiny_model, z_ratio_gain=3.0, stats=stats)
+    assert stats[0].blocks != stats[1].blocks
