@@ -16,9 +16,9 @@ build without it).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
+import runpy
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,16 +39,9 @@ def _version() -> str:
     return m.group(1) if m else "0+unknown"
 
 
-def source_hash() -> str:
-    """Hash of the native sources; bbimg.rec compares it on import to catch stale builds."""
-    h = hashlib.sha256()
-    for p in sorted(CSRC.iterdir()):
-        if p.suffix in (".h", ".cpp", ".cu", ".cuh"):
-            h.update(p.name.encode())
-            h.update(b"\0")
-            h.update(p.read_bytes().replace(b"\r\n", b"\n"))
-            h.update(b"\0")
-    return h.hexdigest()[:16]
+# One hash for the build and for bbimg.rec's stale-build check, loaded by path (bbimg itself
+# needs numpy and the extension being built).
+_SOURCES = runpy.run_path(str(ROOT / "bbimg" / "rec" / "_sources.py"))
 
 
 def _find_nvcc() -> str | None:
@@ -89,7 +82,7 @@ OPT = ["-O0", "-g", "-UNDEBUG", "-DBBIMG_DEBUG"] if DEBUG else ["-O3", "-DNDEBUG
 COMMON = ["-ffp-contract=off", "-fno-fast-math", "-Wall"]
 DEFINES = [
     ("VERSION_INFO", f'"{_version()}"'),
-    ("BBIMG_SOURCE_HASH", f'"{source_hash()}"'),
+    ("BBIMG_SOURCE_HASH", f'"{_SOURCES["source_hash"](CSRC)}"'),
 ]
 LINK: list[str] = []
 if CUDA_HOME is not None:
@@ -103,10 +96,10 @@ EXTENSIONS = [
             "csrc/bindings.cpp",
             "csrc/rec.cpp",
             "csrc/rec_avx2.cpp",
-            "csrc/rec_plan.cpp",
+            "csrc/rec_indices.cpp",
         ],
         include_dirs=["csrc"],
-        depends=sorted(str(p.relative_to(ROOT)) for p in CSRC.iterdir() if p.suffix in (".h", ".cu")),
+        depends=sorted(str(p.relative_to(ROOT)) for p in CSRC.iterdir() if p.suffix in (".h", ".cu", ".cuh")),
         define_macros=DEFINES,
         extra_compile_args=OPT + COMMON,
         extra_link_args=LINK + (["-pthread"]),

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -28,16 +29,14 @@ using namespace bbimg;
 #endif
 
 // Bumped whenever the binding API or the coded bitstream changes.
-constexpr int CORE_API_VERSION = 2;
+constexpr int CORE_API_VERSION = 3;
 
 namespace {
 
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 using U8 = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
 using U32 = py::array_t<uint32_t, py::array::c_style | py::array::forcecast>;
-using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 [[noreturn]] void fail(const std::string& msg) { throw ArgError(msg); }
 
@@ -101,23 +100,26 @@ void check_vec(const F32& a, const char* name, int64_t n, bool positive) {
     }
 }
 
-int check_selection(const std::string& s) {
-    if (s == "tempered") return REC_SELECT_TEMPERED;
-    if (s == "power") return REC_SELECT_POWER;
-    if (s == "nearest") return REC_SELECT_NEAREST;
-    fail("selection must be 'tempered', 'power' or 'nearest', got '" + s + "'");
-}
+// The selection rule: no temperature is the "nearest" rule, a temperature tau >= 0 the tempered one.
+struct Rule {
+    bool nearest;
+    double tau;
+};
 
-void check_tau(double tau) {
+Rule check_rule(const std::optional<double>& temperature) {
+    if (!temperature) return Rule{true, 0.0};
+    const double tau = *temperature;
     if (!std::isfinite(tau) || tau < 0.0)
-        fail("temperature must be finite and >= 0, got " + std::to_string(tau));
+        fail("temperature must be finite and >= 0 (or None for the nearest rule), got " +
+             std::to_string(tau));
+    return Rule{false, tau};
 }
 
-void check_rule(int sel, double tau, double shift) {
-    if (sel == REC_SELECT_NEAREST && tau != 0.0)
-        fail("selection 'nearest' takes temperature 0, got " + std::to_string(tau));
-    if (!std::isfinite(shift) || shift < 0.0 || shift > 64.0)
-        fail("shift must be in [0, 64], got " + std::to_string(shift));
+// "cpu" always; "cuda" only when this build has CUDA and a device is usable.
+void check_device(const std::string& device) {
+    if (device != "cpu" && device != "cuda") fail("device must be 'cpu' or 'cuda', got '" + device + "'");
+    if (device == "cuda" && !rec_cuda_available())
+        fail("device 'cuda' is not available: " + rec_cuda_info());
 }
 
 py::bytes to_bytes(const std::vector<uint8_t>& v) {
@@ -302,67 +304,6 @@ py::array_t<int32_t> rc_decode_adaptive(const py::bytes& data, int64_t count, in
 }
 
 // ----- REC ------------------------------------------------------------------------------------------
-py::tuple plan_blocks_py(const F64& kl, int kappa, int max_len, double slack, int method,
-                         double block_cost, double compute_cost) {
-    check_kappa(kappa);
-    const int64_t n = vec_len(kl, "kl_bits");
-    if (max_len < 1 || max_len > REC_MAX_BLOCK_LEN)
-        fail("max_block_len must be in [1, " + std::to_string(REC_MAX_BLOCK_LEN) + "], got " +
-             std::to_string(max_len));
-    if (!std::isfinite(slack) || slack < 0.0 || slack >= kappa)
-        fail("slack must be finite and in [0, kappa), got " + std::to_string(slack));
-    if (method < 0 || method > 2) fail("method must be 0 (greedy), 1 (optimal) or 2 (rate)");
-    if (!std::isfinite(block_cost) || block_cost < 0.0) fail("block_cost must be finite and >= 0");
-    if (!std::isfinite(compute_cost) || compute_cost < 0.0) fail("compute_cost must be finite and >= 0");
-    const double* p = kl.data();
-    for (int64_t i = 0; i < n; ++i)
-        if (!std::isfinite(p[i]) || p[i] < 0.0)
-            fail("kl_bits[" + std::to_string(i) + "] must be finite and >= 0, got " +
-                 std::to_string(p[i]));
-    std::vector<int32_t> lens;
-    std::vector<uint8_t> ks;
-    {
-        py::gil_scoped_release nogil;
-        plan_blocks(p, n, kappa, max_len, slack, method, block_cost, compute_cost, lens, ks);
-    }
-    py::array_t<int32_t> L(lens.size());
-    py::array_t<uint8_t> K(ks.size());
-    if (!lens.empty()) {
-        std::memcpy(L.mutable_data(), lens.data(), lens.size() * 4);
-        std::memcpy(K.mutable_data(), ks.data(), ks.size());
-    }
-    return py::make_tuple(L, K);
-}
-
-py::bytes encode_plan_py(const I32& lens, const U8& ks, int kappa, int64_t n) {
-    const PlanView plan = check_plan(lens, ks, kappa, n);
-    std::vector<uint8_t> out;
-    {
-        py::gil_scoped_release nogil;
-        out = encode_plan(plan);
-    }
-    return to_bytes(out);
-}
-
-py::tuple decode_plan_py(const py::bytes& data, int64_t n, int kappa) {
-    check_kappa(kappa);
-    if (n < 0) fail("n_dims must be >= 0");
-    const std::string buf = bytes_of(data);
-    std::vector<int32_t> lens;
-    std::vector<uint8_t> ks;
-    {
-        py::gil_scoped_release nogil;
-        decode_plan(reinterpret_cast<const uint8_t*>(buf.data()), buf.size(), n, kappa, lens, ks);
-    }
-    py::array_t<int32_t> L(lens.size());
-    py::array_t<uint8_t> K(ks.size());
-    if (!lens.empty()) {
-        std::memcpy(L.mutable_data(), lens.data(), lens.size() * 4);
-        std::memcpy(K.mutable_data(), ks.data(), ks.size());
-    }
-    return py::make_tuple(L, K);
-}
-
 void check_indices(const PlanView& plan, const U32& idx) {
     if (vec_len(idx, "indices") != plan.B)
         fail("got " + std::to_string(idx.shape(0)) + " indices for " + std::to_string(plan.B) +
@@ -416,22 +357,19 @@ Checked check_encode_inputs(const F32& mu_q, const F32& sg_q, const F32& mu_p, c
 }
 
 py::array_t<uint32_t> encode_py(const F32& mu_q, const F32& sg_q, const F32& mu_p, const F32& sg_p,
-                                const I32& lens, const U8& ks, int kappa, uint64_t seed, double tau,
-                                int threads, const std::string& device, const std::string& selection,
-                                double shift) {
+                                const I32& lens, const U8& ks, int kappa, uint64_t seed,
+                                const std::optional<double>& temperature, int threads,
+                                const std::string& device) {
     const Checked c = check_encode_inputs(mu_q, sg_q, mu_p, sg_p, lens, ks, kappa);
-    check_tau(tau);
-    const int sel = check_selection(selection);
-    check_rule(sel, tau, shift);
+    const Rule rule = check_rule(temperature);
     threads = resolve_threads(threads);
-    if (device != "cpu" && device != "cuda") fail("device must be 'cpu' or 'cuda', got '" + device + "'");
-    if (device == "cuda" && !rec_cuda_available()) fail("CUDA is not available: " + rec_cuda_info());
+    check_device(device);
     py::array_t<uint32_t> out(c.plan.B);
     uint32_t* o = out.mutable_data();
     {
         py::gil_scoped_release nogil;
         RecSetup S;
-        rec_setup(c.in, c.plan, seed, tau, sel, shift, threads, S);
+        rec_setup(c.in, c.plan, seed, rule.tau, rule.nearest, threads, S);
         std::vector<ChunkStat> stats;
         if (device == "cuda")
             rec_stats_cuda(S, stats);
@@ -442,14 +380,17 @@ py::array_t<uint32_t> encode_py(const F32& mu_q, const F32& sg_q, const F32& mu_
     return out;
 }
 
+// Decoding is O(n) integer-keyed regeneration; it runs on the CPU for either device.
 py::array_t<float> decode_py(const F32& mu_p, const F32& sg_p, const I32& lens, const U8& ks,
-                             int kappa, uint64_t seed, const U32& idx, int threads) {
+                             int kappa, uint64_t seed, const U32& idx, int threads,
+                             const std::string& device) {
     const int64_t n = vec_len(mu_p, "mu_p");
     check_vec(mu_p, "mu_p", n, false);
     check_vec(sg_p, "sigma_p", n, true);
     const PlanView plan = check_plan(lens, ks, kappa, n);
     check_indices(plan, idx);
     threads = resolve_threads(threads);
+    check_device(device);
     py::array_t<float> out(n);
     float* o = out.mutable_data();
     {
@@ -465,15 +406,12 @@ void check_block(const PlanView& plan, int64_t b) {
 
 py::array_t<float> debug_scores_py(const F32& mu_q, const F32& sg_q, const F32& mu_p,
                                    const F32& sg_p, const I32& lens, const U8& ks, int kappa,
-                                   uint64_t seed, double tau, int64_t b, const std::string& selection,
-                                   double shift) {
+                                   uint64_t seed, const std::optional<double>& temperature, int64_t b) {
     const Checked c = check_encode_inputs(mu_q, sg_q, mu_p, sg_p, lens, ks, kappa);
-    check_tau(tau);
-    const int sel = check_selection(selection);
-    check_rule(sel, tau, shift);
+    const Rule rule = check_rule(temperature);
     check_block(c.plan, b);
     RecSetup S;
-    rec_setup(c.in, c.plan, seed, tau, sel, shift, 1, S);
+    rec_setup(c.in, c.plan, seed, rule.tau, rule.nearest, 1, S);
     const std::vector<float> v = rec_debug_scores(S, b);
     py::array_t<float> out(v.size());
     std::memcpy(out.mutable_data(), v.data(), v.size() * 4);
@@ -486,7 +424,7 @@ py::array_t<float> debug_candidate_py(const F32& mu_p, const F32& sg_p, const I3
     check_block(c.plan, b);
     if ((uint64_t)n >= ((uint64_t)1 << c.plan.k[b])) fail("candidate index out of range");
     RecSetup S;
-    rec_setup(c.in, c.plan, seed, 0.0, REC_SELECT_TEMPERED, 0.0, 1, S);
+    rec_setup(c.in, c.plan, seed, 0.0, false, 1, S);
     const std::vector<float> v = rec_debug_candidate(S, mu_p.data(), sg_p.data(), b, n);
     py::array_t<float> out(v.size());
     std::memcpy(out.mutable_data(), v.data(), v.size() * 4);
@@ -558,6 +496,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("KAPPA_MIN") = REC_KAPPA_MIN;
     m.attr("KAPPA_MAX") = REC_KAPPA_MAX;
     m.attr("MAX_BLOCK_LEN") = REC_MAX_BLOCK_LEN;
+    m.attr("NEAREST_SHIFT") = REC_NEAREST_SHIFT;
     m.attr("POOL_MIN_BITS") = REC_POOL_MIN_BITS;
     m.attr("CHUNK") = REC_CHUNK;
     m.attr("RC_MAX_TOTAL") = RC_MAX_TOTAL;
@@ -565,26 +504,19 @@ PYBIND11_MODULE(_core, m) {
     auto& rec_error = py::register_exception<ArgError>(m, "RecError", PyExc_ValueError);
     py::register_exception<CorruptError>(m, "CorruptDataError", rec_error.ptr());
 
-    m.def("plan_blocks", &plan_blocks_py, py::arg("kl_bits"), py::arg("kappa"), py::arg("max_block_len"),
-          py::arg("slack"), py::arg("method"), py::arg("block_cost"), py::arg("compute_cost"));
-    m.def("encode_plan", &encode_plan_py, py::arg("lengths"), py::arg("exponents"), py::arg("kappa"),
-          py::arg("n_dims"));
-    m.def("decode_plan", &decode_plan_py, py::arg("data"), py::arg("n_dims"), py::arg("kappa"));
     m.def("encode_indices", &encode_indices_py, py::arg("lengths"), py::arg("exponents"),
           py::arg("kappa"), py::arg("indices"));
     m.def("decode_indices", &decode_indices_py, py::arg("data"), py::arg("lengths"),
           py::arg("exponents"), py::arg("kappa"));
     m.def("encode", &encode_py, py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"), py::arg("sigma_p"),
           py::arg("lengths"), py::arg("exponents"), py::arg("kappa"), py::arg("seed"),
-          py::arg("temperature"), py::arg("threads"), py::arg("device") = "cpu",
-          py::arg("selection") = "tempered", py::arg("shift") = 0.0);
+          py::arg("temperature"), py::arg("threads"), py::arg("device"));
     m.def("decode", &decode_py, py::arg("mu_p"), py::arg("sigma_p"), py::arg("lengths"),
           py::arg("exponents"), py::arg("kappa"), py::arg("seed"), py::arg("indices"),
-          py::arg("threads"));
+          py::arg("threads"), py::arg("device"));
     m.def("debug_scores", &debug_scores_py, py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"),
           py::arg("sigma_p"), py::arg("lengths"), py::arg("exponents"), py::arg("kappa"),
-          py::arg("seed"), py::arg("temperature"), py::arg("block"),
-          py::arg("selection") = "tempered", py::arg("shift") = 0.0);
+          py::arg("seed"), py::arg("temperature"), py::arg("block"));
     m.def("debug_candidate", &debug_candidate_py);
     m.def("pool_normals", &pool_normals_py, py::arg("seed"), py::arg("n0"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);

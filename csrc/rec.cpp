@@ -227,14 +227,13 @@ void block_perm_signs(uint64_t seed, uint64_t b, int32_t len, int32_t* perm, flo
     }
 }
 
-void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, int selection,
-               double shift, int threads, RecSetup& S) {
+void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, bool nearest,
+               int threads, RecSetup& S) {
     S.n = in.n;
     S.B = plan.B;
     S.kappa = plan.kappa;
     S.seed = seed;
     S.tau = tau;
-    S.selection = selection;
     S.start.resize(plan.B);
     S.len.assign(plan.len, plan.len + plan.B);
     S.k.assign(plan.k, plan.k + plan.B);
@@ -248,17 +247,14 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
     S.C.assign(in.n, 0.0f);
     // Score of candidate eps (z = mu_p + sigma_p eps), up to a per-block constant, with
     // r = sigma_p / sigma_q and delta = (mu_q - mu_p) / sigma_q:
-    //   log q/p        = 0.5 (1 - r^2) eps^2 + r delta eps
     //   log q          = -0.5 r^2 eps^2 + r delta eps
-    // power:    score = (log q/p) / tau            (tau = 0: argmax of log q/p)
+    //   log p          = -0.5 eps^2
     // tempered: score = (log q) / tau - log p      (tau = 0: argmax of log q)
     // nearest:  score = -0.5 w sigma_p^2 (eps - d)^2, w = ((r^2 - 1) / sigma_p^2)^P, d = (t - mu_p) / sigma_p, the target
-    //           t = mu_q + shift (mu_q - mu_p) / max(r^2, 1) (tau = 0 only; see rec.h)
-    const bool nearest = selection == REC_SELECT_NEAREST;
+    //           t = mu_q + REC_NEAREST_SHIFT (mu_q - mu_p) / max(r^2, 1) (tau = 0 only; see rec.h)
     const double inv_tau = tau > 0.0 ? 1.0 / tau : 1.0;
-    const bool tempered = selection == REC_SELECT_TEMPERED;
-    const double a_p = tempered ? (tau > 0.0 ? 0.5 : 0.0) : 0.5 * inv_tau;  // coefficient of eps^2 from -log p
-    const double a_q = -0.5 * inv_tau;                                       // ... from log q, times r^2
+    const double a_p = tau > 0.0 ? 0.5 : 0.0;  // coefficient of eps^2 from -log p
+    const double a_q = -0.5 * inv_tau;         // ... from log q, times r^2
     const int64_t per = 256;
     const int64_t nitems = (plan.B + per - 1) / per;
     parallel_for(nitems, threads, [&](int64_t it, int) {
@@ -283,7 +279,7 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
                     const double sp2 = (double)in.sg_p[d] * (double)in.sg_p[d];
                     const double we = std::pow(u / sp2, REC_NEAREST_WEIGHT_POWER) * sp2;
                     a = -0.5 * we;
-                    c = we * (delta / r) * (1.0 + shift / std::max(r2, 1.0)) * (double)sign[j];
+                    c = we * (delta / r) * (1.0 + REC_NEAREST_SHIFT / std::max(r2, 1.0)) * (double)sign[j];
                 } else {
                     a = a_p + a_q * r * r;
                     c = r * delta * (double)sign[j] * inv_tau;

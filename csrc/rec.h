@@ -28,25 +28,7 @@ struct PlanView {
     int kappa;
 };
 
-// Plan construction.
-// REQUIRES: kl[i] finite and >= 0; kappa in [REC_KAPPA_MIN, REC_KAPPA_MAX];
-//           1 <= max_len <= REC_MAX_BLOCK_LEN; 0 <= slack < kappa; block_cost >= 0.
-// method 0 = greedy, 1 = optimal (dynamic programme minimising sum k_b + block_cost * B),
-// 2 = rate (minimises index bits + estimated side-information bits; see rec_plan.cpp).
-// compute_cost (method 2 only): bits charged per block for its scoring work,
-// compute_cost * len * 2^(k - kappa); steers the planner away from long k = kappa blocks that
-// are mostly ~0-KL dims (e.g. a silent channel run merged with a few active dims).
-void plan_blocks(const double* kl, int64_t n, int kappa, int max_len, double slack, int method,
-                 double block_cost, double compute_cost, std::vector<int32_t>& lens,
-                 std::vector<uint8_t>& ks);
-
-// Plan side information (adaptive range coding). decode_plan throws CorruptError.
-// REQUIRES (encode): plan valid for n dims (lengths sum to n, k_b <= kappa).
-std::vector<uint8_t> encode_plan(const PlanView& plan);
-void decode_plan(const uint8_t* data, size_t size, int64_t n, int kappa,
-                 std::vector<int32_t>& lens, std::vector<uint8_t>& ks);
-
-// Index bit packing: block b's index is written MSB first with exactly k_b bits.
+// Index bit packing (rec_indices.cpp): block b's index is written MSB first with exactly k_b bits.
 // REQUIRES (encode): idx[b] < 2^k_b. decode throws CorruptError on wrong size / padding.
 std::vector<uint8_t> encode_indices(const PlanView& plan, const uint32_t* idx);
 void decode_indices(const PlanView& plan, const uint8_t* data, size_t size, uint32_t* idx);
@@ -73,7 +55,6 @@ struct RecSetup {
     int kappa = 0;
     uint64_t seed = 0;
     double tau = 0.0;
-    int selection = 0;              // 0 tempered q^(1/tau)/p, 1 power (q/p)^(1/tau), 2 nearest
     std::vector<int64_t> start;     // [B]
     std::vector<int32_t> len;       // [B]
     std::vector<uint8_t> k;         // [B]
@@ -89,23 +70,20 @@ struct RecSetup {
 };
 
 // Selection rules (encoder-only; the decoder never needs to know which one was used):
-//   REC_SELECT_TEMPERED: weights q(z)^(1/tau) / p(z): importance sampling of the tempered
-//       posterior N(mu_q, tau sigma_q^2); tau = 1 is exact REC, tau = 0 the candidate most
-//       likely under q.
-//   REC_SELECT_POWER: weights (q(z)/p(z))^(1/tau); tau = 0 is the argmax of q/p.
-//   REC_SELECT_NEAREST: the candidate nearest the target t = mu_q + shift (mu_q - mu_p) / max(r^2, 1)
-//       in the metric sum w (z - t)^2, w = (1/sigma_q^2 - 1/sigma_p^2)^P (the posterior's precision
-//       gain, i.e. the decoder's local distortion weight, flattened by P = 0.8); tau = 0 only.
-//       shift > 0 cancels the pull towards mu_p of a candidate set drawn from p (docs/rec.md 5).
-constexpr int REC_SELECT_TEMPERED = 0;
-constexpr int REC_SELECT_POWER = 1;
-constexpr int REC_SELECT_NEAREST = 2;
+//   tempered (nearest == false): weights q(z)^(1/tau) / p(z): importance sampling of the
+//       tempered posterior N(mu_q, tau sigma_q^2); tau = 1 is exact REC, tau = 0 the candidate
+//       most likely under q.
+//   nearest (tau == 0 only): the candidate nearest the target
+//       t = mu_q + REC_NEAREST_SHIFT (mu_q - mu_p) / max(r^2, 1) in the metric sum w (z - t)^2,
+//       w = (1/sigma_q^2 - 1/sigma_p^2)^P (the posterior's precision gain, i.e. the decoder's
+//       local distortion weight, flattened by P = REC_NEAREST_WEIGHT_POWER). The shift cancels
+//       the pull towards mu_p of a candidate set drawn from p (docs/rec.md section 5).
 constexpr double REC_NEAREST_WEIGHT_POWER = 0.8;  // measured on Kodak, docs/rec.md section 5
+constexpr double REC_NEAREST_SHIFT = 2.0;         // measured on Kodak, docs/rec.md section 5
 
-// REQUIRES: inputs valid, plan valid for inputs.n, tau >= 0 finite, selection 0, 1 or 2,
-// tau == 0 when selection is 2, shift finite (used by selection 2 only).
-void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, int selection,
-               double shift, int threads, RecSetup& S);
+// REQUIRES: inputs valid, plan valid for inputs.n, tau >= 0 finite, tau == 0 when nearest.
+void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, bool nearest,
+               int threads, RecSetup& S);
 void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats);
 void rec_combine(const RecSetup& S, const std::vector<ChunkStat>& stats, uint32_t* idx);
 bool rec_cuda_compiled();

@@ -4,6 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bbimg import rec
+from bbimg.rec import MAX_BLOCK_LEN, CorruptDataError
+from bbimg.rec import reference as R
 from bbimg.rec.channel_plan import (blocks_per_channel, channel_plan, decode_channel_plan, encode_channel_plan,
                                     plan_from_channels, position_order)
 
@@ -53,7 +55,9 @@ def test_index_bits_track_kl_and_samples_decode_exactly():
     plan = plan_from_channels(symbols, exps, positions, 12)
     assert 0.85 < plan.index_bits / kl.sum() < 1.15
     idx = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, 3)
-    assert np.array_equal(rec.decode(mu_p, sd_p, plan, 3, idx), rec.decode(mu_p, sd_p, plan, 3, idx.copy()))
+    # the engine's sample is the candidate the NumPy reference regenerates from the indices, bit for bit
+    z = rec.decode(mu_p, sd_p, plan, 3, rec.decode_indices(rec.encode_indices(idx, plan), plan))
+    assert np.array_equal(z.view(np.uint32), R.decode(mu_p, sd_p, plan, 3, idx).view(np.uint32))
 
 
 def test_corrupt_plan_is_rejected():
@@ -61,6 +65,18 @@ def test_corrupt_plan_is_rejected():
     data = encode_channel_plan(symbols, exps, 16)
     with pytest.raises(ValueError):
         decode_channel_plan(data[:-1] + bytes([data[-1] ^ 0xFF]) + b"\x00" * 3, 4, 16)
+
+
+@given(st.binary(max_size=80), st.integers(1, 300), st.integers(1, 5000), st.integers(8, 24))
+@settings(max_examples=150, deadline=None)
+def test_garbage_plan_bytes_raise_or_give_a_valid_plan(data, channels, positions, kappa):
+    try:
+        symbols, exps = decode_channel_plan(data, channels, kappa)
+    except CorruptDataError:
+        return
+    plan = plan_from_channels(symbols, exps, positions, kappa)
+    assert plan.n_dims == channels * positions
+    assert (plan.lengths >= 1).all() and (plan.lengths <= MAX_BLOCK_LEN).all() and (plan.exponents <= kappa).all()
 
 
 def test_channels_longer_than_a_block_split_into_enough_blocks():

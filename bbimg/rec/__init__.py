@@ -2,29 +2,34 @@
 
 The encoder knows, per latent dim, a posterior q = N(mu_q, sigma_q^2) and a prior
 p = N(mu_p, sigma_p^2) that the decoder also knows. Dims are cut into contiguous blocks
-(:func:`plan_blocks`); for block b encoder and decoder generate the same 2^k_b candidates from
-p with shared randomness (Philox, keyed by ``seed``) and the encoder sends the index of the
-candidate it selects (exactly k_b bits). See docs/rec.md for the algorithm and the bitstream.
+(a :class:`BlockPlan`; the codec's plans come from :mod:`bbimg.rec.channel_plan`); for block b
+encoder and decoder generate the same 2^k_b candidates from p with shared randomness (Philox,
+keyed by ``seed``) and the encoder sends the index of the candidate it selects (exactly k_b
+bits). See docs/rec.md for the algorithm and the bitstream.
 
-Typical use::
+Typical use (as bbimg.codec codes one latent level of C channels x P positions)::
 
-    kl = rec.kl_bits(mu_q, sigma_q, mu_p, sigma_p)
-    plan = rec.plan_blocks(kl, kappa=16)
+    from bbimg.rec import channel_plan as cp
+    order = cp.position_order(P, seed)                      # each latent array is (C, P)[:, order]
+    kl = rec.kl_bits(mu_q, sigma_q, mu_p, sigma_p).reshape(C, P)
+    symbols, exps = cp.channel_plan(kl, kappa, cp.DEFAULT_BLOCK_RATIO)
+    plan = cp.plan_from_channels(symbols, exps, P, kappa)
     idx = rec.encode(mu_q, sigma_q, mu_p, sigma_p, plan, seed)
-    side, payload = rec.encode_plan(plan), rec.encode_indices(idx, plan)
+    side, payload = cp.encode_channel_plan(symbols, exps, kappa), rec.encode_indices(idx, plan)
     # decoder
-    plan = rec.decode_plan(side, n_dims, kappa)
+    plan = cp.plan_from_channels(*cp.decode_channel_plan(side, C, kappa), P, kappa)
     z = rec.decode(mu_p, sigma_p, plan, seed, rec.decode_indices(payload, plan))
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ._sources import source_hash
 
 try:  # BbiError-compatible: corrupt REC data is also a bbimg.format.BbiError
     from bbimg.format import BbiError as _BbiBase
@@ -33,24 +38,17 @@ except Exception:  # pragma: no cover - format.py is stdlib-only and normally im
 
 __all__ = [
     "DEFAULT_KAPPA",
-    "DEFAULT_SLACK",
     "DEFAULT_TEMPERATURE",
-    "DEFAULT_METHOD",
-    "DEFAULT_MAX_BLOCK_LEN",
-    "DEFAULT_BLOCK_COST",
-    "DEFAULT_COMPUTE_COST",
+    "REC_NEAREST_SHIFT",
     "KAPPA_MIN",
-    "MAX_BLOCK_LEN",
     "KAPPA_MAX",
+    "MAX_BLOCK_LEN",
     "RecError",
     "CorruptDataError",
     "BlockPlan",
     "kl_bits",
-    "plan_blocks",
     "encode",
     "decode",
-    "encode_plan",
-    "decode_plan",
     "encode_indices",
     "decode_indices",
     "cuda_available",
@@ -58,20 +56,11 @@ __all__ = [
 ]
 
 #: Bumped together with CORE_API_VERSION in csrc/bindings.cpp.
-_CORE_API_VERSION = 2
+_CORE_API_VERSION = 3
 
 DEFAULT_KAPPA = 16
-DEFAULT_SLACK = 0.0
 #: None: the "nearest" selection rule; a number tau >= 0: the tempered rule (see :func:`encode`).
 DEFAULT_TEMPERATURE: float | None = None
-#: Target shift of the "nearest" rule, measured on Kodak (docs/rec.md section 5).
-REC_NEAREST_SHIFT = 2.0
-DEFAULT_METHOD = "rate"
-DEFAULT_MAX_BLOCK_LEN = 1024
-#: Approximate side-information cost of one block (bits), used by the optimal planner.
-DEFAULT_BLOCK_COST = 4.0
-#: Bits charged per (candidate-dim pair / 2^kappa) by the rate planner (see plan_blocks).
-DEFAULT_COMPUTE_COST = 0.02
 KAPPA_MIN = 8
 KAPPA_MAX = 24
 
@@ -82,17 +71,6 @@ class RecError(ValueError):
 
 class CorruptDataError(RecError, _BbiBase):
     """REC side information or index data is malformed (also a :class:`bbimg.format.BbiError`)."""
-
-
-def _source_hash(csrc: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(csrc.iterdir()):
-        if p.suffix in (".h", ".cpp", ".cu", ".cuh"):
-            h.update(p.name.encode())
-            h.update(b"\0")
-            h.update(p.read_bytes().replace(b"\r\n", b"\n"))
-            h.update(b"\0")
-    return h.hexdigest()[:16]
 
 
 def _load_core():
@@ -110,7 +88,7 @@ def _load_core():
         )
     csrc = Path(__file__).resolve().parents[2] / "csrc"
     if csrc.is_dir() and not os.environ.get("BBIMG_SKIP_STALE_CHECK"):
-        want = _source_hash(csrc)
+        want = source_hash(csrc)
         if _core.source_hash and _core.source_hash != want:
             raise ImportError(
                 f"bbimg._core was built from other sources (hash {_core.source_hash}, csrc/ is "
@@ -123,6 +101,8 @@ def _load_core():
 _core = _load_core()
 #: The engine's cap on one block's length (dims); channel plans never cut longer blocks.
 MAX_BLOCK_LEN: int = int(_core.MAX_BLOCK_LEN)
+#: Target shift of the "nearest" rule (csrc/rec.h), measured on Kodak (docs/rec.md section 5).
+REC_NEAREST_SHIFT: float = float(_core.NEAREST_SHIFT)
 _CoreRecError = _core.RecError
 _CoreCorrupt = _core.CorruptDataError
 
@@ -209,6 +189,23 @@ def _check_threads(threads: object) -> int:
     return int(threads)
 
 
+def _check_temperature(temperature: object) -> float | None:
+    if temperature is None:
+        return None
+    if isinstance(temperature, bool):
+        raise RecError(f"temperature must be a number or None, got {temperature!r}")
+    try:
+        return float(temperature)
+    except (TypeError, ValueError):
+        raise RecError(f"temperature must be a number or None, got {temperature!r}") from None
+
+
+def _check_device(device: object) -> str:
+    if not isinstance(device, str):
+        raise RecError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return device
+
+
 def _vec(x: object, name: str, n: int | None = None) -> np.ndarray:
     """1-D float32 contiguous array (float64 accepted and converted)."""
     try:
@@ -258,43 +255,6 @@ def kl_bits(mu_q, sigma_q, mu_p, sigma_p) -> np.ndarray:
     return np.maximum(nats, 0.0) / math.log(2.0)
 
 
-def plan_blocks(kl_bits, kappa: int = DEFAULT_KAPPA, max_block_len: int = DEFAULT_MAX_BLOCK_LEN,
-                slack: float = DEFAULT_SLACK, method: str = DEFAULT_METHOD,
-                block_cost: float = DEFAULT_BLOCK_COST,
-                compute_cost: float = DEFAULT_COMPUTE_COST) -> BlockPlan:
-    """Cut dims (in the given order) into contiguous blocks of KL <= kappa - slack bits.
-
-    A single dim with more KL forms its own block. Block b gets
-    k_b = clip(ceil(KL_b + slack), 0, kappa) index bits. ``method="greedy"`` packs each block
-    as far as it goes; ``"optimal"`` picks the cuts minimising sum_b k_b + block_cost * n_blocks
-    exactly (dynamic programme: least index bits); ``"rate"`` (default) minimises index bits
-    plus the estimated side-information bits of each block's length and exponent symbols,
-    which gives the smallest total (index + :func:`encode_plan`) size. ``block_cost`` is used
-    by ``"optimal"`` only. ``compute_cost`` (``"rate"`` only) charges
-    compute_cost * len_b * 2^(k_b - kappa) bits per block for its scoring work, so that runs of
-    ~0-KL dims are not merged into expensive k = kappa blocks (costs well under 1% of rate).
-    """
-    kappa = _check_kappa(kappa)
-    kl = np.asarray(kl_bits)
-    if kl.ndim != 1 or kl.dtype.kind not in "fiu":
-        raise RecError("kl_bits must be a 1-D real array")
-    kl = np.ascontiguousarray(kl, dtype=np.float64)
-    methods = {"greedy": 0, "optimal": 1, "rate": 2}
-    if method not in methods:
-        raise RecError(f"method must be one of {sorted(methods)}, got {method!r}")
-    if isinstance(max_block_len, bool) or not isinstance(max_block_len, (int, np.integer)):
-        raise RecError("max_block_len must be an int")
-    try:
-        slack = float(slack)
-        block_cost = float(block_cost)
-        compute_cost = float(compute_cost)
-    except (TypeError, ValueError):
-        raise RecError("slack and block_cost must be numbers") from None
-    lens, ks = _call(_core.plan_blocks, kl, kappa, int(max_block_len), slack,
-                     methods[method], block_cost, compute_cost)
-    return BlockPlan(lens, ks, kappa)
-
-
 def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int, *,
            temperature: float | None = DEFAULT_TEMPERATURE, threads: int | None = None,
            device: str = "cpu") -> np.ndarray:
@@ -318,30 +278,24 @@ def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int, *,
     """
     mq, sq, mp, sp = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
     plan = _check_plan(plan, mq.shape[0])
-    seed = _check_seed(seed)
-    if temperature is None:
-        selection, tau = "nearest", 0.0
-    else:
-        if isinstance(temperature, bool):
-            raise RecError(f"temperature must be a number or None, got {temperature!r}")
-        try:
-            tau = float(temperature)
-        except (TypeError, ValueError):
-            raise RecError(f"temperature must be a number or None, got {temperature!r}") from None
-        selection = "tempered"
-    return _call(_core.encode, mq, sq, mp, sp, plan.lengths, plan.exponents, plan.kappa, seed, tau,
-                 _check_threads(threads), device, selection, REC_NEAREST_SHIFT)
+    return _call(_core.encode, mq, sq, mp, sp, plan.lengths, plan.exponents, plan.kappa,
+                 _check_seed(seed), _check_temperature(temperature), _check_threads(threads),
+                 _check_device(device))
 
 
-def decode(mu_p, sigma_p, plan: BlockPlan, seed: int, indices, threads: int | None = None) -> np.ndarray:
-    """Regenerate the selected candidates: float32 [n_dims] samples z = mu_p + sigma_p * eps."""
+def decode(mu_p, sigma_p, plan: BlockPlan, seed: int, indices, *, threads: int | None = None,
+           device: str = "cpu") -> np.ndarray:
+    """Regenerate the selected candidates: float32 [n_dims] samples z = mu_p + sigma_p * eps.
+
+    Decoding is O(n) and runs on the CPU for either ``device``; "cuda" is accepted (and checked)
+    so that a caller passes one device to both directions."""
     mp = _vec(mu_p, "mu_p")
     sp = _vec(sigma_p, "sigma_p", mp.shape[0])
     plan = _check_plan(plan, mp.shape[0])
     seed = _check_seed(seed)
     idx = _indices(indices, plan)
     return _call(_core.decode, mp, sp, plan.lengths, plan.exponents, plan.kappa, seed, idx,
-                 _check_threads(threads))
+                 _check_threads(threads), _check_device(device))
 
 
 def _indices(indices, plan: BlockPlan) -> np.ndarray:
@@ -359,21 +313,6 @@ def _indices(indices, plan: BlockPlan) -> np.ndarray:
             raise RecError(f"index {int(idx[b])} of block {b} is out of range for "
                            f"2^{int(plan.exponents[b])} candidates")
     return np.ascontiguousarray(idx, dtype=np.uint32)
-
-
-def encode_plan(plan: BlockPlan) -> bytes:
-    """Side information: the block lengths and exponents (adaptive range coding)."""
-    plan = _check_plan(plan)
-    return _call(_core.encode_plan, plan.lengths, plan.exponents, plan.kappa, plan.n_dims)
-
-
-def decode_plan(data: bytes, n_dims: int, kappa: int) -> BlockPlan:
-    """Inverse of :func:`encode_plan`; raises :class:`CorruptDataError` on malformed data."""
-    kappa = _check_kappa(kappa)
-    if isinstance(n_dims, bool) or not isinstance(n_dims, (int, np.integer)) or n_dims < 0:
-        raise RecError(f"n_dims must be a non-negative int, got {n_dims!r}")
-    lens, ks = _call(_core.decode_plan, bytes(data), int(n_dims), kappa)
-    return BlockPlan(lens, ks, kappa)
 
 
 def encode_indices(indices, plan: BlockPlan) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bbimg.rec import BlockPlan
+from bbimg.rec import REC_NEAREST_SHIFT, BlockPlan
 
 M0, M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 W0, W1 = 0x9E3779B9, 0xBB67AE85
@@ -160,50 +160,50 @@ def decode(mu_p, sigma_p, plan: BlockPlan, seed: int, indices) -> np.ndarray:
 NEAREST_WEIGHT_POWER = 0.8  # REC_NEAREST_WEIGHT_POWER in csrc/rec.h
 
 
-def nearest_target(mq, sq, mp, sp, shift: float) -> tuple[np.ndarray, np.ndarray]:
-    """(target t, weight w) of the "nearest" rule, float64: score = -0.5 sum w (z - t)^2."""
+def nearest_target(mq, sq, mp, sp, shift: float = REC_NEAREST_SHIFT) -> tuple[np.ndarray, np.ndarray]:
+    """(target t, weight w) of the "nearest" rule, float64: score = -0.5 sum w (z - t)^2.
+
+    ``shift`` is the engine's constant unless a measurement asks what another value does."""
     r2 = (sp / sq) ** 2
     w = (np.maximum(r2 - 1.0, 1e-8) / sp**2) ** NEAREST_WEIGHT_POWER
     return mq + shift * (mq - mp) / np.maximum(r2, 1.0), w
 
 
 def log_weights(mu_q, sigma_q, mu_p, sigma_p, z: np.ndarray, start: int,
-                temperature: float = 1.0, selection: str = "power", shift: float = 0.0) -> np.ndarray:
+                temperature: float | None = None) -> np.ndarray:
     """Selection score up to a constant (float64) of candidates z [N, L] of dims [start, start+L).
 
-    power: log(q/p) / tau; tempered: log(q) / tau - log(p); tau = 0 means no 1/tau scaling and,
-    for tempered, no -log p term (the argmax is what matters); nearest: -0.5 sum w (z - t)^2.
+    temperature None ("nearest"): -0.5 sum w (z - t)^2; tau: log(q) / tau - log(p), where
+    tau = 0 means no 1/tau scaling and no -log p term (the argmax is what matters).
     """
     L = z.shape[1]
     sl = slice(start, start + L)
     mq, sq, mp, sp = (np.asarray(a, np.float64)[sl] for a in (mu_q, sigma_q, mu_p, sigma_p))
     z = z.astype(np.float64)
-    if selection == "nearest":
-        t, w = nearest_target(mq, sq, mp, sp, shift)
+    if temperature is None:
+        t, w = nearest_target(mq, sq, mp, sp)
         return -0.5 * (w * (z - t) ** 2).sum(axis=1)
     lq = (-0.5 * ((z - mq) / sq) ** 2).sum(axis=1)
     lp = (-0.5 * ((z - mp) / sp) ** 2).sum(axis=1)
     inv = 1.0 / temperature if temperature > 0 else 1.0
-    if selection == "power":
-        return (lq - lp) * inv
     return lq * inv - (lp if temperature > 0 else 0.0)
 
 
-def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int, temperature: float = 0.0,
-           blocks=None, group: int = 256, selection: str | None = None, shift: float = 2.0) -> np.ndarray:
+def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int, *, temperature: float | None = None,
+           blocks=None, group: int = 256, shift: float = REC_NEAREST_SHIFT) -> np.ndarray:
     """Vectorised reference encoder over ``blocks`` (default all): indices (int64, -1 elsewhere).
 
     Shared-pool candidates, float64 scores a*E^2 + c*E by matmul on groups of blocks of equal
-    k sorted by length (zero padding), then argmax (tau = 0) or inverse-CDF sampling of the
-    selection weights (see bbimg.rec.encode) with the block's Philox uniform (tau > 0).
+    k sorted by length (zero padding), then argmax (nearest rule, tau = 0) or inverse-CDF
+    sampling of the tempered weights (see bbimg.rec.encode) with the block's Philox uniform
+    (tau > 0). ``shift``: the nearest rule's target shift (the engine's constant by default).
     """
     mq, sq, mp, sp = (np.asarray(a, np.float64) for a in (mu_q, sigma_q, mu_p, sigma_p))
     starts = plan.starts
     blocks = np.arange(plan.n_blocks) if blocks is None else np.asarray(blocks)
     out = np.full(plan.n_blocks, -1, np.int64)
-    tau = float(temperature)
-    if selection is None:  # as bbimg.rec.encode
-        selection = "nearest" if tau == 0.0 else "tempered"
+    nearest = temperature is None
+    tau = 0.0 if nearest else float(temperature)
     # per-block weights in pool-column order
     A, C = {}, {}
     for b in blocks:
@@ -211,14 +211,13 @@ def encode(mu_q, sigma_q, mu_p, sigma_p, plan: BlockPlan, seed: int, temperature
         s, L = int(starts[b]), int(plan.lengths[b])
         perm, sign = block_perm_signs(seed, b, L)
         r = sp[s:s + L] / sq[s:s + L]
-        if selection == "nearest":  # -0.5 w (sigma_p eps - (t - mu_p))^2, expanded in eps
+        if nearest:  # -0.5 w (sigma_p eps - (t - mu_p))^2, expanded in eps
             t, w = nearest_target(mq[s:s + L], sq[s:s + L], mp[s:s + L], sp[s:s + L], shift)
             a = -0.5 * w * sp[s:s + L] ** 2
             c = w * sp[s:s + L] * (t - mp[s:s + L]) * sign
         else:
             inv = 1.0 / tau if tau > 0 else 1.0
-            a_p = (0.5 if tau > 0 else 0.0) if selection == "tempered" else 0.5 * inv
-            a = a_p - 0.5 * inv * r * r
+            a = (0.5 if tau > 0 else 0.0) - 0.5 * inv * r * r
             c = r * (mq[s:s + L] - mp[s:s + L]) / sq[s:s + L] * sign * inv
         A[b] = np.zeros(L)
         C[b] = np.zeros(L)
