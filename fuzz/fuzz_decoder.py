@@ -10,7 +10,6 @@ legitimately takes longer than libFuzzer's 5 s timeout: ``fuzz/run.py decoder --
 decodes such files in capped subprocesses). A share of the mutants claim large sizes
 (``harness.resize``). torch runs on one thread.
 """
-import random
 import sys
 from pathlib import Path
 
@@ -41,21 +40,6 @@ def test_one_input(data: bytes) -> None:
 _seeds: list[bytes] = []
 
 
-def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-    """libFuzzer's byte mutations (CRCs then fixed most of the time) or the structure-aware
-    mutator of fuzz/harness.py, applied to the input or, to keep reaching deep, to a seed file."""
-    rng = random.Random(seed)
-    r = rng.random()
-    if r < 0.3 and _seeds:
-        return harness.mutate_sizes(rng.choice(_seeds), rng, None, max_size)
-    if r < 0.6:
-        return harness.mutate_sizes(data, rng, None, max_size)
-    out = atheris.Mutate(data, max_size)
-    if rng.random() < 0.7:
-        out = harness.fix_crcs(out)
-    return out[:max_size]
-
-
 def _report() -> None:
     print(f"#{sum(_outcomes.values())} decoder outcomes: {dict(sorted(_outcomes.items()))}", file=sys.stderr, flush=True)
 
@@ -69,7 +53,7 @@ def main() -> None:
     harness.limit_memory()
     _seeds.extend(p.read_bytes() for a in sys.argv[1:] if not a.startswith("-")
                   for p in sorted(Path(a).glob("seed-*.bbi")))
-    atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
+    atheris.Setup(sys.argv, test_one_input, custom_mutator=harness.seeded_mutator(harness.mutate_sizes, _seeds, atheris.Mutate, 0.7))
     atheris.Fuzz()
 
 
