@@ -120,14 +120,18 @@ class HierarchicalVAE(nn.Module):
                 h = self.g_a_act[i](h) * g + b
         return _split_gaussian(h, self.cfg.latent_gain)
 
-    def encode_z(self, y_mean: torch.Tensor, film) -> Gaussian:
-        h = y_mean / self.cfg.latent_gain
-        for i, layer in enumerate(self.h_a):
+    @staticmethod
+    def _hyper_stack(layers: nn.ModuleList, h: torch.Tensor, film) -> torch.Tensor:
+        """A hyper transform: its layers with a FiLM-modulated leaky ReLU between them."""
+        for i, layer in enumerate(layers):
             h = layer(h)
-            if i < 2:
+            if i < len(layers) - 1:
                 g, b = film[i]
                 h = F.leaky_relu(h, 0.1) * g + b
-        return _split_gaussian(h, self.cfg.latent_gain)
+        return h
+
+    def encode_z(self, y_mean: torch.Tensor, film) -> Gaussian:
+        return _split_gaussian(self._hyper_stack(self.h_a, y_mean / self.cfg.latent_gain, film), self.cfg.latent_gain)
 
     def prior_z(self, film_z, shape) -> Gaussian:
         g, b = film_z
@@ -136,12 +140,7 @@ class HierarchicalVAE(nn.Module):
         return _split_gaussian(params, self.cfg.latent_gain, self.cfg.latent_gain)
 
     def prior_y(self, z: torch.Tensor, film) -> Gaussian:
-        h = z / self.cfg.latent_gain
-        for i, layer in enumerate(self.h_s):
-            h = layer(h)
-            if i < 2:
-                g, b = film[i]
-                h = F.leaky_relu(h, 0.1) * g + b
+        h = self._hyper_stack(self.h_s, z / self.cfg.latent_gain, film)
         return _split_gaussian(h, self.cfg.latent_gain, self.cfg.latent_gain)
 
     def decode(self, y: torch.Tensor, film) -> torch.Tensor:
