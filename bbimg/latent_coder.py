@@ -150,7 +150,7 @@ class LatentCoder:
             indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, self.seed, temperature=self.temperature,
                                  device=self.device)
             del mu_q, sd_q
-            flat = rec.decode(mu_p, sd_p, plan, self.seed, indices)
+            flat = rec.decode(mu_p, sd_p, plan, self.seed, indices, device=self.device)
             if mask is not None:
                 np.copyto(flat, mu_p, where=mask)
             sample = _unordered(flat, order, shape)
@@ -172,7 +172,7 @@ class LatentCoder:
         try:
             plan = read_plan(container.section(self._tag("PLN")), shape[1], order.size, self.kappa)
             indices = rec.decode_indices(container.section(self._tag("IDX")), plan)
-            sample = rec.decode(mu_p, sd_p, plan, self.seed, indices)
+            sample = rec.decode(mu_p, sd_p, plan, self.seed, indices, device=self.device)
             if skip is not None:
                 channels = shape[1]
                 symbols = prior_skip.decode_skip(skip, channels)
