@@ -3,12 +3,14 @@ trade-offs (bench/results/rec_fidelity.csv).
 
     python bench/rec_bench.py [--quick] [--threads N]
 
-Problems are synthetic Gaussian posteriors/priors built from a target per-dim KL profile:
-``kodak`` is the size of a Kodak image's latent (300,000 dims, 200,000 bits of KL) as 200 channels
-of 1,500 positions, ~40% of the channels at ~0 KL and the other dims log-uniform in 0.05..6 bits,
-coded with the codec's per-channel plans (``bbimg.rec.channel_plan``, the default setting);
-``kodak_perblock`` (~0-KL dims scattered) and ``kodak_runs_perblock`` (in whole channels) code the
-same sizes with the per-block planner ``plan_blocks``; ``small`` is a quick problem.
+Problems are synthetic Gaussian posteriors/priors built from a target per-dim KL profile, laid
+out as channels x positions and coded as the codec codes a latent level: positions in the seeded
+order, per-channel plans (``bbimg.rec.channel_plan``, default block ratio). ``kodak`` is the size
+of a Kodak image's latent (300,000 dims, 200,000 bits of KL) as 200 channels of 1,500 positions,
+~40% of the channels at ~0 KL and the other dims log-uniform in 0.05..6 bits; ``small`` is a
+quick problem (20 channels). Each runs with the codec's "nearest" rule and the tau = 1 sample.
+The fidelity table compares the selection rules ("nearest"; tempered at tau 0 and 1) over kappa
+and the block ratio.
 
 Alongside the engine it times a vectorised NumPy reference of the same algorithm (shared
 Philox pool, float64 matmul scoring per group of blocks, argmax) on a subset of blocks and
@@ -39,13 +41,10 @@ from bbimg.rec import reference as R  # noqa: E402
 OUT = ROOT / "bench" / "results"
 
 
-def kl_profile(n: int, total: float, zero_frac: float = 0.4, runs: bool = False, seed: int = 0) -> np.ndarray:
+def kl_profile(n: int, total: float, positions: int, zero_frac: float = 0.4, seed: int = 0) -> np.ndarray:
+    """Per-dim KL of n // positions channels: ~zero_frac of the channels at ~0 KL."""
     rng = np.random.default_rng(seed)
-    if runs:  # ~0-KL dims as whole "channels" of 1500 dims
-        ch = rng.random((n + 1499) // 1500) < zero_frac
-        zero = np.repeat(ch, 1500)[:n]
-    else:
-        zero = rng.random(n) < zero_frac
+    zero = np.repeat(rng.random(n // positions) < zero_frac, positions)
     kl = np.empty(n)
     kl[zero] = 10 ** rng.uniform(-5, -2.5, zero.sum())
     kl[~zero] = np.exp(rng.uniform(math.log(0.05), math.log(6.0), (~zero).sum()))
@@ -90,36 +89,40 @@ def work(plan: rec.BlockPlan) -> float:
     return float(((1 << plan.exponents.astype(np.int64)) * plan.lengths).sum())
 
 
-def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac, planner="rate", channels=200):
-    """``planner="rate"``: per-block plan (bbimg.rec.plan_blocks); ``"channels"``: the codec's
-    per-channel plan (bbimg.rec.channel_plan) over ``channels`` equal channels in seeded order."""
-    mq, sq, mp, sp = gaussians(kl0)
-    if planner == "channels":
-        positions = kl0.size // channels
-        order = CP.position_order(positions, 1234)
-        perm = (np.arange(channels)[:, None] * positions + order[None, :]).reshape(-1)
-        mq, sq, mp, sp = (a[perm] for a in (mq, sq, mp, sp))
+def _rule(tau: float | None) -> str:
+    return "nearest" if tau is None else f"tempered tau={tau:g}"
+
+
+def channel_layout(kl0: np.ndarray, positions: int, seed: int = 1):
+    """q, p with the given KL, each channel's positions in the codec's seeded order."""
+    mq, sq, mp, sp = gaussians(kl0, seed)
+    channels = kl0.size // positions
+    order = CP.position_order(positions, 1234)
+    perm = (np.arange(channels)[:, None] * positions + order[None, :]).reshape(-1)
+    return [a[perm] for a in (mq, sq, mp, sp)]
+
+
+def channel_plan(kl: np.ndarray, positions: int, kappa: int, ratio: float = CP.DEFAULT_BLOCK_RATIO):
+    """(plan, side bytes, decoder's plan reader) as the codec plans a level."""
+    channels = kl.size // positions
+    symbols, exps = CP.channel_plan(kl.reshape(channels, positions), kappa, ratio)
+    side = CP.encode_channel_plan(symbols, exps, kappa)
+
+    def read_plan():
+        return CP.plan_from_channels(*CP.decode_channel_plan(side, channels, kappa), positions, kappa)
+    return CP.plan_from_channels(symbols, exps, positions, kappa), side, read_plan
+
+
+def run_problem(name, kl0, positions, kappa, threads, tau, reps, numpy_frac):
+    mq, sq, mp, sp = channel_layout(kl0, positions)
     kl = rec.kl_bits(mq, sq, mp, sp)
     t0 = time.perf_counter()
-    if planner == "channels":
-        symbols, exps = CP.channel_plan(kl.reshape(channels, positions), kappa, CP.DEFAULT_BLOCK_RATIO)
-        plan = CP.plan_from_channels(symbols, exps, positions, kappa)
-        side = CP.encode_channel_plan(symbols, exps, kappa)
-
-        def read_plan():
-            return CP.plan_from_channels(*CP.decode_channel_plan(side, channels, kappa), positions, kappa)
-    else:
-        plan = rec.plan_blocks(kl, kappa)
-        side = rec.encode_plan(plan)
-
-        def read_plan():
-            return rec.decode_plan(side, plan.n_dims, kappa)
+    plan, side, read_plan = channel_plan(kl, positions, kappa)
     t_plan = time.perf_counter() - t0
     enc = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        idx = rec.encode(mq, sq, mp, sp, plan, seed=1234, temperature=tau, threads=threads,
-                         selection="tempered")
+        idx = rec.encode(mq, sq, mp, sp, plan, seed=1234, temperature=tau, threads=threads)
         enc.append(time.perf_counter() - t0)
     payload = rec.encode_indices(idx, plan)
     dec = []
@@ -135,7 +138,7 @@ def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac, planner="rate"
     blocks = np.arange(0, plan.n_blocks, step)
     sub = rec.BlockPlan(plan.lengths[blocks], plan.exponents[blocks], kappa)
     t0 = time.perf_counter()
-    R.encode(mq, sq, mp, sp, plan, 1234, tau, blocks=blocks, selection="tempered")
+    R.encode(mq, sq, mp, sp, plan, 1234, temperature=tau, blocks=blocks)
     t_np = (time.perf_counter() - t0) * work(plan) / max(work(sub), 1.0)
     w = work(plan)
     enc_s = min(enc)
@@ -146,7 +149,8 @@ def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac, planner="rate"
         "index_over_kl": round(plan.index_bits / kl.sum(), 4),
         "side_pct_of_kl": round(800 * len(side) / kl.sum(), 2),
         "total_over_kl": round((plan.index_bits + 8 * len(side)) / kl.sum(), 4),
-        "blocks": plan.n_blocks, "method": planner if planner == "channels" else rec.DEFAULT_METHOD, "slack": rec.DEFAULT_SLACK, "temperature": tau, "threads": threads or os.cpu_count(),
+        "blocks": plan.n_blocks, "block_ratio": CP.DEFAULT_BLOCK_RATIO, "rule": _rule(tau),
+        "threads": threads or os.cpu_count(),
         "plan_s": round(t_plan, 4), "gflops": round(4 * w / enc_s / 1e9, 1),
         "numpy_encode_s": round(t_np, 2),
         "numpy_note": f"reference on every {step}th block ({len(blocks)} blocks), extrapolated by work",
@@ -155,24 +159,23 @@ def run_problem(name, kl0, kappa, threads, tau, reps, numpy_frac, planner="rate"
     }
 
 
-def fidelity_table(n, total, kappas, slacks, taus, threads):
-    mq, sq, mp, sp = gaussians(kl_profile(n, total, seed=5), seed=6)
+def fidelity_table(n, total, positions, kappas, ratios, taus, threads):
+    mq, sq, mp, sp = channel_layout(kl_profile(n, total, positions, seed=5), positions, seed=6)
     kl = rec.kl_bits(mq, sq, mp, sp)
     active = kl > 0.05
     rows = []
     for kappa in kappas:
-        for slack in slacks:
-            plan = rec.plan_blocks(kl, kappa, slack=slack)
-            side = 8 * len(rec.encode_plan(plan))
-            for tau, sel in taus:
+        for ratio in ratios:
+            plan, side, _ = channel_plan(kl, positions, kappa, ratio)
+            side = 8 * len(side)
+            for tau in taus:
                 t0 = time.perf_counter()
-                idx = rec.encode(mq, sq, mp, sp, plan, seed=77, temperature=tau, threads=threads,
-                                 selection=sel)
+                idx = rec.encode(mq, sq, mp, sp, plan, seed=77, temperature=tau, threads=threads)
                 te = time.perf_counter() - t0
                 z = rec.decode(mp, sp, plan, 77, idx)
                 e2 = ((z - mq) / sq) ** 2
                 rows.append({
-                    "kappa": kappa, "slack": slack, "temperature": tau, "selection": sel,
+                    "kappa": kappa, "block_ratio": ratio, "rule": _rule(tau),
                     "index_overhead_pct": round(100 * (plan.index_bits / kl.sum() - 1), 2),
                     "side_pct": round(100 * side / kl.sum(), 2),
                     "total_overhead_pct": round(100 * ((plan.index_bits + side) / kl.sum() - 1), 2),
@@ -181,11 +184,12 @@ def fidelity_table(n, total, kappas, slacks, taus, threads):
                     "nmse_to_mean": round(float(((z - mq) ** 2).sum() / (sq.astype(np.float64) ** 2).sum()), 4),
                     "encode_s": round(te, 3), "dims": n, "kl_bits": round(float(kl.sum()), 1),
                 })
-                print("  kappa %2d slack %.1f tau %.0f %-8s: index +%5.2f%%  side %5.2f%%  total +%5.2f%%  "
+                r = rows[-1]
+                print("  kappa %2d ratio %.1f %-17s: index %+6.2f%%  side %5.2f%%  total %+6.2f%%  "
                       "fidelity %.3f (active %.3f)  nmse %.3f  %.2fs" % (
-                          kappa, slack, tau, sel, rows[-1]["index_overhead_pct"], rows[-1]["side_pct"],
-                          rows[-1]["total_overhead_pct"], rows[-1]["fidelity"],
-                          rows[-1]["fidelity_active"], rows[-1]["nmse_to_mean"], te), flush=True)
+                          kappa, ratio, r["rule"], r["index_overhead_pct"], r["side_pct"],
+                          r["total_overhead_pct"], r["fidelity"], r["fidelity_active"], r["nmse_to_mean"],
+                          te), flush=True)
     return rows
 
 
@@ -211,33 +215,30 @@ def main() -> None:
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')!r}")
     gflops = gemm_rate(1536 if args.quick else 3072)
     print(f"numpy fp32 GEMM: {gflops:.1f} GFLOP/s")
-    probs = [("small", kl_profile(30_000, 20_000.0), 12, "rate")]
-    if not args.quick:
-        # "kodak": the codec's setting (per-channel plans, 200 channels x 1500 positions, ~40% of
-        # the channels silent); the per-block planner on the same sizes for comparison.
-        probs += [("kodak", kl_profile(300_000, 200_000.0, runs=True), 16, "channels"),
-                  ("kodak_perblock", kl_profile(300_000, 200_000.0), 16, "rate"),
-                  ("kodak_runs_perblock", kl_profile(300_000, 200_000.0, runs=True), 16, "rate")]
+    # (name, KL per dim, positions per channel, kappa)
+    probs = [("small", kl_profile(30_000, 20_000.0, 1500), 1500, 12)]
+    if not args.quick:  # the codec's setting on a Kodak-sized latent level
+        probs += [("kodak", kl_profile(300_000, 200_000.0, 1500), 1500, 16)]
     rows = []
-    for name, kl0, kappa, planner in probs:
-        for tau in (0.0, 1.0):
-            r = run_problem(name, kl0, kappa, args.threads, tau, args.reps, 0.02 if kappa >= 16 else 0.2, planner)
+    for name, kl0, positions, kappa in probs:
+        for tau in (None, 1.0):
+            r = run_problem(name, kl0, positions, kappa, args.threads, tau, args.reps,
+                            0.02 if kappa >= 16 else 0.2)
             r["gemm_gflops"] = round(gflops, 1)
             r["gemm_fraction"] = round(r["gflops"] / gflops, 3)
             r["loadavg"] = round(os.getloadavg()[0], 2)
             rows.append(r)
-            print(f"{name:11s} tau={tau:.0f} dims={r['dims']} KL={r['kl_bits']:.0f} kappa={kappa}: "
+            print(f"{name:6s} {r['rule']:17s} dims={r['dims']} KL={r['kl_bits']:.0f} kappa={kappa}: "
                   f"encode {r['encode_s']:.3f}s decode {r['decode_s']:.4f}s | index {r['bits']} bits "
-                  f"({r['index_over_kl']:.4f}x KL) side {r['side_bits']} bits ({r['side_pct_of_kl']:.1f}%) "
+                  f"({r['index_over_kl']:.4f}x KL) side {r['side_bits']} bits ({r['side_pct_of_kl']:.2f}%) "
                   f"total {r['total_over_kl']:.3f}x | {r['gflops']:.1f} GFLOP/s = "
                   f"{100 * r['gemm_fraction']:.0f}% of numpy GEMM | numpy reference ~{r['numpy_encode_s']:.1f}s "
                   f"({r['numpy_note']}) | fidelity {r['fidelity']:.3f}", flush=True)
     write_csv(OUT / "rec_bench.csv", rows)
-    print("fidelity table (60,000 dims, 40,000 bits; slack: blocks packed to KL <= kappa - slack):")
     n, total = (20_000, 13_000.0) if args.quick else (60_000, 40_000.0)
+    print(f"fidelity table ({n:,} dims, {total:,.0f} bits, channels of 1,000 positions):")
     kappas = (10, 12) if args.quick else (10, 12, 14, 16)
-    sel = ((0.0, "tempered"), (0.0, "power"), (0.0, "nearest"), (1.0, "tempered"))  # tau = 1 is the same for both rules
-    fid = fidelity_table(n, total, kappas, (0.0, 0.5, 1.0, 2.0), sel, args.threads)
+    fid = fidelity_table(n, total, 1000, kappas, (0.8, 1.0, 1.1, 1.3), (None, 0.0, 1.0), args.threads)
     write_csv(OUT / "rec_fidelity.csv", fid)
     print(f"wrote {OUT / 'rec_bench.csv'} and {OUT / 'rec_fidelity.csv'}")
 
