@@ -16,6 +16,8 @@
 namespace bbimg {
 namespace {
 
+// Bit casts, float <-> uint32: a deliberate host/device twin (memcpy on the host, the CUDA
+// intrinsics on the device).
 BB_HD uint32_t f2u(float f) {
 #if defined(__CUDA_ARCH__)
     return __float_as_uint(f);

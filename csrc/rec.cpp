@@ -123,21 +123,9 @@ void weights_generic(const float* x, int64_t rows, float m, float* w, float* v) 
     for (int64_t i = 0; i < rows / 8; ++i) v[i] = tree8(w + 8 * i);
 }
 
-void argmax_generic(const float* x, int64_t rows, float* m, int64_t* idx) {
-    float best = x[0];
-    int64_t bi = 0;
-    for (int64_t r = 1; r < rows; ++r)
-        if (x[r] > best) {
-            best = x[r];
-            bi = r;
-        }
-    *m = best;
-    *idx = bi;
-}
-
 const RecKernels kGeneric = {"generic",          gen_pool_generic, gen_private_generic,
                              score_group_generic, score_single_generic, weights_generic,
-                             argmax_generic};
+                             first_argmax};
 
 std::atomic<const RecKernels*> g_kernels{nullptr};
 

@@ -169,6 +169,9 @@ AVX2_KERNEL void score_group_avx2(const float* E, const float* E2, int64_t ld, i
             const float* ep = E + r;
             const float* wa = WA + g;
             const float* wc = WC + g;
+            // Per k, the E^2 x WA half and then the E x WC half: written out twice on purpose
+            // (the SIMD twin of score_group_generic's two fmas per k), so that the 12 named
+            // accumulators stay in registers.
             for (int64_t k = 0; k < P; ++k) {
                 {
                     const __m256 w0 = _mm256_broadcast_ss(wa), w1 = _mm256_broadcast_ss(wa + 1),

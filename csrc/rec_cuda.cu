@@ -106,13 +106,9 @@ __global__ void k_stats(const float* S, int64_t ld, const int64_t* bid, const in
     if (j >= nblk) return;
     const float* x = S + j * ld;
     const int64_t R = nrows[j];
-    float m = x[0];
-    int64_t am = 0;
-    for (int64_t r = 1; r < R; ++r)
-        if (x[r] > m) {
-            m = x[r];
-            am = r;
-        }
+    float m;
+    int64_t am;
+    first_argmax(x, R, &m, &am);
     ChunkStat st;
     st.m = m;
     st.s = 0.0;
@@ -137,6 +133,28 @@ __global__ void k_stats(const float* S, int64_t ld, const int64_t* bid, const in
 }
 
 int64_t round4(int64_t x) { return (x + 3) & ~(int64_t)3; }
+
+// One pass's blocks (pool or private) as device arrays: block id, first dim, length and the
+// candidate rows of one chunk (REC_CHUNK for pool blocks, 2^k for private ones). The host
+// copies stay readable.
+struct DevBlocks {
+    std::vector<int64_t> bid, start;
+    std::vector<int32_t> len, nrows;
+    DevBuf<int64_t> d_bid, d_start;
+    DevBuf<int32_t> d_len, d_nrows;
+    DevBlocks(const RecSetup& S, const std::vector<int64_t>& blocks, bool pool) {
+        for (const int64_t b : blocks) {
+            bid.push_back(b);
+            start.push_back(S.start[b]);
+            len.push_back(S.len[b]);
+            nrows.push_back(pool ? (int32_t)REC_CHUNK : (int32_t)1 << S.k[b]);
+        }
+        d_bid.upload(bid.data(), bid.size());
+        d_start.upload(start.data(), start.size());
+        d_len.upload(len.data(), len.size());
+        d_nrows.upload(nrows.data(), nrows.size());
+    }
+};
 
 }  // namespace
 
@@ -176,22 +194,9 @@ void rec_stats_cuda(const RecSetup& S, std::vector<ChunkStat>& stats) {
     // ---- pool blocks, chunk by chunk (S.pool_blocks is sorted by k descending) ----
     const int64_t np = (int64_t)S.pool_blocks.size();
     if (np > 0) {
-        std::vector<int64_t> start(np), bid(np);
-        std::vector<int32_t> len(np), nrows(np, (int32_t)REC_CHUNK);
+        const DevBlocks blk(S, S.pool_blocks, true);
         std::vector<int64_t> nch(np);
-        for (int64_t q = 0; q < np; ++q) {
-            const int64_t b = S.pool_blocks[q];
-            bid[q] = b;
-            start[q] = S.start[b];
-            len[q] = S.len[b];
-            nch[q] = (int64_t)1 << (S.k[b] - REC_POOL_MIN_BITS);
-        }
-        DevBuf<int64_t> dstart, dbid;
-        DevBuf<int32_t> dlen, dnrows;
-        dstart.upload(start.data(), np);
-        dbid.upload(bid.data(), np);
-        dlen.upload(len.data(), np);
-        dnrows.upload(nrows.data(), np);
+        for (int64_t q = 0; q < np; ++q) nch[q] = (int64_t)1 << (S.k[blk.bid[q]] - REC_POOL_MIN_BITS);
         DevBuf<float> dE, dS, dW, dV;
         DevBuf<ChunkStat> dst(np);
         std::vector<ChunkStat> hst(np);
@@ -200,7 +205,7 @@ void rec_stats_cuda(const RecSetup& S, std::vector<ChunkStat>& stats) {
         for (int64_t c = 0; c < maxch; ++c) {
             while (active > 0 && nch[active - 1] <= c) --active;
             int32_t Pmax = 0;
-            for (int64_t q = 0; q < active; ++q) Pmax = std::max(Pmax, len[q]);
+            for (int64_t q = 0; q < active; ++q) Pmax = std::max(Pmax, blk.len[q]);
             const int64_t groups = round4(Pmax) / 4;
             dE.alloc((size_t)(REC_CHUNK * groups * 4));
             dS.alloc((size_t)(REC_CHUNK * active));
@@ -214,36 +219,22 @@ void rec_stats_cuda(const RecSetup& S, std::vector<ChunkStat>& stats) {
                                                                                groups, dE.p);
             dim3 grid((unsigned)((REC_CHUNK + threads - 1) / threads),
                       (unsigned)std::min<int64_t>(active, 65535));
-            k_score_pool<<<grid, threads>>>(dE.p, REC_CHUNK, dstart.p, dlen.p, active, dA.p, dC.p,
-                                            dS.p);
+            k_score_pool<<<grid, threads>>>(dE.p, REC_CHUNK, blk.d_start.p, blk.d_len.p, active, dA.p,
+                                            dC.p, dS.p);
             k_stats<<<(unsigned)((active + threads - 1) / threads), threads>>>(
-                dS.p, REC_CHUNK, dbid.p, dnrows.p, active, (uint32_t)c, n0, sample, S.seed,
+                dS.p, REC_CHUNK, blk.d_bid.p, blk.d_nrows.p, active, (uint32_t)c, n0, sample, S.seed,
                 sample ? dW.p : nullptr, sample ? dV.p : nullptr, dst.p);
             BB_CK(cudaGetLastError());
             BB_CK(cudaMemcpy(hst.data(), dst.p, active * sizeof(ChunkStat), cudaMemcpyDeviceToHost));
-            for (int64_t q = 0; q < active; ++q) stats[S.stat_off[bid[q]] + c] = hst[q];
+            for (int64_t q = 0; q < active; ++q) stats[S.stat_off[blk.bid[q]] + c] = hst[q];
         }
     }
 
     // ---- private blocks: one chunk each ----
     const int64_t npv = (int64_t)S.private_blocks.size();
     if (npv > 0) {
-        std::vector<int64_t> start(npv), bid(npv);
-        std::vector<int32_t> len(npv), nrows(npv);
-        for (int64_t q = 0; q < npv; ++q) {
-            const int64_t b = S.private_blocks[q];
-            bid[q] = b;
-            start[q] = S.start[b];
-            len[q] = S.len[b];
-            nrows[q] = 1 << S.k[b];
-        }
+        const DevBlocks blk(S, S.private_blocks, false);
         const int64_t ld = 1 << (REC_POOL_MIN_BITS - 1);  // >= every private block's rows
-        DevBuf<int64_t> dstart, dbid;
-        DevBuf<int32_t> dlen, dnrows;
-        dstart.upload(start.data(), npv);
-        dbid.upload(bid.data(), npv);
-        dlen.upload(len.data(), npv);
-        dnrows.upload(nrows.data(), npv);
         DevBuf<float> dS((size_t)(ld * npv)), dW, dV;
         if (sample) {
             dW.alloc((size_t)(ld * npv));
@@ -251,15 +242,15 @@ void rec_stats_cuda(const RecSetup& S, std::vector<ChunkStat>& stats) {
         }
         DevBuf<ChunkStat> dst(npv);
         dim3 grid((unsigned)((ld + threads - 1) / threads), (unsigned)std::min<int64_t>(npv, 65535));
-        k_score_private<<<grid, threads>>>(S.seed, ld, dbid.p, dstart.p, dlen.p, dnrows.p, npv,
-                                           dA.p, dC.p, dS.p);
+        k_score_private<<<grid, threads>>>(S.seed, ld, blk.d_bid.p, blk.d_start.p, blk.d_len.p,
+                                           blk.d_nrows.p, npv, dA.p, dC.p, dS.p);
         k_stats<<<(unsigned)((npv + threads - 1) / threads), threads>>>(
-            dS.p, ld, dbid.p, dnrows.p, npv, 0u, 0u, sample, S.seed, sample ? dW.p : nullptr,
+            dS.p, ld, blk.d_bid.p, blk.d_nrows.p, npv, 0u, 0u, sample, S.seed, sample ? dW.p : nullptr,
             sample ? dV.p : nullptr, dst.p);
         BB_CK(cudaGetLastError());
         std::vector<ChunkStat> hst(npv);
         BB_CK(cudaMemcpy(hst.data(), dst.p, npv * sizeof(ChunkStat), cudaMemcpyDeviceToHost));
-        for (int64_t q = 0; q < npv; ++q) stats[S.stat_off[bid[q]]] = hst[q];
+        for (int64_t q = 0; q < npv; ++q) stats[S.stat_off[blk.bid[q]]] = hst[q];
     }
 }
 

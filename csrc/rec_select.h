@@ -10,6 +10,20 @@
 namespace bbimg {
 namespace {
 
+// Largest value of x[0..rows) and the first index holding it (rows >= 1): the argmax of a
+// chunk's scores, on the CPU (generic kernel set) and in the CUDA statistics kernel alike.
+BB_HD void first_argmax(const float* x, int64_t rows, float* m, int64_t* idx) {
+    float best = x[0];
+    int64_t bi = 0;
+    for (int64_t r = 1; r < rows; ++r)
+        if (x[r] > best) {
+            best = x[r];
+            bi = r;
+        }
+    *m = best;
+    *idx = bi;
+}
+
 // Index in [0, nv*8) picked by target t in the cumulative weights: first the group of 8 whose
 // running sum (over tree8 group sums v, in double, ascending) exceeds t, then the element
 // inside it (running sum of w in double). Float rounding can leave t at or beyond the total;
