@@ -24,7 +24,7 @@ from .geometry import LATENT_STRIDE, padded_size
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
 from .latent_coder import Y_LEVEL, Z_BLOCK_RATIO_GAIN, Z_LEVEL, Gaussian, LatentCoder, read_plan
 from .model_files import DEFAULT_MODEL
-from .rec import DEFAULT_TEMPERATURE, prior_skip
+from .rec import DEFAULT_KAPPA, DEFAULT_TEMPERATURE, prior_skip
 from .rec.channel_plan import DEFAULT_BLOCK_RATIO
 from .transforms import load_transforms
 
@@ -32,7 +32,6 @@ __all__ = ["encode", "decode", "info", "quality_to_t", "EncodeStats", "ImageTooL
            "DEFAULT_KAPPA", "DEFAULT_TEMPERATURE", "MAX_PIXELS", "MAX_DECODE_PIXELS", "ENCODE_STAGES",
            "DECODE_STAGES"]
 
-DEFAULT_KAPPA = 16
 #: The format's own limit on width x height (sides also <= 65535).
 MAX_PIXELS = bbi.MAX_PIXELS
 #: ``decode`` refuses files claiming more pixels than this unless ``max_pixels`` raises it: a guard
