@@ -9,7 +9,7 @@ decode pixel limit, or decoded in a fresh process capped at the documented memor
 that size (:func:`decode_memory_bound`) and a time bound in proportion to the pixels.
 
 Used by ``fuzz_format.py`` / ``fuzz_decoder.py`` (atheris, coverage-guided) and, without atheris, by
-:func:`fuzz_loop` (random mutation), which ``tests/test_hardening.py`` runs for a few seconds.
+:func:`fuzz_loop` (random mutation), which ``tests/test_fuzz.py`` runs for a few seconds.
 """
 from __future__ import annotations
 

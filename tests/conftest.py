@@ -62,3 +62,49 @@ def tiny_model(tmp_path_factory):
 def photo():
     """A 96x80 RGB test image."""
     return Image.fromarray(smooth_image(np.random.default_rng(3), 80, 96))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: on a busy machine more torch intra-op threads only add synchronisation waits
+    (nothing to set where torch is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def tiny_coded(tiny_model):
+    """A small image (72x100) coded for real with the tiny model at quality 60: (bytes, pixels)."""
+    from bbimg import codec
+
+    image = smooth_image(np.random.default_rng(5), 72, 100)
+    return codec.encode(image, 60, model=tiny_model), image
+
+
+@pytest.fixture
+def cli_rejects(tmp_path):
+    """``cli_rejects(data, what)``: ``bbimg decode`` of ``data`` fails with exit status 1, one
+    ``bbimg: error:`` line on stderr, and leaves no output or temporary file behind."""
+    from click.testing import CliRunner
+
+    from bbimg.cli.main import main
+
+    work = tmp_path / "cli_rejects"
+    work.mkdir()
+    src, out = work / "in.bbi", work / "out.png"
+
+    def check(data: bytes, what: str) -> None:
+        src.write_bytes(data)
+        r = CliRunner().invoke(main, ["decode", str(src), str(out)], catch_exceptions=False)
+        assert r.exit_code == 1, (what, r.exit_code, r.output)
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bbimg: error: "), (what, r.stderr)
+        assert sorted(p.name for p in work.iterdir()) == ["in.bbi"], what  # no output, no temp file
+    return check

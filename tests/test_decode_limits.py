@@ -1,0 +1,62 @@
+"""What a file's header can make the decoder do: absurd dimensions are refused from the header
+alone, before any allocation, by every reader and the CLI; the model name in a file never
+reaches the file system as a path.
+
+The large-image memory bounds are measured by bench/large_image.py and tested in tests/test_tiling.py.
+"""
+import dataclasses
+import hashlib
+import struct
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bbimg import codec
+from bbimg import format as bbi
+from bbimg.model_files import DEFAULT_MODEL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hand_made_header(width: int, height: int, name: bytes = DEFAULT_MODEL.encode()) -> bytes:
+    """A file whose header fields are packed by hand (bypassing Header's checks), valid CRCs."""
+    body = struct.pack("<IIIBBfBQBfHB", 0, width, height, 0, 8, 0.5, 50, 0, 16, 1.0, 0, 0)
+    body += bytes([len(name)]) + name + bytes([32]) + bytes(32)
+    size = 12 + len(body) + 4 + 4
+    body = struct.pack("<I", size) + body[4:]
+    head = bbi.MAGIC + bytes([1, 0]) + struct.pack("<H", len(body)) + body
+    head += struct.pack("<I", zlib.crc32(head))
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def test_absurd_dimensions_are_rejected_before_any_allocation(cli_rejects):
+    data = _hand_made_header(65535, 65535)
+    assert bbi.read(_hand_made_header(64, 48)).header.width == 64  # the hand-made layout is right
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    for fn in (bbi.read_header, bbi.read_info, bbi.read, codec.decode, codec.info):
+        with pytest.raises(bbi.BbiError, match="65535x65535 exceeds"):
+            fn(data)
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 0.5 and peak < 1 << 20, (elapsed, peak)
+    cli_rejects(data, "65535x65535 header")
+
+
+def test_model_name_from_a_file_cannot_pick_a_path():
+    """The name in a file must not reach the file system as a path (absolute or with '..')."""
+    weights = ROOT / "bbimg" / "weights" / f"{DEFAULT_MODEL}.pt"
+    digest = hashlib.sha256(weights.read_bytes()).digest()
+    header = dataclasses.replace(bbi.read(_hand_made_header(64, 48)).header, weights_hash=digest)
+    sections = tuple(bbi.Section(t, b"") for t in ("ZPLN", "ZIDX", "YPLN", "YIDX"))
+    with pytest.raises(bbi.BbiError) as plain:  # the installed name gets past the model lookup
+        codec.decode(bbi.write(bbi.Container(header, sections)))
+    assert "not installed" not in str(plain.value)
+    for name in (str(weights)[:-3], f"../weights/{DEFAULT_MODEL}", f"{DEFAULT_MODEL}/../{DEFAULT_MODEL}"):
+        data = bbi.write(bbi.Container(dataclasses.replace(header, model_name=name), sections))
+        with pytest.raises(bbi.BbiError, match="not installed"):
+            codec.decode(data)
