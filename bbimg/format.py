@@ -18,6 +18,7 @@ from typing import NamedTuple
 __all__ = [
     "MAGIC",
     "VERSION",
+    "LATEST_VERSION",
     "MAX_DIMENSION",
     "MAX_PIXELS",
     "MAX_MODEL_NAME_BYTES",
@@ -38,10 +39,16 @@ __all__ = [
     "read_header",
     "read_info",
     "check",
+    "version_for",
+    "decoded_description",
 ]
 
 MAGIC = b"\x89BBI\r\n\x1a\n"
-VERSION = (1, 1)  # (major, minor) this module writes and fully understands
+VERSION = (1, 1)  # (major, minor) written for files without an ALPH section
+LATEST_VERSION = (1, 2)  # the newest version this module writes and fully understands
+#: Sections that need a newer minor version than VERSION: the writer records the lowest that
+#: describes the sections present, so files without them stay readable by older readers.
+_MINOR_OF_TAG = {"ALPH": 2}
 MAX_DIMENSION = 65535
 MAX_PIXELS = 1 << 28
 MAX_MODEL_NAME_BYTES = 64
@@ -58,6 +65,7 @@ KNOWN_TAGS: dict[str, bool] = {
     "YPLN": True,
     "YIDX": True,
     "YSKP": True,
+    "ALPH": True,
     "ICCP": False,
     "EXIF": False,
 }
@@ -85,8 +93,8 @@ class ColourMode(enum.IntEnum):
 
     RGB = 0
     L = 1
-    RGBA = 2  # alpha flattened away at encode
-    LA = 3  # alpha flattened away at encode
+    RGBA = 2  # alpha in the ALPH section (1.2); flattened onto white in files without one
+    LA = 3  # alpha in the ALPH section (1.2); flattened onto white in files without one
     P = 4  # palette, coded as RGB
     CMYK = 5  # converted to RGB at encode
 
@@ -136,7 +144,7 @@ class Header:
     temperature: float  # REC selection temperature, finite and >= 0 (0 = most likely candidate)
     rec_flags: int = 0  # u16; low byte must-understand, none defined in 1.0
     colour_mode: ColourMode = ColourMode.RGB
-    bit_depth: int = 8  # bits per channel of the original, 1..16
+    bit_depth: int = 8  # bits per channel of the original, 1..16 (decoded images have 8)
 
     def __post_init__(self) -> None:
         _require_int("width", self.width, 1, MAX_DIMENSION)
@@ -266,10 +274,18 @@ class Info(NamedTuple):
         return self.total_size * 8 / (self.header.width * self.header.height)
 
 
+def version_for(tags: Iterable[str]) -> tuple[int, int]:
+    """The lowest format version that describes a file with these section tags (VERSION for most
+    files, 1.2 with an ALPH section)."""
+    return VERSION[0], max([VERSION[1], *(_MINOR_OF_TAG.get(t, 0) for t in tags)])
+
+
 def write(container: Container) -> bytes:
-    """Serialise ``container`` as a file of format VERSION. Raises ValueError on invalid input."""
+    """Serialise ``container`` as a file of the version :func:`version_for` gives its sections.
+    Raises ValueError on invalid input."""
     if not isinstance(container, Container):
         raise ValueError("write() takes a Container")
+    version = version_for(s.tag for s in container.sections)
     h = container.header
     name = h.model_name.encode("utf-8")
     body_size = _FIXED.size + 1 + len(name) + 1 + len(h.weights_hash)
@@ -277,7 +293,7 @@ def write(container: Container) -> bytes:
     size += sum(_SECTION.size + len(s.payload) for s in container.sections) + _CRC.size
     if size > MAX_FILE_BYTES:
         raise ValueError(f"file of {size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
-    out = bytearray(_PREFIX.pack(MAGIC, VERSION[0], VERSION[1], body_size))
+    out = bytearray(_PREFIX.pack(MAGIC, version[0], version[1], body_size))
     out += _FIXED.pack(size, h.width, h.height, h.colour_mode, h.bit_depth, h.quality_t, h.quality_q,
                        h.seed, h.kappa, h.temperature, h.rec_flags, len(container.sections))
     out += bytes([len(name)]) + name + bytes([len(h.weights_hash)]) + h.weights_hash
@@ -350,7 +366,7 @@ def _parse_header(data: memoryview) -> tuple[Header, tuple[int, int], int, int, 
     digest = bytes(data[pos + 1 : pos + 1 + hash_len])
     pos += 1 + hash_len
     # A newer minor version may append fields; the CRC above already covers them.
-    if minor <= VERSION[1] and pos != crc_at:
+    if minor <= LATEST_VERSION[1] and pos != crc_at:
         raise BbiError(f"header body has {crc_at - pos} unexpected trailing bytes for version {major}.{minor}")
     try:
         header = Header(width=width, height=height, model_name=name, weights_hash=digest, quality_t=t,
@@ -429,3 +445,34 @@ def read(data: Buffer, *, known_tags: Iterable[str] = ()) -> Container:
             continue
         sections.append(Section(s.tag, bytes(view[s.offset : s.offset + s.length]), s.required))
     return Container(info.header, tuple(sections))
+
+
+#: What the decoder hands back for each colour mode of a file without an ALPH section.
+_DECODED_MODE = {ColourMode.RGB: "RGB", ColourMode.L: "L", ColourMode.RGBA: "RGB", ColourMode.LA: "L",
+                 ColourMode.P: "RGB", ColourMode.CMYK: "RGB"}
+
+
+def decoded_description(header: Header, sections: Iterable[str | Section | SectionInfo]) -> dict:
+    """What decoding the file gives back, from its header and section table alone.
+
+    ``sections``: tags, or the :class:`Section` / :class:`SectionInfo` objects of :func:`read` /
+    :func:`read_info`. Returns ``mode`` (RGB, L, RGBA or LA), ``bit_depth`` (always 8), ``width``,
+    ``height``, ``icc_profile`` (whether one is attached), ``orientation`` (always 1: EXIF
+    orientation is applied before coding), and the original's ``source_mode`` (the header's
+    colour mode) and ``source_bit_depth``. The decoder and ``bbimg info`` both follow it, so they
+    agree. Raises BbiError for an ALPH section in a file whose colour mode has no alpha.
+    """
+    tags: set[str] = set()
+    icc = False
+    for s in sections:
+        tag = s if isinstance(s, str) else s.tag
+        tags.add(tag)
+        if tag == "ICCP":
+            icc = isinstance(s, str) or (s.length if isinstance(s, SectionInfo) else len(s.payload)) > 0
+    mode = _DECODED_MODE[header.colour_mode]
+    if "ALPH" in tags:
+        if header.colour_mode not in (ColourMode.RGBA, ColourMode.LA):
+            raise BbiError(f"corrupt file: ALPH section in a file of colour mode {header.colour_mode.name}")
+        mode += "A"
+    return dict(mode=mode, bit_depth=8, width=header.width, height=header.height, icc_profile=icc,
+                orientation=1, source_mode=header.colour_mode.name, source_bit_depth=header.bit_depth)

@@ -99,7 +99,9 @@ def test_round_trip(header: Header, sections: list[Section]) -> None:
     assert bbi.read_header(blob) == header
     assert bbi.read_header(blob[: header_end(blob) + 4]) == header  # header-only prefix is enough
     info = bbi.read_info(blob)
-    assert info.header == header and info.total_size == len(blob) and info.version == bbi.VERSION
+    expected_version = (1, 2) if any(s.tag == "ALPH" for s in sections) else (1, 1)
+    assert info.header == header and info.total_size == len(blob) and info.version == expected_version
+    assert blob[8:10] == bytes(expected_version)
     assert [(s.tag, s.length, s.required) for s in info.sections] == \
         [(s.tag, len(s.payload), s.required) for s in sections]
     for s, si in zip(sections, info.sections):
@@ -400,3 +402,88 @@ def test_section_and_container_value_errors() -> None:
         Container(make_header(), [Section(f"x{i:03d}", b"", False) for i in range(65)])
     with pytest.raises(ValueError):
         bbi.write(make_header())
+
+
+# ---------------------------------------------------------------- ALPH and version 1.2
+
+def alpha_file(mode: ColourMode = ColourMode.RGBA, alph: bytes | None = b"\x00\xff", **kw) -> bytes:
+    sections = [Section("ZPLN", b"\x01\x02"), Section("ZIDX", b"abc"), Section("YPLN", b""),
+                Section("YIDX", b"\xff" * 5), Section("YSKP", b"\x07")]
+    if alph is not None:
+        sections.append(Section("ALPH", alph))
+    return bbi.write(Container(make_header(colour_mode=mode, **kw), sections))
+
+
+def test_alph_is_a_known_required_section() -> None:
+    assert bbi.KNOWN_TAGS["ALPH"] is True
+    with pytest.raises(ValueError, match="required"):
+        Section("ALPH", b"", required=False)
+    blob = alpha_file()
+    assert bbi.read(blob).section("ALPH") == b"\x00\xff"
+    b = bytearray(blob)
+    at = b.index(b"ALPH")
+    b[at + 4] = 0  # the optional flag on a tag defined as required
+    with pytest.raises(BbiError, match="wrong required flag"):
+        bbi.read(reseal(b))
+
+
+def test_version_is_the_lowest_that_describes_the_sections() -> None:
+    assert alpha_file()[8:10] == b"\x01\x02" and bbi.read_info(alpha_file()).version == (1, 2)
+    assert alpha_file(alph=None)[8:10] == b"\x01\x01" and bbi.read_info(alpha_file(alph=None)).version == (1, 1)
+    assert small_file()[8:10] == b"\x01\x01"
+    assert bbi.version_for([]) == bbi.VERSION == (1, 1)
+    assert bbi.version_for(["ZPLN", "YSKP", "ICCP"]) == (1, 1)
+    assert bbi.version_for(["ZPLN", "ALPH"]) == bbi.LATEST_VERSION == (1, 2)
+
+
+def test_files_without_alpha_are_byte_identical_to_format_1_1() -> None:
+    """sha256 of this container as the 1.1 writer wrote it (before ALPH existed)."""
+    h = make_header(colour_mode=ColourMode.RGBA, bit_depth=16)
+    sections = [Section("ZPLN", b"\x01\x02"), Section("ZIDX", b"abc"), Section("YPLN", b""),
+                Section("YIDX", b"\xff" * 5), Section("YSKP", b"\x07"), Section("ICCP", b"icc", required=False)]
+    blob = bbi.write(Container(h, sections))
+    assert len(blob) == 145
+    assert hashlib.sha256(blob).hexdigest() == "54667ce612ea16a87627d504f48f421248420db63482cc73ddfb9dab329f2952"
+
+
+def test_older_versions_still_read() -> None:
+    for minor in (0, 1):
+        blob = _bump_version(alpha_file(alph=None), 1, minor)
+        info = bbi.read_info(blob)
+        assert info.version == (1, minor) and bbi.read(blob).header == info.header
+
+
+def test_a_reader_without_alph_rejects_1_2_files_naming_the_tag(monkeypatch) -> None:
+    """What a 1.1 reader does with a file that carries alpha: a clear refusal, not RGB without it."""
+    monkeypatch.setattr(bbi, "KNOWN_TAGS", {t: r for t, r in bbi.KNOWN_TAGS.items() if t != "ALPH"})
+    with pytest.raises(BbiError, match="unknown required section ALPH"):
+        bbi.read(alpha_file())
+
+
+def test_version_1_2_header_with_extra_bytes_rejected() -> None:
+    with pytest.raises(BbiError, match="unexpected"):
+        bbi.read(_bump_version(alpha_file(), 1, 2, extra_header=b"xx"))
+
+
+@pytest.mark.parametrize("mode,alph,expected", [
+    (ColourMode.RGB, False, "RGB"), (ColourMode.L, False, "L"), (ColourMode.P, False, "RGB"),
+    (ColourMode.CMYK, False, "RGB"), (ColourMode.RGBA, True, "RGBA"), (ColourMode.LA, True, "LA"),
+    (ColourMode.RGBA, False, "RGB"), (ColourMode.LA, False, "L"),  # 1.0 / 1.1 files: alpha was flattened
+])
+def test_decoded_description(mode: ColourMode, alph: bool, expected: str) -> None:
+    blob = alpha_file(mode, b"\x00\x80" if alph else None, bit_depth=16, width=5, height=3)
+    info = bbi.read_info(blob)
+    for sections in (info.sections, bbi.read(blob).sections, [s.tag for s in info.sections]):
+        d = bbi.decoded_description(info.header, sections)
+        assert d == dict(mode=expected, bit_depth=8, width=5, height=3, icc_profile=False, orientation=1,
+                         source_mode=mode.name, source_bit_depth=16)
+
+
+def test_decoded_description_icc_and_alph_without_alpha_mode() -> None:
+    h = make_header()
+    assert bbi.decoded_description(h, [Section("ICCP", b"icc", required=False)])["icc_profile"] is True
+    assert bbi.decoded_description(h, [Section("ICCP", b"", required=False)])["icc_profile"] is False
+    assert bbi.decoded_description(h, ["ZPLN"])["icc_profile"] is False
+    for mode in (ColourMode.RGB, ColourMode.L, ColourMode.P, ColourMode.CMYK):
+        with pytest.raises(BbiError, match="corrupt file: ALPH section"):
+            bbi.decoded_description(make_header(colour_mode=mode), ["ALPH"])
