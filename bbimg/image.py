@@ -23,8 +23,9 @@ Every decoded image has 8 bits per sample. Premultiplied modes (RGBa, La) are un
 Colour under fully transparent pixels (alpha 0) is invisible, so unless ``exact=True`` it is
 replaced by a smooth extension of the visible colour, as cwebp does without ``-exact``: the model
 spends far fewer bits on it than on whatever the source held there (often black, or a flat colour
-with a hard edge at the shape's outline). On 24 RGBA images this saved 35% of the bytes at q75 at
-the same PSNR over visible pixels (``python bench/alpha.py --fill``, bench/results/alpha_fill.csv).
+with a hard edge at the shape's outline). On 24 RGBA images at q75 it cut the bytes of the colour
+coding by 19% (453,362 -> 369,186) and raised the mean PSNR over visible pixels from 32.65 to
+35.22 dB (``python bench/alpha.py --fill``, bench/results/alpha_fill.csv).
 
 EXIF orientation is applied before coding (the decoded image is upright; its EXIF, if kept, says
 orientation 1). The ICC profile is carried in the file and attached to the decoded image.
