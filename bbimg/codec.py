@@ -20,6 +20,7 @@ from PIL import Image
 from . import format as bbi
 from . import runtime
 from .defaults import DEFAULT_QUALITY
+from .alpha import decode_alpha, encode_alpha
 from .geometry import LATENT_STRIDE, padded_size
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
 from .latent_coder import Y_LEVEL, Z_BLOCK_RATIO_GAIN, Z_LEVEL, Gaussian, LatentCoder, read_plan
@@ -147,7 +148,7 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
            model: str = DEFAULT_MODEL, device: str = "cpu", seed: int = 0, kappa: int = DEFAULT_KAPPA,
            temperature: float | None = DEFAULT_TEMPERATURE, block_ratio: float = DEFAULT_BLOCK_RATIO,
            z_ratio_gain: float = Z_BLOCK_RATIO_GAIN, skip_ratio: float = prior_skip.DEFAULT_SKIP_RATIO,
-           progress: Progress | None = None, stats: list | None = None) -> bytes:
+           exact: bool = False, progress: Progress | None = None, stats: list | None = None) -> bytes:
     """Compress an image to .bbi bytes.
 
     ``image``: a path, a binary file, a PIL image, a uint8 array ((H, W), (H, W, 3) or (H, W, 4))
@@ -155,9 +156,11 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
     in bits per pixel, met by searching the model's continuous quality (the size is known before
     any candidate search). ``temperature`` None (default) picks each block's candidate by the
     "nearest" rule; a number tau >= 0 samples it in proportion to q^(1/tau)/p instead (the file
-    size does not change). ``progress(stage)`` is called as each of ENCODE_STAGES begins.
+    size does not change). An alpha plane is kept losslessly; the colour under fully transparent
+    pixels is filled smoothly (fewer bytes, invisible) unless ``exact`` (as cwebp -exact).
+    ``progress(stage)`` is called as each of ENCODE_STAGES begins.
     """
-    prep = prepare(_as_pil(image))
+    prep = prepare(_as_pil(image), exact=exact)
     h, w = prep.pixels.shape[:2]
     if h * w > MAX_PIXELS or max(h, w) > 65535:
         raise ValueError(f"image of {w}x{h} is larger than the format allows")
@@ -174,11 +177,14 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
         raise ValueError(f"target bpp must be a positive number, got {bpp}")
     tr = load_transforms(model, device, h, w)
+    alpha_section = None if prep.alpha is None else bbi.Section("ALPH", encode_alpha(prep.alpha))
 
     def build(t: float, ratio: float, size_only: bool = False) -> tuple[bytes, EncodeStats]:
         q_int = int(round(quality)) if bpp is None else max(1, min(100, int(round(1 + 99 * t))))
         coder = _CoderSettings(seed, kappa, ratio, z_ratio_gain, skip_ratio, temperature, device)
         sections, st = _code_latents(prep, tr, t, coder, None if size_only else progress, size_only)
+        if alpha_section is not None:
+            sections.append(alpha_section)
         if prep.icc_profile:
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
         header = bbi.Header(width=w, height=h, model_name=tr.name, weights_hash=tr.sha256[:16],
@@ -261,6 +267,9 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
     for tag in ("ZPLN", "ZIDX", "YPLN", "YIDX"):
         if container.section(tag) is None:
             raise bbi.BbiError(f"corrupt file: missing required section {tag}")
+    described = bbi.decoded_description(h, container.sections)
+    alpha_payload = container.section("ALPH")
+    alpha = None if alpha_payload is None else decode_alpha(alpha_payload, h.width, h.height)
     try:
         tr = load_transforms(h.model_name, device, h.height, h.width)
     except ValueError as exc:
@@ -278,8 +287,8 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
                                                                               container)
     report("synthesis")
     pixels = tr.synthesis_pixels(y_hat, t, h.height, h.width)  # tiles above a size threshold
-    colour = "L" if h.colour_mode in (bbi.ColourMode.L, bbi.ColourMode.LA) else "RGB"
-    return restore(np.ascontiguousarray(pixels), colour, container.section("ICCP"))
+    colour = "L" if described["mode"].startswith("L") else "RGB"
+    return restore(np.ascontiguousarray(pixels), colour, container.section("ICCP"), alpha=alpha)
 
 
 def _latent_channels(model_name: str) -> tuple[int, int, int] | None:
@@ -326,9 +335,9 @@ def info(data: DataInput) -> dict:
     meta = bbi.read_info(data)
     h = meta.header
     sections = {s.tag: s.length for s in meta.sections}
-    return dict(width=h.width, height=h.height, bytes=meta.total_size, bpp=meta.bpp, model=h.model_name,
+    return dict(**bbi.decoded_description(h, meta.sections), bytes=meta.total_size, bpp=meta.bpp, model=h.model_name,
                 weights_sha256=h.weights_hash.hex(), quality=h.quality_q, quality_t=h.quality_t, seed=h.seed,
-                kappa=h.kappa, temperature=h.temperature, colour=h.colour_mode.name, bit_depth=h.bit_depth,
+                kappa=h.kappa, temperature=h.temperature, colour=h.colour_mode.name,
                 version="%d.%d" % meta.version,
                 sections=[dict(tag=s.tag, bytes=s.length, required=s.required) for s in meta.sections],
                 section_bytes=sections, **_plan_facts(data, h, meta.sections))

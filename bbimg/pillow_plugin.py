@@ -5,7 +5,7 @@ import io
 
 from PIL import Image, ImageFile
 
-from .format import BbiError, check, read_header
+from .format import BbiError, check, decoded_description, read_info
 
 __all__ = ["BbiImageFile"]
 
@@ -25,12 +25,14 @@ class BbiImageFile(ImageFile.ImageFile):
         if not check(data[:16]):
             raise SyntaxError("not a bbimg file")
         try:
-            header = read_header(data)
+            meta = read_info(data)
+            described = decoded_description(meta.header, meta.sections)
         except BbiError as exc:
             raise SyntaxError(str(exc)) from exc
+        header = meta.header
         self._data = data
         self._size = (header.width, header.height)
-        self._mode = "L" if header.colour_mode.name in ("L", "LA") else "RGB"
+        self._mode = described["mode"]
         self.info["bbi_quality"] = header.quality_q
         self.info["bbi_model"] = header.model_name
         self.tile = []

@@ -375,14 +375,17 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
               help="Seed of the shared randomness; the same input and seed give the same bytes.")
+@click.option("--exact", is_flag=True,
+              help="Keep the colour under fully transparent pixels (by default it is smoothed, as cwebp does).")
 @click.option("-f", "--force", is_flag=True, help="Write to stdout even when it is a terminal.")
 @click.option("--quiet", is_flag=True, help="No summary line, warnings or progress bar on stderr.")
-def encode(input, output, quality, bpp, model, device, seed, force, quiet) -> None:
+def encode(input, output, quality, bpp, model, device, seed, exact, force, quiet) -> None:
     """Compress INPUT to the .bbi file OUTPUT.
 
     INPUT is any image Pillow reads ('-' = stdin); OUTPUT '-' is stdout. OUTPUT must not be INPUT
-    (nor a link to it). 16-bit input is coded at 8 bits and animated input by its first frame,
-    each with a warning on stderr. Images above 4 MP show a progress bar on a terminal.
+    (nor a link to it). Alpha is kept losslessly. 16-bit input is coded at 8 bits and animated
+    input by its first frame, each with a warning on stderr. Images above 4 MP show a progress bar
+    on a terminal.
 
     \b
       bbimg encode photo.png photo.bbi -q 60
@@ -404,10 +407,9 @@ def encode(input, output, quality, bpp, model, device, seed, force, quiet) -> No
     stats: list = []
     with _warnings_to_stderr(input, quiet), _reporting("encode", input):
         with Image.open(io.BytesIO(raw)) as image:
-            image.load()
             with _stage_bar(image.width * image.height, quiet, ENCODE_STAGES, "encode") as progress:
                 data = encode_image(image, quality, bpp=bpp, model=model or DEFAULT_MODEL, device=device,
-                                    seed=seed, progress=progress, stats=stats)
+                                    seed=seed, exact=exact, progress=progress, stats=stats)
     _write_output(output, data)
     if not quiet:
         st = stats[0]

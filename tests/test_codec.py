@@ -27,7 +27,7 @@ def test_odd_sizes_round_trip(tiny_model, w, h):
 
 
 @pytest.mark.parametrize("mode,expected", [
-    ("RGB", "RGB"), ("L", "L"), ("1", "L"), ("P", "RGB"), ("RGBA", "RGB"), ("LA", "L"),
+    ("RGB", "RGB"), ("L", "L"), ("1", "L"), ("P", "RGB"), ("RGBA", "RGBA"), ("LA", "LA"),
     ("I;16", "L"), ("I", "L"), ("CMYK", "RGB"), ("YCbCr", "RGB"), ("F", "L"),
 ])
 def test_input_modes(tiny_model, photo, mode, expected):
@@ -42,10 +42,11 @@ def test_input_modes(tiny_model, photo, mode, expected):
     assert out.mode == expected and out.size == photo.size
 
 
-def test_alpha_is_flattened_onto_white(tiny_model):
-    rgba = np.zeros((64, 64, 4), np.uint8)  # fully transparent black
-    prepared = bbimg.image.prepare(Image.fromarray(rgba, "RGBA"))
-    assert prepared.had_alpha and (prepared.pixels == 255).all()
+def test_alpha_survives_the_api_exactly(tiny_model, photo):
+    rgba = np.dstack([np.asarray(photo), np.arange(photo.width * photo.height, dtype=np.uint8)
+                      .reshape(photo.height, photo.width)])
+    out = codec.decode(codec.encode(rgba, 40, model=tiny_model))
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], rgba[..., 3])
 
 
 def test_icc_profile_and_exif_orientation(tiny_model, photo):
