@@ -508,7 +508,11 @@ def info(file, as_json) -> None:
     click.echo(f"{file}: bbimg {facts['version']}, {facts['width']}x{facts['height']}, {facts['bytes']} bytes, "
                f"{facts['bpp']:.4f} bpp")
     click.echo(f"  model {facts['model']} (weights {facts['weights_sha256'][:16]}), quality {facts['quality']} "
-               f"(t={facts['quality_t']:.4f}), colour {facts['colour']}, seed {facts['seed']}")
+               f"(t={facts['quality_t']:.4f}), seed {facts['seed']}")
+    source = f"{facts['source_mode']} {facts['source_bit_depth']}-bit"
+    click.echo(f"  decodes to {facts['mode']} {facts['bit_depth']}-bit, {facts['width']}x{facts['height']}, "
+               f"orientation {facts['orientation']}{', ICC profile' if facts['icc_profile'] else ''} "
+               f"(source {source})")
     pick = "nearest" if facts["temperature"] == 0 else f"temperature {facts['temperature']:g}"
     click.echo(f"  REC: kappa {facts['kappa']}, selection {pick}, "
                f"{facts.get('blocks', '?')} blocks, predicted {facts.get('predicted_bits', '?')} bits, "
