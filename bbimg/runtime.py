@@ -8,6 +8,15 @@ codec needs torch (``bbimg[torch]``; ``bbimg.transforms``). The graphs take any 
 ``bbimg.transforms`` runs them tile by tile on large images. Decoding does not depend on which engine computed the priors
 (bbimg.codec: no table is derived from floating-point outputs), so files move freely between
 the two.
+
+Sessions: ``intra_op_num_threads`` is ONNX Runtime's default (one thread per physical core) unless
+``BBIMG_THREADS`` says otherwise, and its worker threads sleep instead of spinning between operators
+(``allow_spinning`` 0: on a 2-core machine shared with other work a spinning thread takes a core
+from the thread doing the work, 10-20% of a Kodak synthesis; the graphs run a few dozen operators
+of milliseconds each, so spinning could win back microseconds per operator). The graph optimisation
+level is ONNX Runtime's default, ORT_ENABLE_ALL (constant folding, the NCHWc layout). Parts named in
+:data:`QUALITY_AT_LOAD` (the synthesis) take the quality as a load-time constant: their sessions are
+made per quality and kept for the last :data:`SESSIONS_PER_PART` qualities.
 """
 from __future__ import annotations
 
@@ -21,9 +30,16 @@ from .geometry import MODEL_STRIDE
 
 from .model_files import find_weights, weights_sha256
 
-__all__ = ["OrtTransforms", "load", "PARTS"]
+__all__ = ["OrtTransforms", "load", "PARTS", "QUALITY_AT_LOAD", "QUALITY_NAME", "SESSIONS_PER_PART"]
 
 PARTS = ("analysis", "hyper", "zprior", "yprior", "synthesis")
+#: Parts whose quality ``t`` is an initializer supplied when the session loads rather than an
+#: input (``bbimg.models.onnx_export``: the FiLM gains are then folded into the weights).
+QUALITY_AT_LOAD = ("synthesis",)
+QUALITY_NAME = "t"
+#: Sessions kept per load-time-quality part (a session per quality: a long-running process that
+#: decodes files of many qualities keeps the most recent ones).
+SESSIONS_PER_PART = 4
 _cache: dict[tuple, "OrtTransforms | None"] = {}
 _lock = threading.Lock()
 
@@ -33,16 +49,31 @@ class OrtTransforms:
 
     stride = MODEL_STRIDE
 
-    def __init__(self, name: str, weights: Path, sha256: bytes, files: dict[str, Path]):
+    def __init__(self, name: str, weights: Path, sha256: bytes, files: dict[str, Path],
+                 quality_at_load: tuple[str, ...] = ()):
         self.name, self.weights, self.sha256, self._files = name, weights, sha256, files
+        self.quality_at_load = quality_at_load
         self._sessions: dict = {}
         self._session_lock = threading.Lock()
 
-    def _run(self, part: str, feeds: dict) -> list[np.ndarray]:
+    def session(self, part: str, t: float):
+        """The ONNX Runtime session of ``part`` (for quality ``t`` where the part takes it at load)."""
+        at_load = part in self.quality_at_load
+        key = (part, float(np.float32(t))) if at_load else part
         with self._session_lock:
-            sess = self._sessions.get(part)
+            sess = self._sessions.pop(key, None)
             if sess is None:
-                sess = self._sessions[part] = _session(self._files[part])
+                sess = _session(self._files[part], self._t(t) if at_load else None)
+                stale = [k for k in self._sessions if isinstance(k, tuple) and k[0] == part]
+                for k in stale[:max(len(stale) - SESSIONS_PER_PART + 1, 0)]:
+                    del self._sessions[k]
+            self._sessions[key] = sess  # (re)inserted last: the dict's order is the recency order
+        return sess
+
+    def _run(self, part: str, feeds: dict, t: float) -> list[np.ndarray]:
+        sess = self.session(part, t)
+        if part not in self.quality_at_load:
+            feeds = {**feeds, QUALITY_NAME: self._t(t)}
         return sess.run(None, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
 
     @staticmethod
@@ -51,38 +82,43 @@ class OrtTransforms:
 
     def analysis(self, x: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         """(1, 3, H, W) in [0, 1], H and W multiples of 64 -> y posterior (mean, scale)."""
-        mean, log_scale = self._run("analysis", {"x": x, "t": self._t(t)})
+        mean, log_scale = self._run("analysis", {"x": x}, t)
         return mean, np.exp(log_scale)
 
     def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
-        mean, log_scale = self._run("hyper", {"y_mean": y_mean, "t": self._t(t)})
+        mean, log_scale = self._run("hyper", {"y_mean": y_mean}, t)
         return mean, np.exp(log_scale)
 
     def z_prior(self, t: float, lh: int, lw: int) -> tuple[np.ndarray, np.ndarray]:
         """The factorised z prior, broadcast (read-only) to (1, K, lh, lw)."""
-        mean, log_scale = self._run("zprior", {"t": self._t(t)})
+        mean, log_scale = self._run("zprior", {}, t)
         shape = (1, mean.shape[1], lh, lw)
         return np.broadcast_to(mean, shape), np.broadcast_to(np.exp(log_scale), shape)
 
     def y_prior(self, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
-        mean, log_scale = self._run("yprior", {"z": z, "t": self._t(t)})
+        mean, log_scale = self._run("yprior", {"z": z}, t)
         return mean, np.exp(log_scale)
 
     def synthesis(self, y: np.ndarray, t: float) -> np.ndarray:
-        return self._run("synthesis", {"y": y, "t": self._t(t)})[0]
+        return self._run("synthesis", {"y": y}, t)[0]
 
 
-def _session(path: Path):
+def _session(path: Path, quality: np.ndarray | None = None):
+    """A CPU session on ``path``; ``quality``: the value of its load-time quality initializer."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     threads = int(os.environ.get("BBIMG_THREADS", "0") or 0)
     if threads > 0:
         opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     # No memory arena: ORT's arena grows by powers of two and keeps its peak for the session's
     # life (a 2560x2560 tiled synthesis peaked at 1.49 GB with it, 0.82 GB without, same speed).
     opts.enable_cpu_mem_arena = False
+    if quality is not None:
+        # Constant for the session: folded with everything computed from it when the graph loads.
+        opts.add_external_initializers([QUALITY_NAME], [ort.OrtValue.ortvalue_from_numpy(quality)])
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -118,7 +154,9 @@ def load(name: str) -> OrtTransforms | None:
             # The small z-prior graph is opened to read the recorded hash, and kept for decoding.
             zprior = _matching_session(files["zprior"], sha.hex()) if files else None
             if zprior is not None:
-                result = OrtTransforms(name, weights, sha, files)
+                # Exports that predate load-time qualities name none: every part takes t as an input.
+                at_load = zprior.get_modelmeta().custom_metadata_map.get("bbimg_quality_at_load", "")
+                result = OrtTransforms(name, weights, sha, files, tuple(p for p in at_load.split(",") if p))
                 result._sessions["zprior"] = zprior
         _cache[key] = result
         return result

@@ -101,3 +101,100 @@ def test_command_line_never_imports_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
     assert Image.open(tmp_path / "out.png").size == (128, 96)
+
+
+# -- the synthesis as exported: sub-pixel convolutions, quality given at load ------------------
+
+WIDE = dict(widths=(16, 32, 16), latent_channels=16, hyper_width=8, hyper_channels=4)  # >= 16: split phases
+
+
+def _random_films(model) -> None:
+    """FiLM starts as the identity: give it weights, so folding its gains and biases is tested."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.film.net[-1].parameters():
+            p.normal_(0, 0.1)
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+def test_phase_convolutions_equal_the_transposed_convolution(kernel):
+    from bbimg.models.onnx_export import _DepthToSpace, _phase_weights
+
+    torch.manual_seed(kernel)
+    layer = torch.nn.ConvTranspose2d(5, 4, kernel, stride=2, padding=kernel // 2, output_padding=1)
+    x = torch.randn(1, 5, 7, 6)
+    phases = [torch.nn.functional.conv2d(torch.nn.functional.pad(x, (left, right, top, bottom)), w)
+              for w, (top, bottom, left, right) in _phase_weights(layer)]
+    assert sum(w.shape[2] * w.shape[3] for w, _ in _phase_weights(layer)) == kernel * kernel  # no zero taps
+    got = _DepthToSpace.apply(torch.cat(phases, 1)) + layer.bias.view(1, -1, 1, 1)
+    assert torch.allclose(got, layer(x), atol=1e-5)
+
+
+def test_subpixel_synthesis_equals_the_model():
+    from bbimg.models import HierarchicalVAE, VAEConfig
+    from bbimg.models.onnx_export import SubPixelSynthesis
+
+    torch.manual_seed(4)
+    model = HierarchicalVAE(VAEConfig(**WIDE)).eval()
+    _random_films(model)
+    y = torch.randn(1, 16, 5, 7) * 8
+    for t in (0.0, 0.37, 1.0):
+        tt = torch.tensor([t])
+        with torch.no_grad():
+            want = model.decode(y, model.films(tt).synthesis)
+            got = SubPixelSynthesis(model)(y, tt)
+        assert got.shape == want.shape == (1, 3, 80, 112)
+        assert (got - want).abs().max() <= 1e-5 * max(1.0, want.abs().max())  # float summation order
+
+
+@pytest.fixture
+def wide_onnx_model(tmp_path, monkeypatch):
+    """A model wide enough for the split sub-pixel layers, FiLM not the identity, exported."""
+    from bbimg.models import HierarchicalVAE, VAEConfig
+    from bbimg.training.trainer import export_weights
+
+    torch.manual_seed(5)
+    model = HierarchicalVAE(VAEConfig(**WIDE))
+    _random_films(model)
+    export_weights({"config": dataclasses.asdict(model.cfg), "model": model.state_dict(), "step": 0},
+                   tmp_path / "wide.pt")
+    monkeypatch.setenv("BBIMG_MODEL_PATH", str(tmp_path))
+    from bbimg.models.registry import load_model
+    return tmp_path, load_model("wide", path=tmp_path / "wide.pt")[1].float().eval()
+
+
+@pytest.mark.parametrize("at_load", [True, False], ids=["quality-at-load", "quality-input"])
+def test_exported_synthesis_matches_torch(wide_onnx_model, monkeypatch, at_load):
+    """Today's export (t folded at load) and an export whose synthesis takes t as an input (as
+    older exports did; no metadata naming load-time parts) both run and agree with torch."""
+    from bbimg.models import onnx_export
+
+    folder, model = wide_onnx_model
+    if not at_load:
+        monkeypatch.setattr(onnx_export, "QUALITY_AT_LOAD", ())
+    onnx_export.export("wide", folder)
+    runtime._cache.clear()
+    tr = runtime.load("wide")
+    assert tr is not None and tr.quality_at_load == (("synthesis",) if at_load else ())
+    y = np.random.default_rng(8).standard_normal((1, 16, 6, 5)).astype(np.float32) * 8
+    for t in (0.0, 0.61, 1.0):
+        with torch.no_grad():
+            want = model.decode(torch.from_numpy(y), model.films(torch.tensor([t])).synthesis).numpy()
+        assert np.abs(tr.synthesis(y, t) - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+def test_sessions_per_quality_are_bounded(wide_onnx_model):
+    from bbimg.models import onnx_export
+
+    folder, _ = wide_onnx_model
+    onnx_export.export("wide", folder)
+    runtime._cache.clear()
+    tr = runtime.load("wide")
+    y = np.zeros((1, 16, 2, 2), np.float32)
+    first = tr.session("synthesis", 0.5)
+    assert tr.session("synthesis", 0.5) is first  # reused for the same quality
+    for i in range(runtime.SESSIONS_PER_PART + 2):
+        tr.synthesis(y, i / 10)
+    kept = [k for k in tr._sessions if isinstance(k, tuple) and k[0] == "synthesis"]
+    assert len(kept) == runtime.SESSIONS_PER_PART
+    assert kept[-1] == ("synthesis", float(np.float32((runtime.SESSIONS_PER_PART + 1) / 10)))

@@ -7,6 +7,18 @@ weights behind Cast nodes (folded to fp32 when a session loads), so the files ar
 the .pt weights. Each file records the sha256 of the .pt it came from: a stale export is never
 used (``bbimg.runtime``).
 
+The synthesis, 80-90% of a decode, is exported for speed with the same arithmetic (equal to the
+torch model up to float summation order):
+
+* Each transposed convolution becomes sub-pixel convolutions: one stride-1 convolution per output
+  phase (no zero taps), their outputs concatenated, then DepthToSpace (:func:`_phase_weights`).
+  ONNX Runtime's CPU ConvTranspose is a GEMM plus a single-threaded col2im; its Conv runs in the
+  blocked NCHWc layout on all cores.
+* ``t`` is not an input but an initializer given when the session loads
+  (:data:`QUALITY_AT_LOAD`, ``bbimg.runtime``): the FiLM network is then constant-folded and its
+  gains and biases, and the 1/latent_gain input scale, are folded into the convolutions' weights.
+  A session is made for one quality, which is how a file is decoded.
+
     python -m bbimg.models.onnx_export bbimg-hvae-v5      # writes bbimg/weights/<name>.<part>.onnx
 
 Needs torch and the ``onnx`` package (developers only; users need ``onnxruntime``).
@@ -19,12 +31,18 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ..runtime import PARTS
+from ..runtime import PARTS, QUALITY_AT_LOAD, QUALITY_NAME
 from .registry import load_model
 from .vae import HierarchicalVAE
 
-__all__ = ["PARTS", "export"]
+__all__ = ["PARTS", "export", "SubPixelSynthesis"]
+
+#: Output channels from which a transposed convolution is split into one convolution per phase:
+#: below it (the 3-channel image layer) the phases share one convolution, zero taps included,
+#: since few channels neither fill the NCHWc blocks that concatenate in place nor cost much.
+SPLIT_MIN_CHANNELS = 16
 
 
 class _Part(nn.Module):
@@ -37,6 +55,114 @@ class _Part(nn.Module):
     def forward(self, *inputs):
         *args, t = inputs
         return self.fn(self.m, self.m.films(t), *args)
+
+
+class _DepthToSpace(torch.autograd.Function):
+    """(N, 4C, H, W) -> (N, C, 2H, 2W) taking channel (2 * row phase + column phase) * C + c to
+    pixel (2h + row phase, 2w + column phase) of channel c: ONNX DepthToSpace in DCR mode."""
+
+    @staticmethod
+    def forward(ctx, x):
+        n, c4, h, w = x.shape
+        c = c4 // 4
+        return x.reshape(n, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c, 2 * h, 2 * w)
+
+    @staticmethod
+    def symbolic(g, x):
+        return g.op("DepthToSpace", x, blocksize_i=2, mode_s="DCR")
+
+
+class _PaddedConv(torch.autograd.Function):
+    """A stride-1 convolution with its own (top, bottom, left, right) zero padding, exported as one
+    Conv node (torch's conv2d pads symmetrically; a separate Pad would cost a pass over the input)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, top: int, bottom: int, left: int, right: int):
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), w, b)
+
+    @staticmethod
+    def symbolic(g, x, w, b, top, bottom, left, right):
+        return g.op("Conv", x, w, b, pads_i=[top, left, bottom, right], strides_i=[1, 1])
+
+
+def _phase_taps(kernel: int, padding: int, phase: int) -> range:
+    """Input offsets d that output phase ``phase`` of a stride-2 transposed convolution reads.
+
+    Output o = 2m + r gets W[k] x[i] for every k = o + padding - 2i, i.e. k = r + padding - 2d
+    with d = i - m, for each d keeping k in [0, kernel)."""
+    lo = -((kernel - 1 - phase - padding) // 2)   # ceil((r + p - kernel + 1) / 2)
+    return range(lo, (phase + padding) // 2 + 1)
+
+
+def _phase_weights(layer: nn.ConvTranspose2d) -> list[tuple[torch.Tensor, tuple[int, int, int, int]]]:
+    """A stride-2 ConvTranspose2d (output_padding 1) as four stride-1 convolutions, one per output
+    phase (row phase, column phase) in DCR order: [(weight (Cout, Cin, kh, kw), (top, bottom, left,
+    right) padding)]. Phase (r, c) of the output is the convolution of the input with
+    W[:, :, r + p - 2d, c + p - 2e] over the offsets d, e of :func:`_phase_taps` (zero-padded at the
+    border, as the transposed convolution's sum simply has no term there).
+
+    For the 5x5 kernels of g_s (padding 2): phase 0 reads offsets -1, 0, 1 (kernel taps 4, 2, 0),
+    phase 1 offsets 0, 1 (taps 3, 1): kernels 3x3, 3x2, 2x3 and 2x2, 25 taps in all, as many
+    multiply-adds as the transposed convolution and none on its inserted zeros."""
+    k, s, p, op = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.output_padding[0]
+    if layer.kernel_size != (k, k) or layer.stride != (2, 2) or layer.padding != (p, p) or \
+            layer.output_padding != (1, 1) or layer.dilation != (1, 1) or layer.groups != 1 or 2 * p + 1 != k:
+        raise ValueError(f"sub-pixel form needs a stride-2, 'same' transposed convolution, got {layer}")
+    del s, op
+    weight = layer.weight.detach()  # (Cin, Cout, k, k)
+    out = []
+    for r in (0, 1):
+        for c in (0, 1):
+            rows, cols = _phase_taps(k, p, r), _phase_taps(k, p, c)
+            w = weight[:, :, [r + p - 2 * d for d in rows]][:, :, :, [c + p - 2 * e for e in cols]]
+            out.append((w.permute(1, 0, 2, 3).contiguous(), (-rows[0], rows[-1], -cols[0], cols[-1])))
+    return out
+
+
+def _subpixel(layer: nn.ConvTranspose2d, x: torch.Tensor, in_scale: float = 1.0, gain=None, bias=None):
+    """``layer(x * in_scale) * gain + bias`` (gain, bias: per output channel, or None) as
+    sub-pixel convolutions with the scale, gain and bias folded into the weights."""
+    b = layer.bias.detach()
+    if gain is not None:
+        gain, bias = gain.reshape(-1), bias.reshape(-1)
+        b = b * gain + bias
+        gain = gain * in_scale  # computed in the graph: the stored weights stay the fp16 values
+    elif in_scale != 1.0:
+        gain = torch.full_like(b, in_scale)
+    phases = []
+    for w, pads in _phase_weights(layer):
+        phases.append((w if gain is None else w * gain.view(-1, 1, 1, 1), pads))
+    if layer.out_channels >= SPLIT_MIN_CHANNELS:
+        y = torch.cat([_PaddedConv.apply(x, w, b, *pads) for w, pads in phases], 1)
+    else:  # one 3x3 convolution for all four phases: each phase's kernel placed by its offsets
+        k = max(w.shape[2] for w, _ in phases)
+        half = k // 2
+        full = x.new_zeros(4, layer.out_channels, layer.in_channels, k, k)
+        for i, (w, (top, _, left, _)) in enumerate(phases):
+            full[i, :, :, half - top:half - top + w.shape[2], half - left:half - left + w.shape[3]] = w
+        y = F.conv2d(x, full.reshape(4 * layer.out_channels, layer.in_channels, k, k), b.repeat(4), padding=half)
+    return _DepthToSpace.apply(y)
+
+
+class SubPixelSynthesis(nn.Module):
+    """g_s (``HierarchicalVAE.decode`` with the FiLM of quality ``t``) as exported: sub-pixel
+    convolutions with the input scale and the FiLM gains and biases folded in. Equal to
+    ``m.decode(y, m.films(t).synthesis)`` up to float summation order."""
+
+    def __init__(self, m: HierarchicalVAE):
+        super().__init__()
+        self.m = m
+
+    def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        films = m.films(t).synthesis
+        h = y
+        for i, layer in enumerate(m.g_s):
+            film = films[i] if i < len(films) else (None, None)
+            h = _subpixel(layer, h, 1.0 / m.cfg.latent_gain if i == 0 else 1.0, *film)
+            if i < len(films):
+                h = m.g_s_act[i](h)
+        return h
 
 
 def _graphs(m: HierarchicalVAE):
@@ -53,7 +179,7 @@ def _graphs(m: HierarchicalVAE):
     yield "zprior", _Part(m, lambda m, f: _pair(m.prior_z(f.z_prior, (1, k, 1, 1)))), (t,), ["t"], gauss, {}
     yield "yprior", _Part(m, lambda m, f, z: _pair(m.prior_y(z, f.hyper_synthesis))), \
         (torch.randn(1, k, 2, 3), t), ["z", "t"], gauss, {"z": hw, **spatial}
-    yield "synthesis", _Part(m, lambda m, f, y: m.decode(y, f.synthesis)), \
+    yield "synthesis", SubPixelSynthesis(m), \
         (torch.randn(1, c, 8, 12), t), ["y", "t"], ["x_hat"], {"y": hw, "x_hat": hw}
 
 
@@ -72,12 +198,31 @@ def _fp16_weights(model) -> None:
         arr = numpy_helper.to_array(init)
         if arr.dtype != np.float32 or arr.size < 16:
             continue
+        if not np.array_equal(arr.astype(np.float16).astype(np.float32), arr):
+            continue  # not an fp16 weight of the checkpoint (a product folded by the exporter)
         half_name = init.name + "__fp16"
         graph.initializer.remove(init)
         graph.initializer.append(numpy_helper.from_array(arr.astype(np.float16), half_name))
         casts.append(helper.make_node("Cast", [half_name], [init.name], to=1))  # 1 = FLOAT
     for node in reversed(casts):
         graph.node.insert(0, node)
+
+
+def _quality_at_load(model) -> None:
+    """Turn the graph input ``t`` into an initializer whose value the session supplies when it
+    loads (external data that ``bbimg.runtime`` provides with ``add_external_initializers``), so
+    that ONNX Runtime constant-folds everything computed from the quality."""
+    from onnx import TensorProto
+
+    graph = model.graph
+    (inp,) = [i for i in graph.input if i.name == QUALITY_NAME]
+    graph.input.remove(inp)
+    init = TensorProto(name=QUALITY_NAME, data_type=TensorProto.FLOAT, dims=[1],
+                       data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "bbimg-quality-given-at-load"), ("offset", "0"), ("length", "4")):
+        entry = init.external_data.add()
+        entry.key, entry.value = key, value
+    graph.initializer.append(init)
 
 
 def export(name: str, out_dir: Path | None = None) -> list[Path]:
@@ -97,7 +242,12 @@ def export(name: str, out_dir: Path | None = None) -> list[Path]:
                               dynamic_axes=axes, opset_version=17, dynamo=False)
         proto = onnx.load(str(tmp))
         _fp16_weights(proto)
-        onnx.helper.set_model_props(proto, {"bbimg_model": name, "bbimg_weights_sha256": info.sha256.hex()})
+        if part in QUALITY_AT_LOAD:
+            _quality_at_load(proto)
+        props = {"bbimg_model": name, "bbimg_weights_sha256": info.sha256.hex()}
+        if part == "zprior":  # the file bbimg.runtime opens first reads for the whole export
+            props["bbimg_quality_at_load"] = ",".join(QUALITY_AT_LOAD)
+        onnx.helper.set_model_props(proto, props)
         onnx.save(proto, str(tmp))
         tmp.replace(path)
         written.append(path)
