@@ -12,20 +12,23 @@ Runtime) are imported on first use.
 """
 from __future__ import annotations
 
-from importlib import metadata as _metadata
 from typing import Any
 
 from .format import BbiError, check
-
-try:
-    __version__ = _metadata.version("bbimg")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = ["encode", "decode", "info", "check", "version", "BbiError", "ImageTooLargeError", "__version__"]
 
 
 def version() -> str:
+    """The installed package's version (read from its metadata on first use: importlib.metadata
+    costs ~10 ms of imports that encoding and decoding do not need)."""
+    global __version__
+    if "__version__" not in globals():
+        from importlib import metadata
+        try:
+            __version__ = metadata.version("bbimg")
+        except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+            __version__ = "0+unknown"
     return __version__
 
 
@@ -50,6 +53,8 @@ def info(data: Any, /) -> dict:
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        return version()
     if name == "ImageTooLargeError":  # lazily: the codec module imports ONNX Runtime
         from .codec import ImageTooLargeError
         return ImageTooLargeError
