@@ -20,6 +20,8 @@ from PIL import Image
 from . import format as bbi
 from . import runtime
 from .defaults import DEFAULT_QUALITY
+from .effort import DEFAULT_EFFORT, EncoderSearch
+from .effort import settings as effort_settings
 from .alpha import decode_alpha, encode_alpha
 from .geometry import LATENT_STRIDE, padded_size
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
@@ -40,7 +42,7 @@ MAX_PIXELS = bbi.MAX_PIXELS
 #: ``Image.MAX_IMAGE_PIXELS``. Module setting: assign to change the default for the process.
 MAX_DECODE_PIXELS = 2**27
 #: Stages reported to ``progress(stage)`` as each begins, in order.
-ENCODE_STAGES = ("analysis", "coding z", "coding y")
+ENCODE_STAGES = ("analysis", "refinement", "coding z", "coding y")  # refinement at high effort only
 DECODE_STAGES = ("decoding z", "decoding y", "synthesis")
 
 Progress = Callable[[str], None]
@@ -90,18 +92,28 @@ class _CoderSettings:
 
 
 def _code_latents(prep: PreparedImage, tr, t: float, coder: _CoderSettings, progress: Progress | None,
-                  size_only: bool) -> tuple[list, EncodeStats]:
-    """The encoder's stages: analysis, z by REC, the prior p(y | z) the decoder will have, y by REC."""
+                  size_only: bool, search: "EncoderSearch | None" = None) -> tuple[list, EncodeStats]:
+    """The encoder's stages: analysis (refined at high effort), z by REC, the prior p(y | z) the
+    decoder will have, y by REC (candidates chosen by the decoded image at high effort)."""
     report = progress or (lambda stage: None)
     report("analysis")
-    y_posterior = Gaussian(*tr.analysis_pixels(prep.pixels, t))
-    z_posterior = Gaussian(*tr.hyper(y_posterior.mean, t))
+    y_mean, y_scale = tr.analysis_pixels(prep.pixels, t)
+    z_mean, z_scale = tr.hyper(y_mean, t)
+    if search is not None:
+        report("refinement")
+        y_mean, y_scale, z_mean, z_scale = search.refine(y_mean, y_scale, z_mean, z_scale)
+    y_posterior, z_posterior = Gaussian(y_mean, y_scale), Gaussian(z_mean, z_scale)
+    del y_mean, y_scale, z_mean, z_scale  # handed to the coders, which free them as they go
     z_rows, z_cols = z_posterior.mean.shape[2:]
     report("coding z")
     z = coder.z_coder().compress(z_posterior, Gaussian(*tr.z_prior(t, z_rows, z_cols)))
     y_prior = Gaussian(*tr.y_prior(z.sample, t))
+    choose = None
+    if search is not None:
+        y_posterior = Gaussian(*search.refine_y(*y_posterior.release(), y_prior.mean, y_prior.scale))
+        choose = search.chooser()
     report("coding y")
-    y = coder.y_coder().compress(y_posterior, y_prior, size_only=size_only)
+    y = coder.y_coder().compress(y_posterior, y_prior, size_only=size_only, choose=choose)
     stats = EncodeStats(z.kl_bits + y.kl_bits, z.index_bits + y.index_bits, z.side_bits + y.side_bits, 0,
                         z.blocks + y.blocks)
     return z.sections + y.sections, stats
@@ -148,7 +160,8 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
            model: str = DEFAULT_MODEL, device: str = "cpu", seed: int = 0, kappa: int = DEFAULT_KAPPA,
            temperature: float | None = DEFAULT_TEMPERATURE, block_ratio: float = DEFAULT_BLOCK_RATIO,
            z_ratio_gain: float = Z_BLOCK_RATIO_GAIN, skip_ratio: float = prior_skip.DEFAULT_SKIP_RATIO,
-           exact: bool = False, progress: Progress | None = None, stats: list | None = None) -> bytes:
+           effort: int = DEFAULT_EFFORT, exact: bool = False, progress: Progress | None = None,
+           stats: list | None = None) -> bytes:
     """Compress an image to .bbi bytes.
 
     ``image``: a path, a binary file, a PIL image, a uint8 array ((H, W), (H, W, 3) or (H, W, 4))
@@ -156,7 +169,9 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
     in bits per pixel, met by searching the model's continuous quality (the size is known before
     any candidate search). ``temperature`` None (default) picks each block's candidate by the
     "nearest" rule; a number tau >= 0 samples it in proportion to q^(1/tau)/p instead (the file
-    size does not change). An alpha plane is kept losslessly; the colour under fully transparent
+    size does not change). ``effort`` 1..9: above the default (5), encode time is spent on
+    posterior refinement and decoder-aware candidate choice (bbimg.effort; needs torch); the
+    decoder is the same at every effort. An alpha plane is kept losslessly; the colour under fully transparent
     pixels is filled smoothly (fewer bytes, invisible) unless ``exact`` (as cwebp -exact).
     ``progress(stage)`` is called as each of ENCODE_STAGES begins.
     """
@@ -176,13 +191,18 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
         raise ValueError(f"skip_ratio must be in [0, 10], got {skip_ratio}")
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
         raise ValueError(f"target bpp must be a positive number, got {bpp}")
+    search_settings = effort_settings(effort)
+    if search_settings.needs_torch and temperature is not None:
+        raise ValueError("efforts above the default choose candidates themselves: use temperature=None")
     tr = load_transforms(model, device, h, w)
     alpha_section = None if prep.alpha is None else bbi.Section("ALPH", encode_alpha(prep.alpha))
 
     def build(t: float, ratio: float, size_only: bool = False) -> tuple[bytes, EncodeStats]:
         q_int = int(round(quality)) if bpp is None else max(1, min(100, int(round(1 + 99 * t))))
         coder = _CoderSettings(seed, kappa, ratio, z_ratio_gain, skip_ratio, temperature, device)
-        sections, st = _code_latents(prep, tr, t, coder, None if size_only else progress, size_only)
+        search = None if size_only or not search_settings.needs_torch else \
+            EncoderSearch(model, device, prep.pixels, t, search_settings, seed)
+        sections, st = _code_latents(prep, tr, t, coder, None if size_only else progress, size_only, search)
         if alpha_section is not None:
             sections.append(alpha_section)
         if prep.icc_profile:
@@ -198,8 +218,21 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
     if bpp is None:
         data, st = build(quality_to_t(quality), block_ratio)
     else:
-        t, ratio = _search_bpp(lambda t, r: len(build(t, r, size_only=True)[0]) * 8 / (h * w), bpp, block_ratio)
+        def bpp_of(t: float, r: float) -> float:  # the default effort's size, known before any search
+            return len(build(t, r, size_only=True)[0]) * 8 / (h * w)
+
+        aim = bpp
+        t, ratio = _search_bpp(bpp_of, aim, block_ratio)
         data, st = build(t, ratio)
+        for _ in range(2 if search_settings.refine_steps else 0):
+            # Refinement lowers the rate by a few percent: aim the default-effort search off target
+            # by what it saved, and measure again with it.
+            got = len(data) * 8 / (h * w)
+            if abs(got / bpp - 1) <= 0.015:
+                break
+            aim *= bpp / got
+            t, ratio = _search_bpp(bpp_of, aim, block_ratio)
+            data, st = build(t, ratio)
     if stats is not None:
         stats.append(st)
     return data

@@ -11,6 +11,7 @@ pixels slightly but never desynchronise the bit stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .rec import prior_skip
 from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, channel_plan, decode_channel_plan, encode_channel_plan,
                                 plan_from_channels, position_order)
 
-__all__ = ["Gaussian", "Level", "Z_LEVEL", "Y_LEVEL", "CodedLatent", "LatentCoder", "read_plan",
+__all__ = ["Gaussian", "Level", "Z_LEVEL", "Y_LEVEL", "CodedLatent", "LatentCoder", "CandidateChoice", "read_plan",
            "Z_BLOCK_RATIO_GAIN"]
 
 #: The hyper-latent z gets this many times the block ratio of y: a closer z gives a sharper prior
@@ -91,6 +92,65 @@ def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> np.ndarray:
     return out.reshape(shape)
 
 
+#: The "nearest" rule's weight power, csrc/rec.h REC_NEAREST_WEIGHT_POWER (a test checks that
+#: CandidateChoice.pick reproduces the engine's pick with it).
+_NEAREST_WEIGHT_POWER = 0.8
+
+
+class CandidateChoice:
+    """One level's candidate choice, open to a search that scores candidates by something the
+    engine does not see (the decoded image): the plan is fixed, so every choice costs the same.
+
+    The engine's "nearest" rule picks, per block, the candidate z minimising
+    sum w (z - t)^2 for a target t and weights w that it derives from q and p. :meth:`pick` runs
+    the engine with any other (t, w) by handing it the posterior that derives exactly those:
+    a quadratic model of any per-dim score becomes an engine call. Arrays are (1, C, H, W)."""
+
+    def __init__(self, coder: "LatentCoder", mu_q, sd_q, mu_p, sd_p, mask, plan, order, shape):
+        self._coder, self._plan, self._order, self.shape = coder, plan, order, shape
+        self._mu_q, self._sd_q, self._mu_p, self._sd_p, self._mask = mu_q, sd_q, mu_p, sd_p, mask
+        self.n_blocks = plan.n_blocks
+
+    def latent(self, indices: np.ndarray) -> np.ndarray:
+        """The latent the decoder rebuilds from ``indices``."""
+        flat = rec.decode(self._mu_p, self._sd_p, self._plan, self._coder.seed, indices, device=self._coder.device)
+        if self._mask is not None:
+            np.copyto(flat, self._mu_p, where=self._mask)
+        return _unordered(flat, self._order, self.shape)
+
+    def skipped(self) -> np.ndarray:
+        """Boolean mask of the dims decoded as the prior mean whatever the pick."""
+        if self._mask is None:
+            return np.zeros(self.shape, bool)
+        return _unordered(self._mask.astype(np.float32), self._order, self.shape) > 0.5
+
+    def nearest_target(self) -> tuple[np.ndarray, np.ndarray]:
+        """(t, w) of the engine's own rule."""
+        t, w = self._target(self._mu_q, self._sd_q)
+        return _unordered(t, self._order, self.shape), _unordered(w, self._order, self.shape)
+
+    def _target(self, mu_q, sd_q):
+        r2 = (self._sd_p / sd_q) ** 2
+        t = mu_q + rec.REC_NEAREST_SHIFT * (mu_q - self._mu_p) / np.maximum(r2, 1)
+        w = np.maximum(1 / sd_q**2 - 1 / self._sd_p**2, 0) ** _NEAREST_WEIGHT_POWER
+        return t.astype(np.float32), w.astype(np.float32)
+
+    def pick(self, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """Indices of the candidates nearest ``target`` in the metric sum ``weight`` (z - t)^2
+        (weight > 0 where it matters; skipped dims keep no say)."""
+        t, w = _ordered(target, self._order).astype(np.float64), _ordered(weight, self._order).astype(np.float64)
+        mu_p, sd_p = self._mu_p.astype(np.float64), self._sd_p.astype(np.float64)
+        sd_q = 1 / np.sqrt(np.maximum(w, 0) ** (1 / _NEAREST_WEIGHT_POWER) + 1 / sd_p**2)
+        m = np.maximum((sd_p / sd_q) ** 2, 1)
+        shift = rec.REC_NEAREST_SHIFT
+        mu_q = (t + shift * mu_p / m) / (1 + shift / m)
+        mu_q, sd_q = mu_q.astype(np.float32), np.minimum(sd_q, sd_p).astype(np.float32)
+        if self._mask is not None:
+            np.copyto(mu_q, self._mu_p, where=self._mask)
+            np.copyto(sd_q, self._sd_p, where=self._mask)
+        return rec.encode(mu_q, sd_q, self._mu_p, self._sd_p, self._plan, self._coder.seed, device=self._coder.device)
+
+
 def read_plan(plan_bytes: bytes, channels: int, positions: int, kappa: int) -> rec.BlockPlan:
     """A level's block plan from its section (ValueError when malformed)."""
     symbols, exps = decode_channel_plan(plan_bytes, channels, kappa)
@@ -116,12 +176,15 @@ class LatentCoder:
     def _tag(self, part: str) -> str:
         return self.level.tag + part
 
-    def compress(self, posterior: Gaussian, prior: Gaussian, *, size_only: bool = False) -> CodedLatent:
+    def compress(self, posterior: Gaussian, prior: Gaussian, *, size_only: bool = False,
+                 choose: "Callable[[CandidateChoice, np.ndarray], np.ndarray] | None" = None) -> CodedLatent:
         """Code a sample of ``posterior`` against ``prior``. Both are released (their arrays freed
         as soon as they are reordered for the engine).
 
         ``size_only`` skips the candidate search: the index stream's length is known from the plan
-        alone (zero bytes of the right length stand in, and no sample is returned)."""
+        alone (zero bytes of the right length stand in, and no sample is returned).
+        ``choose(problem, indices) -> indices``: a second look at the engine's pick (the plan, and
+        so the file size, is fixed by then; see :class:`CandidateChoice`)."""
         shape = tuple(posterior.mean.shape)
         order = position_order(shape[2] * shape[3], self.seed)
         mu_q, sd_q = (_ordered(a, order) for a in posterior.release())
@@ -149,6 +212,8 @@ class LatentCoder:
         else:
             indices = rec.encode(mu_q, sd_q, mu_p, sd_p, plan, self.seed, temperature=self.temperature,
                                  device=self.device)
+            if choose is not None:
+                indices = choose(CandidateChoice(self, mu_q, sd_q, mu_p, sd_p, mask, plan, order, shape), indices)
             del mu_q, sd_q
             flat = rec.decode(mu_p, sd_p, plan, self.seed, indices, device=self.device)
             if mask is not None:

@@ -58,7 +58,7 @@ def _save(im: Image.Image, fp, filename) -> None:
     quality = options.get("quality", DEFAULT_QUALITY)
     if not isinstance(quality, (int, float)) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be a number in 1..100, got {quality!r}")
-    kwargs = {k: options[k] for k in ("bpp", "seed", "model", "device") if k in options}
+    kwargs = {k: options[k] for k in ("bpp", "seed", "model", "device", "effort", "exact") if k in options}
     try:
         data = encode(im, quality, **kwargs)
     except ValueError:

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import click
 
-from bbimg.defaults import DEFAULT_QUALITY
+from bbimg.defaults import DEFAULT_EFFORT, DEFAULT_QUALITY
 
 _DECODE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                    ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM",
@@ -257,10 +257,11 @@ def _warnings_to_stderr(path: str, quiet: bool) -> Iterator[None]:
 
 
 @contextmanager
-def _stage_bar(pixels: int, quiet: bool, stages: tuple[str, ...] | None, desc: str) \
+def _stage_bar(pixels: int, quiet: bool, stages: tuple[str, ...] | None, desc: str, slow: bool = False) \
         -> Iterator[Callable[[str], None] | None]:
-    """A tqdm bar over the codec's stages on a terminal for large images; yields the codec's callback."""
-    if quiet or pixels <= PROGRESS_MIN_PIXELS or not _stderr_is_terminal():
+    """A tqdm bar over the codec's stages on a terminal for large images (or ``slow`` work, e.g.
+    high efforts); yields the codec's callback."""
+    if quiet or (pixels <= PROGRESS_MIN_PIXELS and not slow) or not _stderr_is_terminal():
         yield None
         return
     from tqdm import tqdm
@@ -375,11 +376,14 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
               help="Seed of the shared randomness; the same input and seed give the same bytes.")
+@click.option("-e", "--effort", type=click.IntRange(1, 9), default=DEFAULT_EFFORT, show_default=True,
+              help="Encoder effort: above 5, slower encodes for smaller files or better quality (needs "
+                   "bbimg[torch]); every effort decodes the same way, at the same speed.")
 @click.option("--exact", is_flag=True,
               help="Keep the colour under fully transparent pixels (by default it is smoothed, as cwebp does).")
 @click.option("-f", "--force", is_flag=True, help="Write to stdout even when it is a terminal.")
 @click.option("--quiet", is_flag=True, help="No summary line, warnings or progress bar on stderr.")
-def encode(input, output, quality, bpp, model, device, seed, exact, force, quiet) -> None:
+def encode(input, output, quality, bpp, model, device, seed, effort, exact, force, quiet) -> None:
     """Compress INPUT to the .bbi file OUTPUT.
 
     INPUT is any image Pillow reads ('-' = stdin); OUTPUT '-' is stdout. OUTPUT must not be INPUT
@@ -389,6 +393,7 @@ def encode(input, output, quality, bpp, model, device, seed, exact, force, quiet
 
     \b
       bbimg encode photo.png photo.bbi -q 60
+      bbimg encode photo.png photo.bbi -q 60 -e 9     # slower, better
       bbimg encode scan.tif - --bpp 0.3 > scan.bbi
     """
     from PIL import Image
@@ -403,13 +408,19 @@ def encode(input, output, quality, bpp, model, device, seed, exact, force, quiet
     _check_output(output, force, "a .bbi file", input)
     if device == "cuda":
         _require_cuda()
+    if effort > DEFAULT_EFFORT:
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise CliError(f"--effort above {DEFAULT_EFFORT} needs PyTorch, an optional extra: {_TORCH_EXTRA}") from exc
     raw = _read_input(input)
     stats: list = []
     with _warnings_to_stderr(input, quiet), _reporting("encode", input):
         with Image.open(io.BytesIO(raw)) as image:
-            with _stage_bar(image.width * image.height, quiet, ENCODE_STAGES, "encode") as progress:
+            with _stage_bar(image.width * image.height, quiet, ENCODE_STAGES, "encode",
+                            slow=effort > DEFAULT_EFFORT) as progress:
                 data = encode_image(image, quality, bpp=bpp, model=model or DEFAULT_MODEL, device=device,
-                                    seed=seed, exact=exact, progress=progress, stats=stats)
+                                    seed=seed, effort=effort, exact=exact, progress=progress, stats=stats)
     _write_output(output, data)
     if not quiet:
         st = stats[0]

@@ -1,0 +1,85 @@
+"""Encoder efforts: the same decoder, the same file size for the candidate search, a better decode."""
+import numpy as np
+import pytest
+
+from bbimg import codec, effort
+from bbimg.format import read
+from bbimg.latent_coder import Y_LEVEL, Gaussian, LatentCoder
+
+
+def _level(rng, channels=5, h=8, w=12):
+    shape = (1, channels, h, w)
+    sd_p = np.exp(rng.normal(0.3, 0.4, shape)).astype(np.float32)
+    sd_q = (sd_p * rng.uniform(0.1, 0.9, shape)).astype(np.float32)
+    mu_p = rng.normal(0, 1, shape).astype(np.float32)
+    mu_q = (mu_p + rng.normal(0, 1, shape) * sd_p).astype(np.float32)
+    return (mu_q, sd_q), (mu_p, sd_p)
+
+
+@pytest.mark.parametrize("skip_ratio", [None, 1.25])
+def test_pick_with_the_rules_own_target_is_the_engines_pick(skip_ratio):
+    """CandidateChoice.pick hands the engine a posterior that derives exactly the given (t, w):
+    with the rule's own (t, w) it must reproduce the engine's indices."""
+    rng = np.random.default_rng(11)
+    q, p = _level(rng)
+    seen = {}
+
+    def choose(problem, indices):
+        seen["engine"] = indices
+        seen["again"] = problem.pick(*problem.nearest_target())
+        seen["latent"] = problem.latent(indices)
+        return indices
+
+    coded = LatentCoder(Y_LEVEL, 5, 12, block_ratio=1.1, skip_ratio=skip_ratio).compress(
+        Gaussian(*q), Gaussian(*p), choose=choose)
+    assert np.array_equal(seen["again"], seen["engine"])
+    assert np.array_equal(seen["latent"], coded.sample)
+
+
+def test_a_chooser_changes_the_pick_not_the_size():
+    rng = np.random.default_rng(12)
+    q, p = _level(rng)
+    coder = LatentCoder(Y_LEVEL, 5, 12, block_ratio=1.1, skip_ratio=None)
+    plain = coder.compress(Gaussian(*q), Gaussian(*p))
+
+    def towards_zero(problem, indices):
+        t, w = problem.nearest_target()
+        return problem.pick(np.zeros_like(t), np.ones_like(w))
+
+    moved = coder.compress(Gaussian(*q), Gaussian(*p), choose=towards_zero)
+    assert [len(s.payload) for s in moved.sections] == [len(s.payload) for s in plain.sections]
+    assert moved.sections[0].payload == plain.sections[0].payload  # same plan
+    assert np.abs(moved.sample).mean() < np.abs(plain.sample).mean()
+
+
+@pytest.mark.parametrize("bad", [0, 10, 2.5, "7"])
+def test_effort_range(bad):
+    with pytest.raises(ValueError, match="effort"):
+        effort.settings(bad)
+
+
+def test_default_and_low_efforts_are_todays_encoder():
+    assert all(not effort.settings(e).needs_torch for e in range(1, effort.DEFAULT_EFFORT + 1))
+    assert effort.settings(9).needs_torch
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255**2 / np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2))
+
+
+def test_decoder_aware_choice_same_size_better_decode(tiny_model, photo, one_torch_thread):
+    """Effort 7 keeps the plan (same sections' sizes) and decodes at least as well; the plain
+    decoder reads it."""
+    pytest.importorskip("torch")
+    base = codec.encode(photo, 60, model=tiny_model)
+    searched = codec.encode(photo, 60, model=tiny_model, effort=7)
+    assert len(searched) == len(base)
+    a, b = read(base), read(searched)
+    assert a.section("YPLN") == b.section("YPLN") and a.section("ZIDX") == b.section("ZIDX")
+    assert a.section("YIDX") != b.section("YIDX")
+    assert _psnr(photo, codec.decode(searched)) >= _psnr(photo, codec.decode(base)) - 1e-6
+
+
+def test_high_effort_refuses_a_temperature(tiny_model, photo):
+    with pytest.raises(ValueError, match="temperature"):
+        codec.encode(photo, 60, model=tiny_model, effort=7, temperature=1.0)
