@@ -44,12 +44,12 @@ class EffortSettings:
 _TODAY = EffortSettings()
 EFFORTS: dict[int, EffortSettings] = {
     1: _TODAY, 2: _TODAY, 3: _TODAY, 4: _TODAY, 5: _TODAY,
-    6: EffortSettings(search_sweeps=1, search_factors=(1.0,), search_probes=2),
-    7: EffortSettings(search_sweeps=1, search_factors=(0.5, 1.0, 2.0), search_probes=4),
+    6: EffortSettings(search_sweeps=1, search_factors=(1.0,), search_probes=1),
+    7: EffortSettings(search_sweeps=1, search_factors=(0.5, 1.0, 2.0), search_probes=2),
     8: EffortSettings(refine_steps=40, refine_lr=0.01, search_sweeps=1, search_factors=(0.5, 1.0, 2.0),
-                      search_probes=4),
-    9: EffortSettings(refine_steps=100, refine_lr=0.01, refine_y_steps=20, search_sweeps=2,
-                      search_factors=(0.5, 1.0, 2.0), search_probes=4),
+                      search_probes=2),
+    9: EffortSettings(refine_steps=100, refine_lr=0.01, refine_y_steps=20, search_sweeps=1,
+                      search_factors=(0.35, 0.7, 1.4, 2.8), search_probes=4),
 }
 
 
