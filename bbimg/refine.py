@@ -1,0 +1,308 @@
+"""Per-image posterior refinement: spend encode time to lower the codec's rate-distortion objective.
+
+The analysis transform infers the posteriors q(z), q(y) in one amortised pass, which leaves a gap
+to the best posterior for *this* image (Yang, Bamler & Mandt 2020). For a Gaussian VAE sent by
+relative entropy coding the objective needs no relaxation: the file pays about KL(q||p) bits per
+level and shows a sample close to a posterior sample, so refinement runs Adam on the means and
+log-scales of q(z) and q(y) (never the weights) on
+
+    (KL(q(z) || p(z)) + KL(q(y) || p(y | z~))) / pixels + lambda(t) * MSE(synthesis(y~), image)
+
+with reparameterised samples z~, y~: the training loss (``bbimg.training.trainer.rd_loss``)
+for one image. Two choices differ from training, both towards what the decoder shows:
+
+* distortion is measured on the real pixels only, after clipping to [0, 1]: the padding (the last
+  row and column replicated up to the model's stride) is cropped away by the decoder, and the
+  decoder clips before rounding. The rate is over the real pixels too (bits per pixel of the file).
+* p(y | z) is evaluated at the z sample, as in training and in the file (which carries a REC
+  sample of q(z)); :func:`refine_y` then re-fits q(y) to the p(y | z_hat) of the z the file
+  actually carries.
+
+Deterministic for a seed on a given device: the noise comes from a ``torch.Generator`` seeded with
+``seed``. The result is never worse than the start on the objective evaluated with one fixed noise
+draw (:func:`objective`): refinement returns the starting point when it did not improve it.
+
+Numpy in and out, shapes as the codec holds them ((1, C, h, w) float32); torch is imported only
+here, so only encoder efforts that refine need it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .models.vae import LOG_SIGMA_MAX, LOG_SIGMA_MIN, Gaussian, gaussian_kl_bits, quality_to_lambda
+
+__all__ = ["refine_posteriors", "refine_y", "objective", "Objective", "StepProgress"]
+
+#: progress(steps_done, steps_total), called after every Adam step.
+StepProgress = Callable[[int, int], None]
+
+_EVAL_SALT = 0x0E7A1  # the fixed noise draw that judges start against end (distinct from the steps')
+
+
+# -- the one place that knows how the model lays out its FiLM parameters -------------------------
+def _films(net, t: float, device: torch.device):
+    """(synthesis, y prior, z prior) FiLM parameters of quality ``t``: by name where the model
+    names its groups (``net.films(t)``), else by position (``net._films(t)``: analysis, synthesis,
+    hyper analysis, y prior, z prior)."""
+    tt = torch.tensor([float(t)], device=device)
+    f = net.films(tt) if hasattr(net, "films") else net._films(tt)
+    if hasattr(f, "synthesis"):
+        return f.synthesis, getattr(f, "hyper_synthesis", None) or f.y_prior, f.z_prior
+    return f[1], f[3], f[4]
+
+
+def _device(net) -> torch.device:
+    return next(net.parameters()).device
+
+
+def _padded_image(pixels: np.ndarray, stride: int, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H', W') in [0, 1], padded to ``stride`` by replicating the last
+    row and column (as the codec's analysis sees it)."""
+    h, w = pixels.shape[:2]
+    ri = np.minimum(np.arange(-(-h // stride) * stride), h - 1)
+    ci = np.minimum(np.arange(-(-w // stride) * stride), w - 1)
+    x = np.ascontiguousarray(pixels[ri[:, None], ci[None, :], :3].transpose(2, 0, 1)[None], dtype=np.float32)
+    return torch.from_numpy(x / np.float32(255.0)).to(device)
+
+
+@dataclass
+class Objective:
+    """One evaluation of the refinement objective (per real pixel)."""
+    loss: float      # bpp + lambda * mse
+    bits_y: float    # KL(q(y) || p(y | z~)) in bits
+    bits_z: float    # KL(q(z) || p(z)) in bits (0 for refine_y)
+    mse: float       # of the clipped decoded sample on the real pixels, 0-255 scale
+    pixels: int
+
+    @property
+    def bpp(self) -> float:
+        return (self.bits_y + self.bits_z) / self.pixels
+
+    @property
+    def psnr(self) -> float:
+        return 10.0 * math.log10(255.0**2 / max(self.mse, 1e-12))
+
+
+class _Problem:
+    """The objective of one image at one quality, on the device of the model."""
+
+    def __init__(self, net, pixels: np.ndarray, t: float):
+        self.net, self.device = net, _device(net)
+        self.h, self.w = pixels.shape[:2]
+        self.x = _padded_image(pixels, net.cfg.stride, self.device)
+        self.f_syn, self.f_py, self.f_pz = _films(net, t, self.device)
+        self.lam = float(quality_to_lambda(torch.tensor(float(t)), net.cfg))
+        self.n = self.h * self.w
+        wide = net.cfg.latent_channels >= 64
+        self.channels_last = wide if SETTINGS.channels_last is None else SETTINGS.channels_last
+
+    def prior_z(self, shape) -> Gaussian:
+        return self.net.prior_z(self.f_pz, shape)
+
+    def prior_y(self, z: torch.Tensor) -> Gaussian:
+        return self.net.prior_y(z, self.f_py)
+
+    def terms(self, qy: Gaussian, y: torch.Tensor, py: Gaussian, qz: Gaussian | None = None):
+        """(loss, bits_y, bits_z, mse) as tensors for the decoded samples ``y`` (a batch: the
+        mean over it; ``py`` may be a batch of the same size)."""
+        bits_y = gaussian_kl_bits(qy, py).sum() / y.shape[0]
+        bits_z = gaussian_kl_bits(qz, self.prior_z(qz.mean.shape)).sum() if qz is not None else bits_y.new_zeros(())
+        if self.channels_last:
+            y = y.contiguous(memory_format=torch.channels_last)
+        x_hat = self.net.decode(y, self.f_syn)[:, :, :self.h, :self.w].clamp(0.0, 1.0)
+        mse = ((x_hat - self.x[:, :, :self.h, :self.w]) * 255.0).pow(2).mean()
+        return (bits_y + bits_z) / self.n + self.lam * mse, bits_y, bits_z, mse
+
+
+def _tensor(a: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+
+def _log_scale(scale: np.ndarray, device) -> torch.Tensor:
+    return _tensor(scale, device).clamp_min(1e-30).log().clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+
+
+def _np(a: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(a.detach().to("cpu", torch.float32).numpy())
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _noise(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
+
+
+def _cosine(lr: float, step: int, steps: int) -> float:
+    """Cosine decay from ``lr`` to lr / 10 over the run: big early moves, a settled end."""
+    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * step / max(steps, 1))))
+
+
+@dataclass
+class Settings:
+    """How refinement optimises (the defaults are the measured choice; bench/refine_probe.py
+    compares the alternatives)."""
+
+    #: Means move in units of their starting posterior scale, so Adam's step is about ``lr``
+    #: standard deviations of q for every latent, whatever its magnitude.
+    precondition: bool = True
+    #: Cosine decay of the learning rate to a tenth over the run.
+    decay: bool = True
+    #: p(y | z) at the z sample (training, and the file) or at the z mean.
+    prior_at_z_sample: bool = True
+    #: Each step decodes the antithetic pair mean +- scale * noise (twice the work per step): the
+    #: noise's first-order part cancels in the gradients.
+    antithetic: bool = True
+    #: Learning rate of the log-scales relative to the means' (in units of the starting scale):
+    #: the means want steps of ~0.1-0.3 sigma, the log-scales of ~0.01.
+    scale_lr: float = 0.05
+    #: The synthesis runs in channels-last layout, oneDNN's fast path on the CPU for wide layers
+    #: (~1.5x per step for the shipped model; ~10x slower for a test model of 8 channels).
+    #: None: when the latent has at least 64 channels.
+    channels_last: bool | None = None
+
+
+SETTINGS = Settings()
+
+
+class _Latents:
+    """Free parameters of q(z) and/or q(y): means (in units of the starting scale) and log-scales."""
+
+    def __init__(self, arrays: list[tuple[np.ndarray, np.ndarray]], device):
+        self.params, self.units = [], []
+        for mean, scale in arrays:
+            log_scale = _log_scale(scale, device)
+            unit = log_scale.exp() if SETTINGS.precondition else torch.ones_like(log_scale)
+            self.units.append(unit)
+            self.params += [(_tensor(mean, device) / unit).requires_grad_(True), log_scale.requires_grad_(True)]
+
+    def gaussians(self) -> list[Gaussian]:
+        p = self.params
+        return [Gaussian(p[2 * i] * u, p[2 * i + 1].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)) for i, u in enumerate(self.units)]
+
+    def snapshot(self) -> list[Gaussian]:
+        with torch.no_grad():
+            return [Gaussian(g.mean.detach().clone(), g.log_scale.detach().clone()) for g in self.gaussians()]
+
+
+def _run(latents: _Latents, terms, steps: int, lr: float, gen: torch.Generator,
+         progress: StepProgress | None) -> None:
+    p = latents.params
+    opt = torch.optim.Adam([dict(params=p[0::2], gain=1.0), dict(params=p[1::2], gain=SETTINGS.scale_lr)], lr=lr)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = group["gain"] * (_cosine(lr, step, steps) if SETTINGS.decay else lr)
+        opt.zero_grad(set_to_none=True)
+        loss = terms(latents.gaussians(), gen)[0]
+        loss.backward(inputs=latents.params)  # gradients of the latents only, never the weights
+        opt.step()
+        if progress is not None:
+            progress(step + 1, steps)
+
+
+def _check(steps: int, lr: float) -> None:
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr}")
+
+
+@torch.no_grad()
+def _evaluate(loss_terms, qs: list[Gaussian], seed: int, pixels: int) -> Objective:
+    loss, by, bz, mse = loss_terms(qs, _generator(qs[0].mean.device, seed ^ _EVAL_SALT))
+    return Objective(float(loss), float(by), float(bz), float(mse), pixels)
+
+
+def _draw(q: Gaussian, gen: torch.Generator, antithetic: bool) -> torch.Tensor:
+    """A reparameterised sample of q, or the antithetic pair (mean +- scale * noise) as a batch of 2."""
+    eps = _noise(q.mean, gen)
+    if antithetic:
+        eps = torch.cat([eps, -eps])
+    return q.mean + q.scale * eps
+
+
+def _joint_terms(problem: _Problem, antithetic: bool = False):
+    def terms(qs, gen):
+        qz, qy = qs
+        z = _draw(qz, gen, antithetic)
+        y = _draw(qy, gen, antithetic)
+        return problem.terms(qy, y, problem.prior_y(z if SETTINGS.prior_at_z_sample else qz.mean), qz)
+    return terms
+
+
+def _y_terms(problem: _Problem, py: Gaussian, antithetic: bool = False):
+    def terms(qs, gen):
+        (qy,) = qs
+        return problem.terms(qy, _draw(qy, gen, antithetic), py)
+    return terms
+
+
+def objective(net, pixels: np.ndarray, t: float, y_mean: np.ndarray, y_scale: np.ndarray,
+              z_mean: np.ndarray | None = None, z_scale: np.ndarray | None = None, *,
+              py_mean: np.ndarray | None = None, py_scale: np.ndarray | None = None, seed: int = 0) -> Objective:
+    """The refinement objective of these posteriors with one fixed noise draw (deterministic for
+    ``seed``): against p(y | z~) for a z sample when q(z) is given, else against the fixed prior
+    ``py_mean``/``py_scale``. This is the yardstick by which refinement never ends worse."""
+    problem = _Problem(net, pixels, t)
+    dev = problem.device
+    with torch.no_grad():
+        qy = Gaussian(_tensor(y_mean, dev), _log_scale(y_scale, dev))
+        if z_mean is not None:
+            qz = Gaussian(_tensor(z_mean, dev), _log_scale(z_scale, dev))
+            return _evaluate(_joint_terms(problem), [qz, qy], seed, problem.n)
+        py = Gaussian(_tensor(py_mean, dev), _log_scale(py_scale, dev))
+        return _evaluate(_y_terms(problem, py), [qy], seed, problem.n)
+
+
+def _finish(latents: _Latents, inputs: list[np.ndarray], terms, seed: int, problem: _Problem) -> list[np.ndarray]:
+    """The refined (mean, scale) arrays, or the inputs themselves where the refined ones are not
+    better on the fixed draw: both judged from numpy exactly as :func:`objective` sees them."""
+    refined = [a for g in latents.snapshot() for a in (_np(g.mean), _np(g.log_scale.exp()))]
+
+    def judge(arrays: list[np.ndarray]) -> float:
+        dev = problem.device
+        qs = [Gaussian(_tensor(arrays[i], dev), _log_scale(arrays[i + 1], dev)) for i in range(0, len(arrays), 2)]
+        return _evaluate(terms, qs, seed, problem.n).loss
+
+    return refined if judge(refined) <= judge(inputs) else list(inputs)  # a NaN end keeps the inputs
+
+
+def refine_posteriors(net, pixels: np.ndarray, t: float, y_mean: np.ndarray, y_scale: np.ndarray,
+                      z_mean: np.ndarray, z_scale: np.ndarray, *, steps: int, lr: float, seed: int = 0,
+                      progress: StepProgress | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Adam on the means and log-scales of q(y) and q(z) of one image (``pixels``: (H, W, 3)
+    uint8; the posteriors (1, C, h, w) as the codec has them, scales not log-scales). Returns
+    (y_mean, y_scale, z_mean, z_scale) as float32 numpy arrays; ``steps=0`` returns the inputs."""
+    _check(steps, lr)
+    if steps == 0:
+        return y_mean, y_scale, z_mean, z_scale
+    problem = _Problem(net, pixels, t)
+    latents = _Latents([(z_mean, z_scale), (y_mean, y_scale)], problem.device)
+    with torch.enable_grad():
+        _run(latents, _joint_terms(problem, SETTINGS.antithetic), steps, lr, _generator(problem.device, seed), progress)
+    zm, zs, ym, ys = _finish(latents, [z_mean, z_scale, y_mean, y_scale], _joint_terms(problem), seed, problem)
+    return ym, ys, zm, zs
+
+
+def refine_y(net, pixels: np.ndarray, t: float, y_mean: np.ndarray, y_scale: np.ndarray,
+             py_mean: np.ndarray, py_scale: np.ndarray, *, steps: int, lr: float, seed: int = 0,
+             progress: StepProgress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Re-fit q(y) against the fixed prior p(y | z_hat) of the z the file carries (same objective
+    without the z term). Returns (y_mean, y_scale); ``steps=0`` returns the inputs."""
+    _check(steps, lr)
+    if steps == 0:
+        return y_mean, y_scale
+    problem = _Problem(net, pixels, t)
+    dev = problem.device
+    py = Gaussian(_tensor(py_mean, dev), _log_scale(py_scale, dev))
+    latents = _Latents([(y_mean, y_scale)], dev)
+    with torch.enable_grad():
+        _run(latents, _y_terms(problem, py, SETTINGS.antithetic), steps, lr, _generator(dev, seed), progress)
+    return tuple(_finish(latents, [y_mean, y_scale], _y_terms(problem, py), seed, problem))
