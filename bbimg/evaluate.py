@@ -77,7 +77,7 @@ def evaluate(paths: Iterable[str | Path], qualities: Iterable[int], model: str |
     bytes, width, height, encode_s, decode_s. An unreadable image raises ValueError naming it.
     """
     from .codec import decode, encode
-    from .models import DEFAULT_MODEL
+    from .model_files import DEFAULT_MODEL
 
     paths, qualities = [Path(p) for p in paths], [int(q) for q in qualities]
     for q in qualities:

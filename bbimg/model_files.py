@@ -3,11 +3,15 @@ check a model without importing torch (3-4 s on the reference machine)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
 import re
+import zipfile
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "weights_dir", "search_path", "find_weights", "weights_sha256", "check_name"]
+__all__ = ["DEFAULT_MODEL", "weights_dir", "search_path", "find_weights", "weights_sha256", "check_name",
+           "installed_models", "training_facts"]
 
 DEFAULT_MODEL = "bbimg-hvae-v5"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -42,3 +46,37 @@ def weights_sha256(path: Path) -> bytes:
     if key not in _sha_cache:
         _sha_cache[key] = hashlib.sha256(path.read_bytes()).digest()
     return _sha_cache[key]
+
+
+def installed_models() -> list[str]:
+    """Names of the installed models (first folder on the search path wins), sorted."""
+    return sorted({p.stem for folder in search_path() for p in folder.glob("*.pt") if _NAME_RE.fullmatch(p.stem)})
+
+
+class _FactsUnpickler(pickle.Unpickler):
+    """Reads a weights file's top-level facts without torch: tensors and torch types become None,
+    and nothing else can be constructed (no code from a file runs)."""
+
+    def find_class(self, module: str, name: str):
+        if module.split(".")[0] == "torch":
+            return lambda *args, **kwargs: None
+        if (module, name) == ("collections", "OrderedDict"):
+            return dict
+        raise pickle.UnpicklingError(f"unexpected {module}.{name} in a weights file")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def training_facts(path: Path) -> dict:
+    """``step`` and ``train_hours`` recorded in a weights file (torch's zip format), read without
+    importing torch; empty when the file does not say."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+            state = _FactsUnpickler(io.BytesIO(archive.read(pkl))).load()
+    except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError):
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    return {k: state[k] for k in ("step", "train_hours") if isinstance(state.get(k), (int, float))}

@@ -536,14 +536,15 @@ def info(file, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def models(as_json) -> None:
     """List the installed models."""
-    from bbimg.models import DEFAULT_MODEL, available_models, load_model
+    from bbimg.model_files import DEFAULT_MODEL, find_weights, installed_models, training_facts, weights_sha256
 
     rows = []
-    for name in available_models():
-        info_, _ = load_model(name)
-        rows.append(dict(name=name, default=name == DEFAULT_MODEL, steps=info_.step,
-                         train_hours=round(info_.train_hours, 2), sha256=info_.sha256.hex(),
-                         bytes=info_.path.stat().st_size))
+    for name in installed_models():
+        path = find_weights(name)
+        facts = training_facts(path)
+        rows.append(dict(name=name, default=name == DEFAULT_MODEL, steps=facts.get("step"),
+                         train_hours=round(facts.get("train_hours", float("nan")), 2),
+                         sha256=weights_sha256(path).hex(), bytes=path.stat().st_size))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

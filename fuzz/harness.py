@@ -14,7 +14,9 @@ Used by ``fuzz_format.py`` / ``fuzz_decoder.py`` (atheris, coverage-guided) and,
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
+import signal
 import resource
 import struct
 import time
@@ -258,7 +260,8 @@ def decode_memory_bound(pixels: int) -> int:
 
 
 def decode_time_bound(pixels: int) -> float:
-    """Wall time allowed for decoding ``pixels`` in the fuzz run (2 slow shared cores: generous)."""
+    """CPU seconds allowed for decoding ``pixels`` in the fuzz run (CPU time, not wall time: a
+    loaded machine must not make a fast decoder look slow)."""
     return 4 * TIME_LIMIT_S + 4e-6 * pixels
 
 
@@ -275,6 +278,9 @@ try:
 except Exception:
     pass
 harness.limit_memory(int(sys.argv[2]))
+import resource
+cpu = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))  # SIGXCPU past the CPU-time bound
 try:
     image = codec.decode(data, max_pixels=header.width * header.height)
 except bbi.BbiError:
@@ -335,13 +341,15 @@ def check_decoder_any_size(data: bytes, max_pixels: int = FUZZ_MAX_PIXELS, large
         raise AssertionError(f"{header.width}x{header.height} decoded above the pixel limit {large_max}")
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1", "BBIMG_THREADS": "1"}
-    limit = decode_time_bound(pixels)
+    limit = math.ceil(decode_time_bound(pixels))
     try:
         cap = decode_memory_bound(pixels) + ADDRESS_SPACE_SLACK_BYTES
-        out = subprocess.run([sys.executable, "-c", _CHILD, root, str(cap)], input=data, capture_output=True,
-                             timeout=limit, env=env)
+        out = subprocess.run([sys.executable, "-c", _CHILD, root, str(cap), str(limit)], input=data,
+                             capture_output=True, timeout=20 * limit, env=env)  # wall: a last resort only
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"decoding {header.width}x{header.height} took over {limit:.0f} s") from None
+        raise AssertionError(f"decoding {header.width}x{header.height} took over {20 * limit} s of wall time") from None
+    if out.returncode == -signal.SIGXCPU:
+        raise AssertionError(f"decoding {header.width}x{header.height} took over {limit} s of CPU time")
     lines = out.stdout.decode(errors="replace").split()
     if out.returncode != 0 or not lines:
         tail = out.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
