@@ -40,8 +40,9 @@ from .vae import HierarchicalVAE
 __all__ = ["PARTS", "export", "SubPixelSynthesis"]
 
 #: Output channels from which a transposed convolution is split into one convolution per phase:
-#: below it (the 3-channel image layer) the phases share one convolution, zero taps included,
-#: since few channels neither fill the NCHWc blocks that concatenate in place nor cost much.
+#: below it (the 3-channel image layer) the phases share one convolution, zero taps included: so
+#: few channels would not fill ONNX Runtime's NCHWc blocks (16 channels on AVX-512, 8 on AVX2), so
+#: the phases could not be concatenated in that layout, and the layer costs little.
 SPLIT_MIN_CHANNELS = 16
 
 
@@ -104,11 +105,10 @@ def _phase_weights(layer: nn.ConvTranspose2d) -> list[tuple[torch.Tensor, tuple[
     For the 5x5 kernels of g_s (padding 2): phase 0 reads offsets -1, 0, 1 (kernel taps 4, 2, 0),
     phase 1 offsets 0, 1 (taps 3, 1): kernels 3x3, 3x2, 2x3 and 2x2, 25 taps in all, as many
     multiply-adds as the transposed convolution and none on its inserted zeros."""
-    k, s, p, op = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.output_padding[0]
+    k, p = layer.kernel_size[0], layer.padding[0]
     if layer.kernel_size != (k, k) or layer.stride != (2, 2) or layer.padding != (p, p) or \
             layer.output_padding != (1, 1) or layer.dilation != (1, 1) or layer.groups != 1 or 2 * p + 1 != k:
         raise ValueError(f"sub-pixel form needs a stride-2, 'same' transposed convolution, got {layer}")
-    del s, op
     weight = layer.weight.detach()  # (Cin, Cout, k, k)
     out = []
     for r in (0, 1):
@@ -134,7 +134,7 @@ def _subpixel(layer: nn.ConvTranspose2d, x: torch.Tensor, in_scale: float = 1.0,
         phases.append((w if gain is None else w * gain.view(-1, 1, 1, 1), pads))
     if layer.out_channels >= SPLIT_MIN_CHANNELS:
         y = torch.cat([_PaddedConv.apply(x, w, b, *pads) for w, pads in phases], 1)
-    else:  # one 3x3 convolution for all four phases: each phase's kernel placed by its offsets
+    else:  # one k x k convolution (3x3 for g_s) for all four phases, each phase's kernel placed by its offsets
         k = max(w.shape[2] for w, _ in phases)
         half = k // 2
         full = x.new_zeros(4, layer.out_channels, layer.in_channels, k, k)
