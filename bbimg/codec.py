@@ -25,9 +25,10 @@ from .effort import settings as effort_settings
 from .alpha import decode_alpha, encode_alpha
 from .geometry import LATENT_STRIDE, padded_size
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
-from .latent_coder import Y_LEVEL, Z_BLOCK_RATIO_GAIN, Z_LEVEL, Gaussian, LatentCoder, read_plan
+from .latent_coder import (Y_LEVEL, Z_BLOCK_RATIO_GAIN, Z_LEVEL, Gaussian, LatentCoder, latent_sections,
+                           read_level_plan)
 from .model_files import DEFAULT_MODEL
-from .rec import DEFAULT_KAPPA, DEFAULT_TEMPERATURE, prior_skip
+from .rec import DEFAULT_KAPPA, DEFAULT_TEMPERATURE, plan_prior, prior_skip
 from .rec.channel_plan import DEFAULT_BLOCK_RATIO
 from .transforms import load_transforms
 
@@ -81,14 +82,17 @@ class _CoderSettings:
     skip_ratio: float
     temperature: float | None
     device: str
+    predictions: dict | None = None  # the model's plan-unit tables at this quality (plan_prior)
 
     def z_coder(self) -> LatentCoder:
         return LatentCoder(Z_LEVEL, self.seed, self.kappa, block_ratio=self.block_ratio * self.z_ratio_gain,
-                           temperature=self.temperature, device=self.device)
+                           temperature=self.temperature, device=self.device,
+                           prediction=(self.predictions or {}).get("Z"))
 
     def y_coder(self) -> LatentCoder:
         return LatentCoder(Y_LEVEL, self.seed, self.kappa, block_ratio=self.block_ratio, skip_ratio=self.skip_ratio,
-                           temperature=self.temperature, device=self.device)
+                           temperature=self.temperature, device=self.device,
+                           prediction=(self.predictions or {}).get("Y"))
 
 
 def _code_latents(prep: PreparedImage, tr, t: float, coder: _CoderSettings, progress: Progress | None,
@@ -199,7 +203,8 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
 
     def build(t: float, ratio: float, size_only: bool = False) -> tuple[bytes, EncodeStats]:
         q_int = int(round(quality)) if bpp is None else max(1, min(100, int(round(1 + 99 * t))))
-        coder = _CoderSettings(seed, kappa, ratio, z_ratio_gain, skip_ratio, temperature, device)
+        coder = _CoderSettings(seed, kappa, ratio, z_ratio_gain, skip_ratio, temperature, device,
+                               plan_prior.predictions(tr.sha256, t, kappa))
         search = None if size_only or not search_settings.needs_torch else \
             EncoderSearch(model, device, prep.pixels, t, search_settings, seed)
         sections, st = _code_latents(prep, tr, t, coder, None if size_only else progress, size_only, search)
@@ -297,9 +302,9 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
     if h.width * h.height > limit:
         raise ImageTooLargeError(f"image of {h.width}x{h.height} ({h.width * h.height:,} pixels) is above the decode "
                                  f"limit of {limit:,} pixels")
-    for tag in ("ZPLN", "ZIDX", "YPLN", "YIDX"):
-        if container.section(tag) is None:
-            raise bbi.BbiError(f"corrupt file: missing required section {tag}")
+    for tags in latent_sections():
+        if all(container.section(tag) is None for tag in tags):
+            raise bbi.BbiError(f"corrupt file: missing required section {tags[0]}")
     described = bbi.decoded_description(h, container.sections)
     alpha_payload = container.section("ALPH")
     alpha = None if alpha_payload is None else decode_alpha(alpha_payload, h.width, h.height)
@@ -314,10 +319,12 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
     padded_h, padded_w = padded_size(h.height, h.width, tr.stride)
     report("decoding z")
     z_prior = Gaussian(*tr.z_prior(t, padded_h // tr.stride, padded_w // tr.stride))
-    z_hat = LatentCoder(Z_LEVEL, h.seed, h.kappa, device=device).decompress(z_prior, container)
+    predictions = plan_prior.predictions(h.weights_hash, t, h.kappa)
+    z_hat = LatentCoder(Z_LEVEL, h.seed, h.kappa, device=device,
+                        prediction=predictions.get("Z")).decompress(z_prior, container)
     report("decoding y")
-    y_hat = LatentCoder(Y_LEVEL, h.seed, h.kappa, device=device).decompress(Gaussian(*tr.y_prior(z_hat, t)),
-                                                                              container)
+    y_hat = LatentCoder(Y_LEVEL, h.seed, h.kappa, device=device,
+                        prediction=predictions.get("Y")).decompress(Gaussian(*tr.y_prior(z_hat, t)), container)
     report("synthesis")
     pixels = tr.synthesis_pixels(y_hat, t, h.height, h.width)  # tiles above a size threshold
     colour = "L" if described["mode"].startswith("L") else "RGB"
@@ -344,15 +351,16 @@ def _plan_facts(data: bytes, header, table: tuple) -> dict:
     when the model is not installed."""
     sections = {s.tag: s for s in table}  # the reader's section table: payloads sliced, not parsed again
     model = _latent_channels(header.model_name)
-    if model is None or not all(t in sections for t in ("ZPLN", "ZIDX", "YPLN", "YIDX")):
+    if model is None or not all(any(t in sections for t in tags) for tags in latent_sections()):
         return {}
     z_channels, y_channels, stride = model
     ph, pw = padded_size(header.height, header.width, stride)
+    payloads = {tag: bytes(data[s.offset:s.offset + s.length]) for tag, s in sections.items() if "PL" in tag}
+    predictions = plan_prior.predictions(header.weights_hash, header.quality_t, header.kappa)
     blocks = index_bits = 0
-    for level, c, step in (("Z", z_channels, stride), ("Y", y_channels, LATENT_STRIDE)):
+    for level, c, step in ((Z_LEVEL, z_channels, stride), (Y_LEVEL, y_channels, LATENT_STRIDE)):
         try:
-            s = sections[level + "PLN"]
-            plan = read_plan(bytes(data[s.offset:s.offset + s.length]), c, ph * pw // step**2, header.kappa)
+            plan = read_level_plan(payloads, level, c, ph * pw // step**2, header.kappa, predictions.get(level.tag))
         except ValueError as exc:
             raise bbi.BbiError(f"corrupt file: {exc}") from exc
         blocks += plan.n_blocks

@@ -44,11 +44,11 @@ __all__ = [
 ]
 
 MAGIC = b"\x89BBI\r\n\x1a\n"
-VERSION = (1, 1)  # (major, minor) written for files without an ALPH section
-LATEST_VERSION = (1, 2)  # the newest version this module writes and fully understands
+VERSION = (1, 1)  # (major, minor) written for files without a section of a later version
+LATEST_VERSION = (1, 3)  # the newest version this module writes and fully understands
 #: Sections that need a newer minor version than VERSION: the writer records the lowest that
 #: describes the sections present, so files without them stay readable by older readers.
-_MINOR_OF_TAG = {"ALPH": 2}
+_MINOR_OF_TAG = {"ALPH": 2, "ZPL2": 3, "YPL2": 3}
 MAX_DIMENSION = 65535
 MAX_PIXELS = 1 << 28
 MAX_MODEL_NAME_BYTES = 64
@@ -66,6 +66,8 @@ KNOWN_TAGS: dict[str, bool] = {
     "YIDX": True,
     "YSKP": True,
     "ALPH": True,
+    "ZPL2": True,
+    "YPL2": True,
     "ICCP": False,
     "EXIF": False,
 }
@@ -276,7 +278,7 @@ class Info(NamedTuple):
 
 def version_for(tags: Iterable[str]) -> tuple[int, int]:
     """The lowest format version that describes a file with these section tags (VERSION for most
-    files, 1.2 with an ALPH section)."""
+    files, 1.2 with an ALPH section, 1.3 with the block plans ZPL2 and YPL2)."""
     return VERSION[0], max([VERSION[1], *(_MINOR_OF_TAG.get(t, 0) for t in tags)])
 
 

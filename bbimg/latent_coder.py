@@ -1,12 +1,14 @@
 """REC coding of one latent level (z or y): posterior and prior in, file sections out, and back.
 
-A level is stored as its block plan (section ``xPLN``: per-channel block counts, so the decoder
-cuts the same blocks), the candidate indices (``xIDX``) and, for y, the skip symbols (``YSKP``:
-dims whose prior already explains them are decoded as the prior mean and cost nothing). Positions
-are visited in a seeded permutation so that each block mixes the image's regions. Decoding needs
-only the prior, which both sides compute, and these sections: no entropy-coding table is built
-from floating-point network outputs, so small numerical differences between machines move decoded
-pixels slightly but never desynchronise the bit stream.
+A level is stored as its block plan (section ``xPL2``: one unit per channel, so the decoder cuts
+the same blocks; for y also the skip code, which with the plan and the prior says which dims are
+decoded as the prior mean and cost nothing) and the candidate indices (``xIDX``). Files of format
+1.0-1.2 carry ``xPLN`` and ``YSKP`` instead; both are read. Positions are visited in a seeded
+permutation so that each block mixes the image's regions. Decoding needs only the prior, which
+both sides compute, and these sections: the block structure and every entropy-coding model come
+from the sections and integer tables alone, never from floating-point network outputs, so small
+numerical differences between machines move decoded values slightly (the skip mask may differ in
+a dim at its threshold) but never desynchronise the bit stream.
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from . import format as bbi
 from . import rec
 from . import tiling
 from .rec import prior_skip
-from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, channel_plan, decode_channel_plan, encode_channel_plan,
-                                plan_from_channels, position_order)
+from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, UnitPrediction, channel_plan, decode_channel_plan,
+                                encode_channel_plan, plan_from_channels, plan_units, position_order, read_units,
+                                units_plan, write_units)
 
 __all__ = ["Gaussian", "Level", "Z_LEVEL", "Y_LEVEL", "CodedLatent", "LatentCoder", "CandidateChoice", "read_plan",
-           "Z_BLOCK_RATIO_GAIN"]
+           "read_level_plan", "plan_tags", "latent_sections", "Z_BLOCK_RATIO_GAIN"]
 
 #: The hyper-latent z gets this many times the block ratio of y: a closer z gives a sharper prior
 #: p(y | z), which saves more y bits than the extra z bits cost (8 Kodak images: -1.3% BD-rate
@@ -56,9 +59,9 @@ class Gaussian:
 class Level:
     """What tells the two latent levels apart in a file."""
 
-    tag: str            # section prefix: "Z" -> ZPLN, ZIDX
+    tag: str            # section prefix: "Z" -> ZPL2 (ZPLN before 1.3), ZIDX
     seed_salt: int      # mixed into the file's seed: the levels draw different candidates
-    skips: bool         # has a skip section (y only)
+    skips: bool         # has skip information (y only)
 
     def seed(self, file_seed: int) -> int:
         return (file_seed * 0x9E3779B97F4A7C15 + self.seed_salt) & 0xFFFF_FFFF_FFFF_FFFF
@@ -70,12 +73,17 @@ Y_LEVEL = Level("Y", 0x5959_0002, skips=True)
 
 @dataclass
 class CodedLatent:
-    sections: list            # bbi.Section: plan, indices (and skip symbols for y)
+    sections: list            # bbi.Section: plan (with the skip code for y), indices
     sample: np.ndarray | None  # the latent exactly as the decoder rebuilds it (None when size_only)
     kl_bits: float            # KL(q || p): the ideal rate
     index_bits: int           # bits of candidate indices
-    side_bits: int            # bits of the block plan and skip symbols
+    side_bits: int            # bits of the block plan and skip code
     blocks: int
+
+
+def _kept_sum(kl: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-channel KL sums of the dims not in ``mask`` ((C, P) each): (C, 1)."""
+    return np.where(mask, 0.0, kl).sum(axis=1, keepdims=True)
 
 
 def _ordered(a: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -152,9 +160,61 @@ class CandidateChoice:
 
 
 def read_plan(plan_bytes: bytes, channels: int, positions: int, kappa: int) -> rec.BlockPlan:
-    """A level's block plan from its section (ValueError when malformed)."""
+    """A level's block plan from its ``xPLN`` section (files before 1.3; ValueError when malformed)."""
     symbols, exps = decode_channel_plan(plan_bytes, channels, kappa)
     return plan_from_channels(symbols, exps, positions, kappa)
+
+
+def plan_tags(level: Level) -> tuple[str, str]:
+    """(tag of 1.3 files, tag of earlier files) of the level's block plan section."""
+    return level.tag + "PL2", level.tag + "PLN"
+
+
+def latent_sections() -> tuple[tuple[str, ...], ...]:
+    """The sections a file needs for its latents: per entry, the tags any one of which will do."""
+    return tuple(t for level in (Z_LEVEL, Y_LEVEL) for t in (plan_tags(level), (level.tag + "IDX",)))
+
+
+def _read_plan2(data: bytes, level: Level, channels: int, kappa: int,
+                prediction: UnitPrediction | None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(symbols, exps, skip code, ratio code) from an ``xPL2`` section."""
+    head = (prior_skip.SKIP_CODES, prior_skip.RATIO_CODES) if level.skips else ()
+    values, units = read_units(data, channels, kappa, prediction, head)
+    symbols, exps = units_plan(units, kappa)
+    code, ratio = values if level.skips else (0, 0)
+    return symbols, exps, code, ratio
+
+
+def read_level_plan(sections, level: Level, channels: int, positions: int, kappa: int,
+                    prediction: UnitPrediction | None = None) -> rec.BlockPlan | None:
+    """The level's block plan from ``sections`` (tag -> payload bytes, any mapping), whichever
+    format holds it; None when the file has no plan for the level. ValueError when malformed."""
+    new, old = plan_tags(level)
+    _check_one_format(lambda tag: sections.get(tag), level)
+    if sections.get(new) is not None:
+        symbols, exps, _, _ = _read_plan2(bytes(sections[new]), level, channels, kappa, prediction)
+        return plan_from_channels(symbols, exps, positions, kappa)
+    if sections.get(old) is not None:
+        return read_plan(bytes(sections[old]), channels, positions, kappa)
+    return None
+
+
+def _check_one_format(section, level: Level) -> None:
+    """A level's plan comes in the sections of one format only (ValueError otherwise)."""
+    new, old = plan_tags(level)
+    older = (old, level.tag + "SKP") if level.skips else (old,)
+    if section(new) is not None and any(section(tag) is not None for tag in older):
+        raise ValueError(f"both {new} and the sections of earlier formats ({old}, {level.tag}SKP)")
+
+
+def _derived_mask(sd_p: np.ndarray, symbols, exps, kappa: int, code: int, ratio: int) -> np.ndarray | None:
+    """The 1.3 skip mask (flat, channel-major) from the plan and the prior scales, or None."""
+    if code == 0:
+        return None
+    channels = len(symbols)
+    sd_p = sd_p.reshape(channels, -1)
+    thr = prior_skip.log_thresholds(sd_p, prior_skip.kl_estimates(symbols, exps, kappa, ratio))
+    return prior_skip.threshold_mask(sd_p, thr, code).reshape(-1)
 
 
 class LatentCoder:
@@ -163,15 +223,20 @@ class LatentCoder:
 
     ``block_ratio``: block size against the level's KL (channel_plan); ``skip_ratio``: the prior
     skip rule's threshold (y only; None codes every dim); ``temperature``: None picks each block's
-    candidate by the "nearest" rule, a number tau samples it in proportion to q^(1/tau)/p."""
+    candidate by the "nearest" rule, a number tau samples it in proportion to q^(1/tau)/p;
+    ``prediction``: the model's table of typical plan units for this level and quality
+    (``bbimg.rec.plan_prior``), which makes the plan shorter; a file coded with one needs it to
+    decode. ``legacy``: write the sections of format 1.1 (``xPLN``, ``YSKP``) instead of 1.3."""
 
     def __init__(self, level: Level, file_seed: int, kappa: int, *, block_ratio: float = DEFAULT_BLOCK_RATIO,
-                 skip_ratio: float | None = None, temperature: float | None = None, device: str = "cpu"):
+                 skip_ratio: float | None = None, temperature: float | None = None, device: str = "cpu",
+                 prediction: UnitPrediction | None = None, legacy: bool = False):
         if skip_ratio is not None and not level.skips:
             raise ValueError(f"level {level.tag} has no skip symbols")
         self.level, self.seed, self.kappa = level, level.seed(file_seed), kappa
         self.block_ratio, self.skip_ratio = block_ratio, skip_ratio
         self.temperature, self.device = temperature, device
+        self.prediction, self.legacy = prediction, legacy
 
     def _tag(self, part: str) -> str:
         return self.level.tag + part
@@ -189,23 +254,14 @@ class LatentCoder:
         order = position_order(shape[2] * shape[3], self.seed)
         mu_q, sd_q = (_ordered(a, order) for a in posterior.release())
         mu_p, sd_p = (_ordered(a, order) for a in prior.release())
-        channels, positions = shape[1], order.size
-        sections = []
-        mask = None
-        skip_bytes = b""
-        if self.skip_ratio is not None:
-            symbols = prior_skip.skip_symbols(sd_q.reshape(channels, positions), sd_p.reshape(channels, positions),
-                                              self.skip_ratio)
-            mask = prior_skip.skip_mask(sd_p.reshape(channels, positions), symbols).reshape(-1)
-            skip_bytes = prior_skip.encode_skip(symbols)
+        channels = shape[1]
+        if self.legacy:
+            mask, plan, plan_sections, kl_total, side_bytes = self._plan_legacy(mu_q, sd_q, mu_p, sd_p, channels)
+        else:
+            mask, plan, plan_sections, kl_total, side_bytes = self._plan(mu_q, sd_q, mu_p, sd_p, channels)
+        if mask is not None:
             np.copyto(mu_q, mu_p, where=mask)  # zero KL and no say in the candidate choice
             np.copyto(sd_q, sd_p, where=mask)
-        kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p)  # in bounded-memory chunks
-        kl_total, kl_channels = float(kl.sum()), kl.reshape(channels, positions).sum(axis=1, keepdims=True)
-        del kl  # the plan needs only the per-channel sums
-        symbols, exps = channel_plan(kl_channels, self.kappa, self.block_ratio)
-        plan = plan_from_channels(symbols, exps, positions, self.kappa)
-        plan_bytes = encode_channel_plan(symbols, exps, self.kappa)
         sample = None
         if size_only:
             index_bytes = bytes((plan.index_bits + 7) // 8)
@@ -220,11 +276,53 @@ class LatentCoder:
                 np.copyto(flat, mu_p, where=mask)
             sample = _unordered(flat, order, shape)
             index_bytes = rec.encode_indices(indices, plan)
-        sections = [bbi.Section(self._tag("PLN"), plan_bytes), bbi.Section(self._tag("IDX"), index_bytes)]
+        sections = plan_sections[:1] + [bbi.Section(self._tag("IDX"), index_bytes)] + plan_sections[1:]
+        return CodedLatent(sections, sample, kl_total, plan.index_bits, 8 * side_bytes, plan.n_blocks)
+
+    def _plan(self, mu_q, sd_q, mu_p, sd_p, channels: int):
+        """Format 1.3: (mask, plan, [xPL2 section], KL, side bytes). For y the plan is made with the
+        1.1 rank cut first; the skip code is fitted to that rule, and the plan is made again for the
+        mask the decoder will derive (from that plan: the two differ in a few dims at most)."""
+        kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p).reshape(channels, -1)  # in bounded-memory chunks
+        sd_p2, mask, code = sd_p.reshape(channels, -1), None, 0
+        ratio = prior_skip.ratio_code(self.block_ratio)
+        if self.skip_ratio:
+            rank = prior_skip.skip_mask(sd_p2, prior_skip.skip_symbols(sd_q.reshape(channels, -1), sd_p2,
+                                                                        self.skip_ratio))
+            symbols, exps = channel_plan(_kept_sum(kl, rank), self.kappa, self.block_ratio)
+            thr = prior_skip.log_thresholds(sd_p2, prior_skip.kl_estimates(symbols, exps, self.kappa, ratio))
+            code = prior_skip.choose_skip_code(sd_q.reshape(channels, -1), thr, self.skip_ratio)
+            mask = prior_skip.threshold_mask(sd_p2, thr, code)
+            symbols, exps = channel_plan(_kept_sum(kl, mask), self.kappa, self.block_ratio)
+            mask = _derived_mask(sd_p, symbols, exps, self.kappa, code, ratio)
+        else:
+            symbols, exps = channel_plan(kl.sum(axis=1, keepdims=True), self.kappa, self.block_ratio)
+        kl_total = float(kl.sum() if mask is None else kl.reshape(-1)[~mask].sum())
+        del kl
+        head = ((code, prior_skip.SKIP_CODES), (ratio, prior_skip.RATIO_CODES)) if self.level.skips else ()
+        data = write_units(plan_units(symbols, exps, self.kappa), self.kappa, self.prediction, head)
+        plan = plan_from_channels(symbols, exps, sd_p2.shape[1], self.kappa)
+        return mask, plan, [bbi.Section(plan_tags(self.level)[0], data)], kl_total, len(data)
+
+    def _plan_legacy(self, mu_q, sd_q, mu_p, sd_p, channels: int):
+        """Format 1.1: the rank-cut skip symbols in ``YSKP`` and the plan in ``xPLN``."""
+        mask, sections, side = None, [], 0
         if self.skip_ratio is not None:
+            sd_p2 = sd_p.reshape(channels, -1)
+            symbols = prior_skip.skip_symbols(sd_q.reshape(channels, -1), sd_p2, self.skip_ratio)
+            mask = prior_skip.skip_mask(sd_p2, symbols).reshape(-1)
+            skip_bytes = prior_skip.encode_skip(symbols)
             sections.append(bbi.Section(self._tag("SKP"), skip_bytes))
-        return CodedLatent(sections, sample, kl_total, plan.index_bits, 8 * (len(plan_bytes) + len(skip_bytes)),
-                           plan.n_blocks)
+            side += len(skip_bytes)
+        kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p).reshape(channels, -1)
+        kept = kl.sum(axis=1, keepdims=True) if mask is None else _kept_sum(kl, mask.reshape(channels, -1))
+        kl_total = float(kept.sum())
+        del kl
+        symbols, exps = channel_plan(kept, self.kappa, self.block_ratio)
+        plan_bytes = encode_channel_plan(symbols, exps, self.kappa)
+        plan = plan_from_channels(symbols, exps, sd_p.size // channels, self.kappa)
+        return mask, plan, [bbi.Section(plan_tags(self.level)[1], plan_bytes)] + sections, kl_total, \
+            side + len(plan_bytes)
 
     def decompress(self, prior: Gaussian, container: "bbi.Container") -> np.ndarray:
         """The latent the encoder sent, from ``prior`` (released) and the level's sections of
@@ -233,15 +331,30 @@ class LatentCoder:
         shape = tuple(prior.mean.shape)
         order = position_order(shape[2] * shape[3], self.seed)
         mu_p, sd_p = (_ordered(a, order) for a in prior.release())
-        skip = container.section(self._tag("SKP")) if self.level.skips else None
+        channels = shape[1]
+        new, old = plan_tags(self.level)
         try:
-            plan = read_plan(container.section(self._tag("PLN")), shape[1], order.size, self.kappa)
-            indices = rec.decode_indices(container.section(self._tag("IDX")), plan)
+            _check_one_format(container.section, self.level)
+            plan_new = container.section(new)
+            if plan_new is not None:
+                symbols, exps, code, ratio = _read_plan2(plan_new, self.level, channels, self.kappa, self.prediction)
+                plan = plan_from_channels(symbols, exps, order.size, self.kappa)
+            elif container.section(old) is not None:
+                plan = read_plan(container.section(old), channels, order.size, self.kappa)
+            else:
+                raise ValueError(f"missing section {new}")
+            index_data = container.section(self._tag("IDX"))
+            if index_data is None:
+                raise ValueError(f"missing section {self._tag('IDX')}")
+            indices = rec.decode_indices(index_data, plan)
             sample = rec.decode(mu_p, sd_p, plan, self.seed, indices, device=self.device)
-            if skip is not None:
-                channels = shape[1]
-                symbols = prior_skip.decode_skip(skip, channels)
-                mask = prior_skip.skip_mask(sd_p.reshape(channels, -1), symbols).reshape(-1)
+            if plan_new is not None:
+                mask = _derived_mask(sd_p, symbols, exps, self.kappa, code, ratio)
+            else:  # 1.1 files: rank-cut skip symbols (none in 1.0 files)
+                skip = container.section(self._tag("SKP")) if self.level.skips else None
+                mask = None if skip is None else prior_skip.skip_mask(
+                    sd_p.reshape(channels, -1), prior_skip.decode_skip(skip, channels)).reshape(-1)
+            if mask is not None:
                 np.copyto(sample, mu_p, where=mask)
         except ValueError as exc:
             raise bbi.BbiError(f"corrupt file: {exc}") from exc

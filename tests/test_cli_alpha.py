@@ -74,7 +74,7 @@ def test_rgba_png_keeps_alpha_exactly(tiny_model, tmp_path):
     assert warnings_of(encoded) == []
     assert out.mode == "RGBA" and out.size == (56, 40)
     assert np.array_equal(np.asarray(out)[:, :, 3], rgba[:, :, 3])
-    assert facts["version"] == "1.2" and "ALPH" in facts["section_bytes"]
+    assert facts["version"] == "1.3" and "ALPH" in facts["section_bytes"]
     assert (facts["mode"], facts["bit_depth"]) == ("RGBA", 8)
 
 
@@ -94,9 +94,9 @@ def test_palette_with_transparency_decodes_as_rgba(tiny_model, tmp_path):
     assert facts["mode"] == "RGBA"
 
 
-def test_opaque_images_stay_format_1_1(tiny_model, tmp_path):
+def test_opaque_images_carry_no_alpha(tiny_model, tmp_path):
     _, out, facts = round_trip(tmp_path, Image.fromarray(rgba_image()[:, :, :3], "RGB"), tiny_model)
-    assert out.mode == "RGB" and facts["version"] == "1.1" and "ALPH" not in facts["section_bytes"]
+    assert out.mode == "RGB" and facts["version"] == "1.3" and "ALPH" not in facts["section_bytes"]
     assert (facts["mode"], facts["bit_depth"]) == ("RGB", 8)
 
 
@@ -139,12 +139,13 @@ def test_info_reports_what_decode_returns(tiny_model, tmp_path, mode):
 
 
 def test_files_from_before_alpha_still_decode_as_they_did(tiny_model, tmp_path):
-    """A 1.1 file of an RGBA image (no ALPH: its alpha was flattened) decodes as RGB, and info says so."""
+    """A file of an RGBA image without ALPH (as before 1.2: its alpha was flattened) decodes as RGB,
+    and info says so."""
     Image.fromarray(rgba_image(), "RGBA").save(tmp_path / "a.png")
     assert run("encode", tmp_path / "a.png", tmp_path / "a.bbi", "--model", tiny_model, "--quiet").exit_code == 0
     c = bbi.read((tmp_path / "a.bbi").read_bytes())
     old = bbi.write(bbi.Container(c.header, tuple(s for s in c.sections if s.tag != "ALPH")))
-    assert old[8:10] == b"\x01\x01"
+    assert old[8:10] == b"\x01\x03"  # the 1.3 block plans; no ALPH
     (tmp_path / "old.bbi").write_bytes(old)
     assert run("decode", tmp_path / "old.bbi", tmp_path / "old.png", "--quiet").exit_code == 0
     with Image.open(tmp_path / "old.png") as out:

@@ -99,7 +99,8 @@ def test_round_trip(header: Header, sections: list[Section]) -> None:
     assert bbi.read_header(blob) == header
     assert bbi.read_header(blob[: header_end(blob) + 4]) == header  # header-only prefix is enough
     info = bbi.read_info(blob)
-    expected_version = (1, 2) if any(s.tag == "ALPH" for s in sections) else (1, 1)
+    tags = {s.tag for s in sections}
+    expected_version = (1, 3) if tags & {"ZPL2", "YPL2"} else (1, 2) if "ALPH" in tags else (1, 1)
     assert info.header == header and info.total_size == len(blob) and info.version == expected_version
     assert blob[8:10] == bytes(expected_version)
     assert [(s.tag, s.length, s.required) for s in info.sections] == \
@@ -433,7 +434,7 @@ def test_version_is_the_lowest_that_describes_the_sections() -> None:
     assert small_file()[8:10] == b"\x01\x01"
     assert bbi.version_for([]) == bbi.VERSION == (1, 1)
     assert bbi.version_for(["ZPLN", "YSKP", "ICCP"]) == (1, 1)
-    assert bbi.version_for(["ZPLN", "ALPH"]) == bbi.LATEST_VERSION == (1, 2)
+    assert bbi.version_for(["ZPLN", "ALPH"]) == (1, 2)
 
 
 def test_files_without_alpha_are_byte_identical_to_format_1_1() -> None:

@@ -1,3 +1,7 @@
+"""Prior skip as format 1.1 codes it (rank cut, YSKP symbols): still written on request and read
+in old files. The 1.3 derived thresholds are tested in test_side_info.py."""
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -64,7 +68,13 @@ def _level(rng, channels=6, h=12, w=10):
 
 
 def _y_coder(skip_ratio):
-    return LatentCoder(Y_LEVEL, 77, 16, block_ratio=1.1, skip_ratio=skip_ratio)
+    return LatentCoder(Y_LEVEL, 77, 16, block_ratio=1.1, skip_ratio=skip_ratio, legacy=True)
+
+
+@pytest.fixture
+def legacy_codec(monkeypatch):
+    """codec.encode writes format 1.1 files (xPLN, YSKP) while this fixture is active."""
+    monkeypatch.setattr(codec, "LatentCoder", functools.partial(LatentCoder, legacy=True))
 
 
 def test_skipped_dims_decode_as_the_prior_mean_on_both_sides():
@@ -103,15 +113,16 @@ def test_a_released_gaussian_holds_nothing():
         posterior.release()
 
 
-def test_files_without_skip_symbols_decode_as_format_1_0(tiny_model, photo):
+def test_files_without_skip_symbols_decode_as_format_1_0(tiny_model, photo, legacy_codec):
     """A 1.0 file has no YSKP: it skips nothing, which is what skip_ratio=0 writes as all-zero symbols."""
     data = codec.encode(photo, 60, model=tiny_model, skip_ratio=0.0)
+    assert "YSKP" in bbi.read(data).sections[-1].tag
     c = bbi.read(data)
     old = bbi.write(bbi.Container(c.header, tuple(s for s in c.sections if s.tag != "YSKP")))
     assert np.array_equal(np.asarray(codec.decode(old)), np.asarray(codec.decode(data)))
 
 
-def test_corrupt_skip_symbols_are_a_bbi_error(tiny_model, photo):
+def test_corrupt_skip_symbols_are_a_bbi_error(tiny_model, photo, legacy_codec):
     data = codec.encode(photo, 60, model=tiny_model)
     c = bbi.read(data)
     bad = tuple(bbi.Section("YSKP", b"\xff" * 3) if s.tag == "YSKP" else s for s in c.sections)

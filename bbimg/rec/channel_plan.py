@@ -5,7 +5,10 @@ shared by encoder and decoder, and each channel is cut into ``nb`` equal runs of
 gathers positions from all over the image, so its KL concentrates near the channel's average and
 ``nb = KL_c / kappa`` blocks of 2^kappa candidates fit the channel's KL without per-block side
 information. The file carries, per channel, ``nb`` on a quarter-octave log scale and the index bits
-per block, range-coded: a few hundred bytes per image in all.
+per block. Both fold into one ordinal *unit* per channel (:func:`plan_units`), range-coded either
+adaptively or as corrections to a per-model table of typical units (``bbimg.rec.plan_prior``):
+about 40-100 bytes per Kodak image (format 1.3; 1.0-1.2 files code symbols and exponents with one
+adaptive model over 96 symbols, ~250 bytes).
 """
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import numpy as np
 
 from . import MAX_BLOCK_LEN, BlockPlan, CorruptDataError
 from . import range_coder as rc
+from .range_coder import AdaptiveModel, Decoder, Encoder
 
 __all__ = ["DEFAULT_BLOCK_RATIO", "position_order", "blocks_per_channel", "channel_plan", "plan_from_channels",
-           "encode_channel_plan", "decode_channel_plan"]
+           "encode_channel_plan", "decode_channel_plan", "unit_alphabet", "plan_units", "units_plan",
+           "UnitPrediction", "write_units", "read_units", "GENERIC_INCREMENT", "RESIDUAL_WIDTH", "RESIDUAL_SYMBOLS"]
 
 _OCTAVE_STEPS = 4          # block counts are coded on a log scale: nb = round(2 ** (s / 4))
 _NB_ALPHABET = 96          # up to 2**23.75 blocks per channel
@@ -74,3 +79,152 @@ def decode_channel_plan(data: bytes, channels: int, kappa: int) -> tuple[np.ndar
     if (symbols >= _NB_ALPHABET).any() or (exps > kappa).any():
         raise CorruptDataError("block plan out of range")
     return symbols, exps
+
+
+# ----------------------------------------------------------------------------------------------
+# Format 1.3: one unit per channel. Units 0..kappa are channels of one block with that many index
+# bits (symbol 0: the channel's KL is below one block); unit kappa + 1 + s is symbol s with full
+# blocks of kappa bits. The unit grows with the channel's KL, so one ordinal model serves both.
+
+#: Increment of the adaptive model over all units when no per-model table applies.
+GENERIC_INCREMENT = 12
+#: Corrections to a table's prediction in [-RESIDUAL_WIDTH, RESIDUAL_WIDTH]; others escape.
+RESIDUAL_WIDTH = 10
+#: Symbols of a correction model: the corrections and the escape.
+RESIDUAL_SYMBOLS = 2 * RESIDUAL_WIDTH + 2
+_PRIOR_IDS = 16     # stream's first symbol: 0 = generic, 1..15 = the id of the table used
+_OFFSET_RANGE = 64  # the per-image offset of a table's predictions, in [-64, 64) units
+
+
+def unit_alphabet(kappa: int) -> int:
+    return kappa + 1 + _NB_ALPHABET
+
+
+def plan_units(symbols: np.ndarray, exps: np.ndarray, kappa: int) -> np.ndarray:
+    """Per channel, the (symbol, exponent) pair as one unit (exponents below kappa only occur with
+    symbol 0, as :func:`channel_plan` makes them)."""
+    symbols, exps = np.asarray(symbols, np.int64), np.asarray(exps, np.int64)
+    if ((exps < kappa) & (symbols != 0)).any():
+        raise ValueError("a channel with several blocks must have kappa index bits per block")
+    return np.where(exps < kappa, exps, kappa + 1 + symbols)
+
+
+def units_plan(units: np.ndarray, kappa: int) -> tuple[np.ndarray, np.ndarray]:
+    """(symbols, exps) from units (inverse of :func:`plan_units`)."""
+    units = np.asarray(units, np.int64)
+    if units.size and (units.min() < 0 or units.max() >= unit_alphabet(kappa)):
+        raise CorruptDataError("block plan out of range")
+    small = units <= kappa
+    return (np.where(small, 0, units - kappa - 1).astype(np.int32),
+            np.where(small, units, kappa).astype(np.int32))
+
+
+class UnitPrediction:
+    """A per-model table evaluated for one level and quality: the typical unit of every channel
+    (in 1/16 units) and the initial counts of the two correction models (``residual_counts``:
+    RESIDUAL_SYMBOLS counts for predictions of a single short block, units <= kappa, then as many
+    for full blocks; on the unit scale a short block's KL error is several units, a full one's a
+    few). ``prior_id`` (1..15) is written to the stream, so a decoder holding another table refuses
+    the file."""
+
+    def __init__(self, prior_id: int, sixteenths, residual_counts):
+        if not 1 <= prior_id < _PRIOR_IDS:
+            raise ValueError(f"prior id must be in 1..{_PRIOR_IDS - 1}")
+        self.prior_id = int(prior_id)
+        self.sixteenths = np.asarray(sixteenths, np.int64)
+        self.residual_counts = [int(c) for c in residual_counts]
+        if len(self.residual_counts) != 2 * RESIDUAL_SYMBOLS or min(self.residual_counts) < 1:
+            raise ValueError("residual counts must be 2 * RESIDUAL_SYMBOLS positive integers")
+
+    def predicted(self, offset: int, kappa: int) -> np.ndarray:
+        """Predicted units for a per-image ``offset`` (integer arithmetic only)."""
+        return np.clip((self.sixteenths + 16 * offset + 8) // 16, 0, unit_alphabet(kappa) - 1)
+
+    def models(self) -> tuple[AdaptiveModel, AdaptiveModel]:
+        """Fresh correction models: (short-block predictions, full-block predictions)."""
+        n = RESIDUAL_SYMBOLS
+        return (AdaptiveModel(n, 16, initial=self.residual_counts[:n]),
+                AdaptiveModel(n, 16, initial=self.residual_counts[n:]))
+
+
+def _write_generic(enc: Encoder, units: np.ndarray, kappa: int) -> None:
+    model = AdaptiveModel(unit_alphabet(kappa), GENERIC_INCREMENT)
+    for u in units:
+        model.encode(enc, int(u))
+
+
+def _write_predicted(enc: Encoder, units: np.ndarray, kappa: int, pred: UnitPrediction, offset: int) -> None:
+    enc.uniform(offset + _OFFSET_RANGE, 2 * _OFFSET_RANGE)
+    models = pred.models()
+    escape = RESIDUAL_SYMBOLS - 1
+    for u, p in zip(units, pred.predicted(offset, kappa)):
+        model, d = models[int(p > kappa)], int(u) - int(p)
+        if -RESIDUAL_WIDTH <= d <= RESIDUAL_WIDTH:
+            model.encode(enc, d + RESIDUAL_WIDTH)
+        else:
+            model.encode(enc, escape)
+            enc.uniform(int(u), unit_alphabet(kappa))
+
+
+def write_units(units: np.ndarray, kappa: int, prediction: UnitPrediction | None = None,
+                head: tuple[tuple[int, int], ...] = ()) -> bytes:
+    """One range-coded stream: the ``head`` values (value, n) uniformly, then the units, as
+    corrections to ``prediction`` when that is shorter than the generic adaptive code. The stream
+    ends as soon as its value is determined (bytes past its end read as zeros)."""
+    units = np.asarray(units, np.int64)
+    if units.size and (units.min() < 0 or units.max() >= unit_alphabet(kappa)):
+        raise ValueError("units out of range")
+
+    def stream(offset: int | None) -> bytes:
+        enc = Encoder()
+        for value, n in head:
+            enc.uniform(int(value), int(n))
+        if offset is None:
+            enc.uniform(0, _PRIOR_IDS)
+            _write_generic(enc, units, kappa)
+        else:
+            enc.uniform(prediction.prior_id, _PRIOR_IDS)
+            _write_predicted(enc, units, kappa, prediction, offset)
+        return enc.finish(shortest=True)
+
+    best = stream(None)
+    if prediction is not None and prediction.sixteenths.shape == units.shape and units.size:
+        centre = int(np.round(np.median(16 * units - prediction.sixteenths) / 16))
+        for offset in range(centre - 2, centre + 3):
+            if -_OFFSET_RANGE <= offset < _OFFSET_RANGE:
+                data = stream(offset)
+                if len(data) < len(best):
+                    best = data
+    return best
+
+
+def read_units(data: bytes, channels: int, kappa: int, prediction: UnitPrediction | None = None,
+               head: tuple[int, ...] = ()) -> tuple[list[int], np.ndarray]:
+    """Inverse of :func:`write_units`: (head values, units). ``head`` gives each value's n.
+    Raises CorruptDataError for malformed data or a table the decoder does not hold."""
+    dec = Decoder(data, zeros_after_end=True)
+    values = [dec.uniform(int(n)) for n in head]
+    prior_id = dec.uniform(_PRIOR_IDS)
+    alphabet = unit_alphabet(kappa)
+    units = np.empty(channels, np.int64)
+    if prior_id == 0:
+        model = AdaptiveModel(alphabet, GENERIC_INCREMENT)
+        for c in range(channels):
+            units[c] = model.decode(dec)
+    else:
+        if prediction is None or prediction.prior_id != prior_id or prediction.sixteenths.shape != (channels,):
+            raise CorruptDataError(f"block plan coded with plan prior {prior_id}, which this decoder does not hold "
+                                   "for the file's model")
+        offset = dec.uniform(2 * _OFFSET_RANGE) - _OFFSET_RANGE
+        models = prediction.models()
+        escape = RESIDUAL_SYMBOLS - 1
+        for c, p in enumerate(prediction.predicted(offset, kappa)):
+            s = models[int(p > kappa)].decode(dec)
+            if s == escape:
+                units[c] = dec.uniform(alphabet)
+            else:
+                units[c] = int(p) + s - RESIDUAL_WIDTH
+                if not 0 <= units[c] < alphabet:
+                    raise CorruptDataError("block plan out of range")
+    dec.finish("block plan")
+    return values, units
