@@ -46,6 +46,10 @@ MADE_BY_1_0 = ("bbimg at git rev df479aa^ (format 1.0): git archive df479aa^ | t
                "cp bbimg/_core*.so /tmp/old/bbimg/; PYTHONPATH=/tmp/old python -c "
                "'bbimg.codec.encode(Image.open(source), quality)'")
 
+#: The frozen format 1.1 files: the codec before format 1.3's block plans (git rev 1adb8d5).
+MADE_BY_1_1 = ("bbimg at git rev 1adb8d5 (format 1.1): git archive 1adb8d5 | tar -x -C /tmp/old; "
+               "build the extension there; PYTHONPATH=/tmp/old python -c 'bbimg.codec.encode(source, quality)'")
+
 
 @dataclass(frozen=True)
 class Source:
@@ -55,6 +59,7 @@ class Source:
     kodak: str
     box: tuple[int, int, int, int]  # left, upper, right, lower
     mode: str = "RGB"
+    alpha: bool = False  # add a soft elliptic alpha mask (an RGBA vector)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ SOURCES = {s.name: s for s in (
     Source("kodim21_150x100", "kodim21.png", (280, 180, 430, 280)),
     Source("kodim15_61x37", "kodim15.png", (330, 200, 391, 237)),
     Source("kodim03_40x33_grey", "kodim03.png", (380, 150, 420, 183), mode="L"),
+    Source("kodim20_72x52_rgba", "kodim20.png", (250, 200, 322, 252), alpha=True),
 )}
 
 VECTORS_LIST = (
@@ -84,6 +90,14 @@ VECTORS_LIST = (
     Vector("rgb_130x9_q60", "kodim13_130x9", 60),
     Vector("grey_80x61_q50", "kodim08_80x61_grey", 50),
     Vector("tiled_150x100_q40", "kodim21_150x100", 40, tiled=True),
+    Vector("rgba_72x52_q60", "kodim20_72x52_rgba", 60),
+    Vector("v1_1_rgb_67x45_q1", "kodim23_67x45", 1, frozen=MADE_BY_1_1),
+    Vector("v1_1_rgb_67x45_q40", "kodim23_67x45", 40, frozen=MADE_BY_1_1),
+    Vector("v1_1_rgb_67x45_q100", "kodim23_67x45", 100, frozen=MADE_BY_1_1),
+    Vector("v1_1_rgb_3x5_q75", "kodim05_3x5", 75, frozen=MADE_BY_1_1),
+    Vector("v1_1_rgb_130x9_q60", "kodim13_130x9", 60, frozen=MADE_BY_1_1),
+    Vector("v1_1_grey_80x61_q50", "kodim08_80x61_grey", 50, frozen=MADE_BY_1_1),
+    Vector("v1_1_tiled_150x100_q40", "kodim21_150x100", 40, tiled=True, frozen=MADE_BY_1_1),
     Vector("v1_0_rgb_61x37_q40", "kodim15_61x37", 40, frozen=MADE_BY_1_0),
     Vector("v1_0_grey_40x33_q75", "kodim03_40x33_grey", 75, frozen=MADE_BY_1_0),
 )
@@ -166,6 +180,12 @@ def load_source(name: str, kodak: Path = KODAK) -> Image.Image:
         return Image.open(path).copy()
     s = SOURCES[name]
     image = Image.open(kodak / s.kodak).convert(s.mode).crop(s.box)
+    if s.alpha:
+        h, w = image.height, image.width
+        yy, xx = np.mgrid[0:h, 0:w]
+        r = np.hypot((xx - w / 2) / (w / 2), (yy - h / 2) / (h / 2))
+        alpha = np.clip((1.1 - r) * 400, 0, 255).astype(np.uint8)  # opaque centre, soft edge, clear corners
+        image.putalpha(Image.fromarray(alpha))
     image.save(path, optimize=True)
     return image
 
