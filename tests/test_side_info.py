@@ -14,8 +14,8 @@ from bbimg import format as bbi
 from bbimg.latent_coder import Y_LEVEL, Z_LEVEL, Gaussian, LatentCoder, read_level_plan
 from bbimg.rec import CorruptDataError, plan_prior, prior_skip
 from bbimg.rec import range_coder as rc
-from bbimg.rec.channel_plan import (RESIDUAL_SYMBOLS, RESIDUAL_WIDTH, UnitPrediction, channel_plan, plan_units, read_units,
-                                    unit_alphabet, units_plan, write_units)
+from bbimg.rec.channel_plan import (RESIDUAL_SYMBOLS, RESIDUAL_WIDTH, UnitPrediction, channel_plan, log_of_units,
+                                    plan_units, read_units, unit_alphabet, units_from_log, units_plan, write_units)
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -37,9 +37,10 @@ def unit_case(draw):
     prediction = None
     if draw(st.booleans()):  # a table whose predictions are near, far or unrelated
         spread = draw(st.sampled_from([0, 2, 40]))
-        sixteenths = 16 * units + rng.integers(-16 * spread - 8, 16 * spread + 9, channels)
+        log_kl = 16 * units + rng.integers(-16 * spread - 8, 16 * spread + 9, channels)
         counts = rng.integers(1, 60, 2 * RESIDUAL_SYMBOLS)
-        prediction = UnitPrediction(draw(st.integers(1, 15)), sixteenths, counts)
+        shapes = rng.integers(-256, 257, (draw(st.integers(0, 3)), channels))
+        prediction = UnitPrediction(draw(st.integers(1, 15)), log_kl, counts, shapes, draw(st.integers(0, 400)))
     head = tuple((int(rng.integers(0, n)), n) for n in draw(st.lists(st.integers(1, 300), max_size=3)))
     return units.astype(np.int64), kappa, prediction, head
 
@@ -83,11 +84,13 @@ def test_garbage_gives_an_error_or_units_in_range(data, channels, kappa, with_ta
 def test_a_plan_coded_with_a_table_needs_that_table():
     rng = np.random.default_rng(0)
     units = rng.integers(20, 40, 50)
-    table = UnitPrediction(5, 16 * units, 2 * ([1] * RESIDUAL_WIDTH + [200] + [1] * (RESIDUAL_WIDTH + 1)))
+    exact = np.round(log_of_units(units, 16, 100)).astype(np.int64)
+    table = UnitPrediction(5, exact, 2 * ([1] * RESIDUAL_WIDTH + [200] + [1] * (RESIDUAL_WIDTH + 1)), full_at=100)
+    assert np.array_equal(table.predicted(0, 16), units)
     data = write_units(units, 16, table)
     assert len(data) < len(write_units(units, 16)) / 3  # exact predictions: a few bytes
-    other = UnitPrediction(6, 16 * units, table.residual_counts)
-    for decoder_table in (None, other, UnitPrediction(5, 16 * units[:-1], table.residual_counts)):
+    other = UnitPrediction(6, exact, table.residual_counts, full_at=100)
+    for decoder_table in (None, other, UnitPrediction(5, exact[:-1], table.residual_counts, full_at=100)):
         with pytest.raises(CorruptDataError, match="plan prior 5"):
             read_units(data, units.size, 16, decoder_table)
 
@@ -101,6 +104,25 @@ def test_units_hold_exactly_the_plan(kappa, kls, ratio):
     s2, e2 = units_plan(units, kappa)
     assert np.array_equal(s2, symbols) and np.array_equal(e2, exps)
     assert np.all(np.diff(units[np.argsort(kls, kind="stable")]) >= 0)  # units grow with the KL
+
+
+@given(st.integers(8, 24), st.integers(0, 600), st.lists(st.integers(-2000, 3000), min_size=1, max_size=100))
+@settings(max_examples=60, deadline=None)
+def test_log_scale_units(kappa, full_at, log_kl):
+    """Predicted units grow with the predicted KL, a quarter octave per unit from ``full_at`` on;
+    below it the single short block of channel_plan's rule; and units map back to the log KL
+    they stand for (exactly for full blocks)."""
+    log_kl = np.sort(np.array(log_kl))
+    units = units_from_log(log_kl, kappa, full_at)
+    assert units.min() >= 0 and units.max() < unit_alphabet(kappa) and np.all(np.diff(units) >= 0)
+    short = log_kl < full_at - 8
+    kl = 2.0 ** (log_kl[short] / 64)
+    expected = np.where(kl < 0.5, 0, np.clip(np.ceil(kl + 0.5), 0, kappa))
+    near = np.abs(kl - np.round(kl + 0.5) + 0.5) < 0.02  # within rounding of a threshold
+    assert np.array_equal(units[short][~near], expected[~near])
+    full = units > kappa
+    back = log_of_units(units[full], kappa, full_at)
+    assert np.array_equal(units_from_log(np.round(back).astype(np.int64), kappa, full_at), units[full])
 
 
 def test_the_python_coder_writes_the_cores_streams():
@@ -272,16 +294,38 @@ def test_fitted_table_predicts_training_units():
             assert np.array_equal(read_units(data, units.size, 16, prior.prediction(tag, t))[1], units)
 
 
+def test_shape_components_capture_how_images_differ():
+    """Images that differ from the typical plan along a fixed pattern (beyond an offset) cost less
+    once the table holds that pattern as a shape component."""
+    rng = np.random.default_rng(8)
+    base, pattern = rng.integers(20, 50, 120), rng.normal(0, 1, 120)
+    samples = [dict(image=f"im{i}", quality=q,
+                    units={"Y": [int(v) for v in np.clip(np.round(base + a * pattern + rng.normal(0, 0.4, 120)), 0, 112)]})
+               for i, a in enumerate(rng.normal(0, 6, 30)) for q in plan_prior.ANCHOR_QUALITIES]
+    plain = plan_prior.fit(samples, "m", "ab" * 32, 16, shapes={})
+    shaped = plan_prior.fit(samples, "m", "ab" * 32, 16, shapes={"Y": 1})
+    assert len(shaped.levels["Y"].shapes) == 1 and not plain.levels["Y"].shapes
+    t = codec.quality_to_t(40)
+    sizes = {name: [] for name in ("plain", "shaped")}
+    for s in samples[3::7]:
+        units = np.array(s["units"]["Y"])
+        for name, prior in (("plain", plain), ("shaped", shaped)):
+            data = write_units(units, 16, prior.prediction("Y", t))
+            assert np.array_equal(read_units(data, units.size, 16, prior.prediction("Y", t))[1], units)
+            sizes[name].append(len(data))
+    assert np.mean(sizes["shaped"]) < 0.8 * np.mean(sizes["plain"])
+
+
 def test_predictions_are_integer_and_depend_on_the_stored_quality_only():
     prior = plan_prior.fit(_samples(np.random.default_rng(6)), "m", "cd" * 32, 16)
     for q in (1, 3, 20, 33, 100):
         t = codec.quality_to_t(q)
         t32 = np.float32(t).item()
         a, b = prior.prediction("Y", t), prior.prediction("Y", t32)
-        assert a.sixteenths.dtype == np.int64 and np.array_equal(a.sixteenths, b.sixteenths)
+        assert a.log_kl.dtype == np.int64 and np.array_equal(a.log_kl, b.log_kl)
         assert a.residual_counts == b.residual_counts
     anchor = plan_prior.ANCHOR_QUALITIES.index(40)
-    assert tuple(prior.prediction("Z", codec.quality_to_t(40)).sixteenths) == prior.levels["Z"].sixteenths[anchor]
+    assert tuple(prior.prediction("Z", codec.quality_to_t(40)).log_kl) == prior.levels["Z"].log_kl[anchor]
 
 
 def test_tables_are_found_by_the_files_hash_prefix():
@@ -297,7 +341,7 @@ def test_source_round_trip():
     namespace = {}
     exec(plan_prior.to_source([prior]), namespace)
     (entry,) = namespace["PRIORS"]
-    assert entry["levels"]["Y"]["sixteenths"] == [list(r) for r in prior.levels["Y"].sixteenths]
+    assert entry["levels"]["Y"]["log_kl"] == [list(r) for r in prior.levels["Y"].log_kl]
     assert entry["weights_sha256"] == prior.weights_sha256
 
 

@@ -12,6 +12,9 @@ adaptive model over 96 symbols, ~250 bytes).
 """
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from . import MAX_BLOCK_LEN, BlockPlan, CorruptDataError
@@ -20,7 +23,8 @@ from .range_coder import AdaptiveModel, Decoder, Encoder
 
 __all__ = ["DEFAULT_BLOCK_RATIO", "position_order", "blocks_per_channel", "channel_plan", "plan_from_channels",
            "encode_channel_plan", "decode_channel_plan", "unit_alphabet", "plan_units", "units_plan",
-           "UnitPrediction", "write_units", "read_units", "GENERIC_INCREMENT", "RESIDUAL_WIDTH", "RESIDUAL_SYMBOLS"]
+           "UnitPrediction", "write_units", "read_units", "GENERIC_INCREMENT", "RESIDUAL_WIDTH", "RESIDUAL_SYMBOLS",
+           "SHAPE_STEP", "units_from_log", "log_of_units"]
 
 _OCTAVE_STEPS = 4          # block counts are coded on a log scale: nb = round(2 ** (s / 4))
 _NB_ALPHABET = 96          # up to 2**23.75 blocks per channel
@@ -94,6 +98,9 @@ RESIDUAL_WIDTH = 10
 RESIDUAL_SYMBOLS = 2 * RESIDUAL_WIDTH + 2
 _PRIOR_IDS = 16     # stream's first symbol: 0 = generic, 1..15 = the id of the table used
 _OFFSET_RANGE = 64  # the per-image offset of a table's predictions, in [-64, 64) units
+#: Weights of a table's shape components: multiples of SHAPE_STEP in [-32, 32) steps.
+SHAPE_STEP = 4
+_SHAPE_CODES = 64
 
 
 def unit_alphabet(kappa: int) -> int:
@@ -119,26 +126,86 @@ def units_plan(units: np.ndarray, kappa: int) -> tuple[np.ndarray, np.ndarray]:
             np.where(small, units, kappa).astype(np.int32))
 
 
-class UnitPrediction:
-    """A per-model table evaluated for one level and quality: the typical unit of every channel
-    (in 1/16 units) and the initial counts of the two correction models (``residual_counts``:
-    RESIDUAL_SYMBOLS counts for predictions of a single short block, units <= kappa, then as many
-    for full blocks; on the unit scale a short block's KL error is several units, a full one's a
-    few). ``prior_id`` (1..15) is written to the stream, so a decoder holding another table refuses
-    the file."""
+@functools.lru_cache(maxsize=None)
+def _short_thresholds(kappa: int) -> np.ndarray:
+    """theta_n (n = 1..kappa): a predicted log KL V (1/64 octave) of at least theta_n means a
+    unit of at least n. A single short block has ceil(KL + 1/2) index bits: unit >= n for
+    KL >= n - 3/2 (n >= 2), unit >= 1 for KL >= 1/2. theta_n = ceil(64 log2 x), settled with exact
+    integers (2^V den^64 >= num^64 for x = num / den), so it is the same on every machine."""
+    out = []
+    for n in range(1, kappa + 1):
+        num, den = (1, 2) if n == 1 else (2 * n - 3, 2)
 
-    def __init__(self, prior_id: int, sixteenths, residual_counts):
+        def at_least(v: int) -> bool:  # 2^(v / 64) >= num / den
+            return 2**v * den**64 >= num**64 if v >= 0 else den**64 >= num**64 * 2**-v
+
+        v = math.ceil(64 * math.log2(num / den))  # a first guess, corrected exactly
+        while not at_least(v):
+            v += 1
+        while at_least(v - 1):
+            v -= 1
+        out.append(v)
+    return np.array(out, np.int64)
+
+
+def units_from_log(log_kl: np.ndarray, kappa: int, full_at: int) -> np.ndarray:
+    """Units of channels whose KL is predicted as ``log_kl`` = 64 log2 KL (integers): full blocks
+    from ``full_at`` (the log KL of one full block at the level's nominal block ratio) on, a
+    quarter octave (16) per symbol; below, a single short block of ceil(KL + 1/2) bits."""
+    log_kl = np.asarray(log_kl, np.int64)
+    full = kappa + 1 + np.clip((log_kl - full_at + 8) // 16, 0, _NB_ALPHABET - 1)
+    short = np.searchsorted(_short_thresholds(kappa), log_kl, side="right")
+    return np.where(log_kl >= full_at - 8, full, short)
+
+
+def log_of_units(units: np.ndarray, kappa: int, full_at: int) -> np.ndarray:
+    """The log KL (1/64 octave, float) a unit stands for (the encoder's fits; never decoded)."""
+    u = np.asarray(units, np.float64)
+    short = 64 * np.log2(np.where(u == 0, 0.25, np.maximum(u - 1, 0.5)))
+    return np.where(u > kappa, full_at + 16 * (u - kappa - 1), short)
+
+
+class UnitPrediction:
+    """A per-model table evaluated for one level and quality. ``log_kl``: the typical 64 log2 KL
+    of every channel (the units follow from it by :func:`units_from_log`, so a per-image offset
+    scales every channel's KL alike, short blocks included); ``full_at``: where full blocks start
+    on that scale; ``residual_counts``: the initial counts of the two correction models
+    (RESIDUAL_SYMBOLS counts for predicted units <= kappa, a single short block, then as many for
+    full blocks); ``shapes``: optional (k, channels) components in 1/256 quarter octave (unit-norm
+    vectors of how images differ beyond an offset), which each file weighs. ``prior_id`` (1..15)
+    is written to the stream, so a decoder holding another table refuses the file."""
+
+    def __init__(self, prior_id: int, log_kl, residual_counts, shapes=(), full_at: int = 0):
         if not 1 <= prior_id < _PRIOR_IDS:
             raise ValueError(f"prior id must be in 1..{_PRIOR_IDS - 1}")
-        self.prior_id = int(prior_id)
-        self.sixteenths = np.asarray(sixteenths, np.int64)
+        self.prior_id, self.full_at = int(prior_id), int(full_at)
+        self.log_kl = np.asarray(log_kl, np.int64)
         self.residual_counts = [int(c) for c in residual_counts]
         if len(self.residual_counts) != 2 * RESIDUAL_SYMBOLS or min(self.residual_counts) < 1:
             raise ValueError("residual counts must be 2 * RESIDUAL_SYMBOLS positive integers")
+        self.shapes = np.asarray(shapes, np.int64).reshape(-1, self.log_kl.size)
 
-    def predicted(self, offset: int, kappa: int) -> np.ndarray:
-        """Predicted units for a per-image ``offset`` (integer arithmetic only)."""
-        return np.clip((self.sixteenths + 16 * offset + 8) // 16, 0, unit_alphabet(kappa) - 1)
+    def predicted(self, offset: int, kappa: int, weights=()) -> np.ndarray:
+        """Predicted units for a per-image ``offset`` (quarter octaves) and shape ``weights``
+        (integer arithmetic only: weights * shapes in 1/256, floored to 1/16 quarter octave)."""
+        log_kl = self.log_kl + 16 * offset
+        if len(weights):
+            log_kl = log_kl + (np.asarray(weights, np.int64) @ self.shapes) // 16
+        return units_from_log(log_kl, kappa, self.full_at)
+
+    def centre(self, units: np.ndarray, kappa: int) -> int:
+        """The encoder's first guess of the offset: the median log KL difference."""
+        return int(np.round(np.median(log_of_units(units, kappa, self.full_at) - self.log_kl) / 16))
+
+    def shape_weights(self, units: np.ndarray, offset: int, kappa: int) -> list[int]:
+        """The encoder's weights: least squares of the log KL residual on the shapes, rounded to
+        multiples of SHAPE_STEP in range."""
+        if not len(self.shapes):
+            return []
+        residual = (log_of_units(units, kappa, self.full_at) - self.log_kl) / 16 - offset
+        w = (self.shapes / 256.0) @ residual / np.maximum((self.shapes / 256.0) ** 2, 1e-12).sum(axis=1)
+        codes = np.clip(np.rint(w / SHAPE_STEP), -_SHAPE_CODES // 2, _SHAPE_CODES // 2 - 1)
+        return [int(c) * SHAPE_STEP for c in codes]
 
     def models(self) -> tuple[AdaptiveModel, AdaptiveModel]:
         """Fresh correction models: (short-block predictions, full-block predictions)."""
@@ -153,11 +220,14 @@ def _write_generic(enc: Encoder, units: np.ndarray, kappa: int) -> None:
         model.encode(enc, int(u))
 
 
-def _write_predicted(enc: Encoder, units: np.ndarray, kappa: int, pred: UnitPrediction, offset: int) -> None:
+def _write_predicted(enc: Encoder, units: np.ndarray, kappa: int, pred: UnitPrediction, offset: int,
+                     weights: list[int]) -> None:
     enc.uniform(offset + _OFFSET_RANGE, 2 * _OFFSET_RANGE)
+    for w in weights:
+        enc.uniform(w // SHAPE_STEP + _SHAPE_CODES // 2, _SHAPE_CODES)
     models = pred.models()
     escape = RESIDUAL_SYMBOLS - 1
-    for u, p in zip(units, pred.predicted(offset, kappa)):
+    for u, p in zip(units, pred.predicted(offset, kappa, weights)):
         model, d = models[int(p > kappa)], int(u) - int(p)
         if -RESIDUAL_WIDTH <= d <= RESIDUAL_WIDTH:
             model.encode(enc, d + RESIDUAL_WIDTH)
@@ -184,12 +254,12 @@ def write_units(units: np.ndarray, kappa: int, prediction: UnitPrediction | None
             _write_generic(enc, units, kappa)
         else:
             enc.uniform(prediction.prior_id, _PRIOR_IDS)
-            _write_predicted(enc, units, kappa, prediction, offset)
+            _write_predicted(enc, units, kappa, prediction, offset, prediction.shape_weights(units, offset, kappa))
         return enc.finish(shortest=True)
 
     best = stream(None)
-    if prediction is not None and prediction.sixteenths.shape == units.shape and units.size:
-        centre = int(np.round(np.median(16 * units - prediction.sixteenths) / 16))
+    if prediction is not None and prediction.log_kl.shape == units.shape and units.size:
+        centre = prediction.centre(units, kappa)
         for offset in range(centre - 2, centre + 3):
             if -_OFFSET_RANGE <= offset < _OFFSET_RANGE:
                 data = stream(offset)
@@ -212,13 +282,14 @@ def read_units(data: bytes, channels: int, kappa: int, prediction: UnitPredictio
         for c in range(channels):
             units[c] = model.decode(dec)
     else:
-        if prediction is None or prediction.prior_id != prior_id or prediction.sixteenths.shape != (channels,):
+        if prediction is None or prediction.prior_id != prior_id or prediction.log_kl.shape != (channels,):
             raise CorruptDataError(f"block plan coded with plan prior {prior_id}, which this decoder does not hold "
                                    "for the file's model")
         offset = dec.uniform(2 * _OFFSET_RANGE) - _OFFSET_RANGE
+        weights = [(dec.uniform(_SHAPE_CODES) - _SHAPE_CODES // 2) * SHAPE_STEP for _ in range(len(prediction.shapes))]
         models = prediction.models()
         escape = RESIDUAL_SYMBOLS - 1
-        for c, p in enumerate(prediction.predicted(offset, kappa)):
+        for c, p in enumerate(prediction.predicted(offset, kappa, weights)):
             s = models[int(p > kappa)].decode(dec)
             if s == escape:
                 units[c] = dec.uniform(alphabet)
