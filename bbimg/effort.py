@@ -32,6 +32,7 @@ class EffortSettings:
     refine_steps: int = 0          # Adam steps on q(z), q(y)
     refine_lr: float = 0.0
     refine_y_steps: int = 0        # Adam steps on q(y) against p(y | z as coded)
+    refine_y_lr: float = 0.0
     search_sweeps: int = 0         # decoder-aware choice: re-linearisations
     search_factors: tuple[float, ...] = (1.0,)  # multiples of default_beta(t) tried per sweep
     search_probes: int = 0         # random vectors for the curvature estimate
@@ -46,9 +47,9 @@ EFFORTS: dict[int, EffortSettings] = {
     1: _TODAY, 2: _TODAY, 3: _TODAY, 4: _TODAY, 5: _TODAY,
     6: EffortSettings(search_sweeps=1, search_factors=(1.0,), search_probes=1),
     7: EffortSettings(search_sweeps=1, search_factors=(0.5, 1.0, 2.0), search_probes=2),
-    8: EffortSettings(refine_steps=40, refine_lr=0.01, search_sweeps=1, search_factors=(0.5, 1.0, 2.0),
+    8: EffortSettings(refine_steps=20, refine_lr=0.1, search_sweeps=1, search_factors=(0.5, 1.0, 2.0),
                       search_probes=2),
-    9: EffortSettings(refine_steps=100, refine_lr=0.01, refine_y_steps=20, search_sweeps=1,
+    9: EffortSettings(refine_steps=40, refine_lr=0.1, refine_y_steps=10, refine_y_lr=0.03, search_sweeps=1,
                       search_factors=(0.35, 0.7, 1.4, 2.8), search_probes=4),
 }
 
@@ -90,7 +91,7 @@ class EncoderSearch:
             return y_mean, y_scale
         from .refine import refine_y
         return refine_y(self.net, self.pixels, self.t, y_mean, y_scale, py_mean, py_scale,
-                        steps=self.effort.refine_y_steps, lr=self.effort.refine_lr, seed=self.seed)
+                        steps=self.effort.refine_y_steps, lr=self.effort.refine_y_lr, seed=self.seed)
 
     def chooser(self):
         """``choose`` for the y level's LatentCoder.compress, or None."""

@@ -1,7 +1,7 @@
 """Encoder efforts on Kodak: BD-rate against the default effort, the model's ideal curve, WebP and
 AVIF 4:4:4 (all measured in this run), and encode time per image.
 
-    python bench/effort.py [--images 24] [--qualities 5,20,40,60,80] [--efforts 5,7,9] [--fresh]
+    python bench/effort.py [--images 24 | --names kodim05,kodim15] [--qualities 5,20,40,60,80] [--efforts 5,7,9] [--fresh]
 
 Each bbimg row is one ``bbimg.codec.encode(image, q, effort=e)`` (real file bytes, headers
 included) decoded by ``bbimg.codec.decode`` (the one decoder every effort shares); ``encode_s`` is
@@ -61,6 +61,8 @@ def measure(args) -> tuple[list[dict], list[dict]]:
     refs = [c for c in reference_codecs(set(REFERENCES))[0]]
     cache = Cache(args.out_dir / "effort_cache.jsonl", args.fresh)
     files = kodak_files(args.images)
+    if args.names:
+        files = [f for f in kodak_files() if f.stem in args.names.split(",")]
     print(f"model {identity}; efforts {args.efforts}; qualities {args.qualities}; {len(files)} images; "
           f"{cpu_name()}, {torch.get_num_threads()} threads", file=sys.stderr)
     rows, ref_rows = [], []
@@ -146,6 +148,7 @@ def markdown(entries: list[dict], cpu: str, images: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--names", default=None, help="comma-separated Kodak names instead of the first --images")
     ap.add_argument("--qualities", default="5,20,40,60,80")
     ap.add_argument("--efforts", default="5,7,9")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
