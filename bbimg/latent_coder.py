@@ -82,8 +82,10 @@ class CodedLatent:
 
 
 def _kept_sum(kl: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-channel KL sums of the dims not in ``mask`` ((C, P) each): (C, 1)."""
-    return np.where(mask, 0.0, kl).sum(axis=1, keepdims=True)
+    """Per-channel KL sums of the dims not in ``mask`` ((C, P) each): (C, 1). One channel at a
+    time: no (C, P) float64 temporary on huge images."""
+    mask = mask.reshape(kl.shape)
+    return np.array([[kl[c][~mask[c]].sum()] for c in range(kl.shape[0])])
 
 
 def _ordered(a: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -297,7 +299,7 @@ class LatentCoder:
             mask = _derived_mask(sd_p, symbols, exps, self.kappa, code, ratio)
         else:
             symbols, exps = channel_plan(kl.sum(axis=1, keepdims=True), self.kappa, self.block_ratio)
-        kl_total = float(kl.sum() if mask is None else kl.reshape(-1)[~mask].sum())
+        kl_total = float(kl.sum() if mask is None else _kept_sum(kl, mask).sum())
         del kl
         head = ((code, prior_skip.SKIP_CODES), (ratio, prior_skip.RATIO_CODES)) if self.level.skips else ()
         data = write_units(plan_units(symbols, exps, self.kappa), self.kappa, self.prediction, head)
@@ -315,7 +317,9 @@ class LatentCoder:
             sections.append(bbi.Section(self._tag("SKP"), skip_bytes))
             side += len(skip_bytes)
         kl = tiling.kl_bits(mu_q, sd_q, mu_p, sd_p).reshape(channels, -1)
-        kept = kl.sum(axis=1, keepdims=True) if mask is None else _kept_sum(kl, mask.reshape(channels, -1))
+        # as 1.1 writers summed them (masked dims as zeros), for the same plans and bytes
+        kept = np.where(mask.reshape(channels, -1), 0.0, kl) if mask is not None else kl
+        kept = kept.sum(axis=1, keepdims=True)
         kl_total = float(kept.sum())
         del kl
         symbols, exps = channel_plan(kept, self.kappa, self.block_ratio)
