@@ -203,6 +203,9 @@ def test_decode_pixel_limit_refuses_before_any_work(tiny_model, photo, monkeypat
 def test_progress_reports_each_stage_in_order(tiny_model, photo):
     seen = []
     data = codec.encode(photo, 40, model=tiny_model, progress=seen.append)
+    assert tuple(seen) == tuple(s for s in codec.ENCODE_STAGES if s != "refinement")  # default effort
+    seen.clear()
+    codec.encode(photo, 40, model=tiny_model, effort=8, progress=seen.append)
     assert tuple(seen) == codec.ENCODE_STAGES
     seen.clear()
     codec.decode(data, progress=seen.append)
