@@ -12,7 +12,7 @@ come from bench/common.py.
 
 Writes bench/results/effort.csv (effort,quality,image,bpp,psnr,ms_ssim,encode_s),
 bench/results/effort_references.csv (codec,param,image,bpp,psnr,ms_ssim) and
-bench/results/effort.md (the table printed at the end: per effort, BD-rate over PSNR and over
+bench/results/effort_summary.csv and effort.md (the table printed at the end: per effort, BD-rate over PSNR and over
 MS-SSIM in dB against each curve, mean and max encode seconds). Rows are cached in
 bench/results/effort_cache.jsonl keyed by the code's identity, so an interrupted run resumes.
 """
@@ -162,7 +162,10 @@ def main() -> None:
     rows, ref_rows = measure(args)
     write_csv(rows, args.out_dir / "effort.csv", COLUMNS)
     write_csv(ref_rows, args.out_dir / "effort_references.csv", REF_COLUMNS)
-    md = markdown(table(rows, ref_rows, args.efforts, DEFAULT_EFFORT), cpu_name(), len({r["image"] for r in rows}))
+    entries = table(rows, ref_rows, args.efforts, DEFAULT_EFFORT)
+    images = len({r["image"] for r in rows})
+    write_csv([dict(e, images=images, cpu=cpu_name()) for e in entries], args.out_dir / "effort_summary.csv")
+    md = markdown(entries, cpu_name(), images)
     (args.out_dir / "effort.md").write_text(md)
     print(md)
 
