@@ -14,6 +14,8 @@ Both need gradients through the model, so efforts above :data:`DEFAULT_EFFORT` i
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +35,7 @@ class EffortSettings:
     refine_lr: float = 0.0
     refine_y_steps: int = 0        # Adam steps on q(y) against p(y | z as coded)
     refine_y_lr: float = 0.0
+    refine_optimizer: str = "adam"  # bbimg.refine.Settings.optimizer (Adam measured in bench/effort.py)
     search_sweeps: int = 0         # decoder-aware choice: re-linearisations
     search_factors: tuple[float, ...] = (1.0,)  # multiples of default_beta(t) tried per sweep
     search_probes: int = 0         # random vectors for the curvature estimate
@@ -83,15 +86,28 @@ class EncoderSearch:
         if not (self.whole and self.effort.refine_steps):
             return y_mean, y_scale, z_mean, z_scale
         from .refine import refine_posteriors
-        return refine_posteriors(self.net, self.pixels, self.t, y_mean, y_scale, z_mean, z_scale,
-                                 steps=self.effort.refine_steps, lr=self.effort.refine_lr, seed=self.seed)
+        with self._optimizer():
+            return refine_posteriors(self.net, self.pixels, self.t, y_mean, y_scale, z_mean, z_scale,
+                                     steps=self.effort.refine_steps, lr=self.effort.refine_lr, seed=self.seed)
 
     def refine_y(self, y_mean, y_scale, py_mean, py_scale):
         if not (self.whole and self.effort.refine_y_steps):
             return y_mean, y_scale
         from .refine import refine_y
-        return refine_y(self.net, self.pixels, self.t, y_mean, y_scale, py_mean, py_scale,
-                        steps=self.effort.refine_y_steps, lr=self.effort.refine_y_lr, seed=self.seed)
+        with self._optimizer():
+            return refine_y(self.net, self.pixels, self.t, y_mean, y_scale, py_mean, py_scale,
+                            steps=self.effort.refine_y_steps, lr=self.effort.refine_y_lr, seed=self.seed)
+
+    @contextlib.contextmanager
+    def _optimizer(self):
+        """bbimg.refine's optimiser for this effort, for the duration of one refinement."""
+        from . import refine
+        saved = refine.SETTINGS
+        refine.SETTINGS = dataclasses.replace(saved, optimizer=self.effort.refine_optimizer)
+        try:
+            yield
+        finally:
+            refine.SETTINGS = saved
 
     def chooser(self):
         """``choose`` for the y level's LatentCoder.compress, or None."""
