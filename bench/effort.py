@@ -117,6 +117,11 @@ def _curve(rows: list[dict], key: str, value, param: str, metric: str) -> tuple[
     return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
 
 
+def _key(curve: str) -> str:
+    """A curve's name as a CSV column fragment: bbimg-ideal -> ideal, avif-444 -> avif444."""
+    return curve.replace("bbimg-", "").replace("-", "")
+
+
 def table(rows: list[dict], ref_rows: list[dict], efforts: list[int], default: int) -> list[dict]:
     out = []
     for e in efforts:
@@ -126,7 +131,7 @@ def table(rows: list[dict], ref_rows: list[dict], efforts: list[int], default: i
             test = _curve(rows, "effort", e, "quality", metric)
             entry[f"vs_default_{metric}"] = bd_rate(*_curve(rows, "effort", default, "quality", metric), *test)
             for ref in ("bbimg-ideal",) + REFERENCES:
-                entry[f"vs_{ref}_{metric}"] = bd_rate(*_curve(ref_rows, "codec", ref, "param", metric), *test)
+                entry[f"vs_{_key(ref)}_{metric}"] = bd_rate(*_curve(ref_rows, "codec", ref, "param", metric), *test)
         out.append(entry)
     return out
 
@@ -138,7 +143,7 @@ def markdown(entries: list[dict], cpu: str, images: int) -> str:
     for e in entries:
         cells = [str(e["effort"])]
         for r in refs:
-            cells.append(f"{e[f'vs_{r}_psnr']:+.1f}% / {e[f'vs_{r}_ms_ssim']:+.1f}%")
+            cells.append(f"{e[f'vs_{_key(r)}_psnr']:+.1f}% / {e[f'vs_{_key(r)}_ms_ssim']:+.1f}%")
         cells.append(f"{e['encode_mean_s']:.1f} / {e['encode_max_s']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\n{images} Kodak images; {cpu}. BD-rate: negative = fewer bits at equal quality.")
