@@ -29,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, bd_rate, kodak_files, ms_ssim, psnr, reference_codecs, write_csv  # noqa: E402
-from rd import Cache, code_hash, ms_ssim_db  # noqa: E402
+from rd import Cache, code_hash, ms_ssim_db, reference_rows  # noqa: E402
 
 COLUMNS = ["effort", "quality", "image", "bpp", "psnr", "ms_ssim", "encode_s"]
 REF_COLUMNS = ["codec", "param", "image", "bpp", "psnr", "ms_ssim"]
@@ -93,14 +93,7 @@ def measure(args) -> tuple[list[dict], list[dict]]:
                 cache.put(key, row)
             ref_rows.append(row)
         for c in refs:
-            for p in c.params:
-                key = Cache.key(c.name, p, name, c.library)
-                if (row := cache.get(key)) is None:
-                    size, dec = c.roundtrip(image, p)
-                    row = dict(codec=c.name, param=p, image=name, bpp=size * 8 / (image.shape[0] * image.shape[1]),
-                               psnr=psnr(image, dec), ms_ssim=ms_ssim(image, dec))
-                    cache.put(key, row)
-                ref_rows.append(row)
+            ref_rows.extend(row for row, _ in reference_rows(cache, c, name, image))
         print(f"{name} done", file=sys.stderr, flush=True)
     return rows, ref_rows
 

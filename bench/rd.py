@@ -106,6 +106,23 @@ def code_hash() -> str:
     return digest.hexdigest()[:12]
 
 
+def reference_rows(cache: Cache, c, name: str, image: np.ndarray) -> list[tuple[dict, bool]]:
+    """(row, newly measured) for each parameter of reference codec ``c`` on one image, cached by
+    the codec's library version."""
+    out = []
+    for p in c.params:
+        key = Cache.key(c.name, p, name, c.library)
+        row, new = cache.get(key), False
+        if row is None:
+            size, dec = c.roundtrip(image, p)
+            row = dict(codec=c.name, param=p, image=name, bpp=size * 8 / (image.shape[0] * image.shape[1]),
+                       psnr=psnr(image, dec), ms_ssim=ms_ssim(image, dec))
+            cache.put(key, row)
+            new = True
+        out.append((row, new))
+    return out
+
+
 def measure(args) -> tuple[list[dict], list[str]]:
     import torch
     from PIL import Image
@@ -156,15 +173,9 @@ def measure(args) -> tuple[list[dict], list[str]]:
                 rows.append(row)
         t_bbimg = time.time() - t_image
         for c in codecs:
-            for p in c.params:
-                key = Cache.key(c.name, p, name, c.library)
-                if (row := cache.get(key)) is None:
-                    size, dec = c.roundtrip(image, p)
-                    row = dict(codec=c.name, param=p, image=name, bpp=size * 8 / (image.shape[0] * image.shape[1]),
-                               psnr=psnr(image, dec), ms_ssim=ms_ssim(image, dec))
-                    cache.put(key, row)
-                    fresh += 1
-                rows.append(row)
+            measured = reference_rows(cache, c, name, image)
+            fresh += sum(new for _, new in measured)
+            rows.extend(row for row, _ in measured)
         print(f"{name}: {fresh} new measurements, bbimg {t_bbimg:.0f} s, others {time.time() - t_image - t_bbimg:.0f} s "
               f"({time.time() - start:.0f} s in all)", file=sys.stderr, flush=True)
     return rows, [c.name for c in codecs]
