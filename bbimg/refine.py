@@ -52,7 +52,7 @@ __all__ = ["refine_posteriors", "refine_y", "objective", "Objective", "StepProgr
 #: progress(steps_done, steps_total), called after every Adam step.
 StepProgress = Callable[[int, int], None]
 
-_EVAL_SALT = 0x0E7A1  # the fixed noise draw that judges start against end (distinct from the steps')
+_EVAL_SALT = 0x0E7A1  # keys the noise: the first draw judges start against end
 
 
 # -- the one place that knows how the model lays out its FiLM parameters -------------------------
@@ -210,19 +210,22 @@ SETTINGS = Settings()
 
 
 class _Latents:
-    """Free parameters of q(z) and/or q(y): means (in units of the starting scale) and log-scales."""
+    """Free parameters of q(z) and/or q(y): the means' offsets from the start, in units of the
+    starting scale (zero at the start, so the first step sees the inputs bit for bit), and the
+    log-scales."""
 
     def __init__(self, arrays: list[tuple[np.ndarray, np.ndarray]], device):
-        self.params, self.units = [], []
+        self.params, self.units, self.starts = [], [], []
         for mean, scale in arrays:
             log_scale = _log_scale(scale, device)
-            unit = log_scale.exp() if SETTINGS.precondition else torch.ones_like(log_scale)
-            self.units.append(unit)
-            self.params += [(_tensor(mean, device) / unit).requires_grad_(True), log_scale.requires_grad_(True)]
+            self.starts.append(_tensor(mean, device))
+            self.units.append(log_scale.exp() if SETTINGS.precondition else torch.ones_like(log_scale))
+            self.params += [torch.zeros_like(log_scale, requires_grad=True), log_scale.requires_grad_(True)]
 
     def gaussians(self) -> list[Gaussian]:
         p = self.params
-        return [Gaussian(p[2 * i] * u, p[2 * i + 1].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)) for i, u in enumerate(self.units)]
+        return [Gaussian(m + p[2 * i] * u, p[2 * i + 1].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX))
+                for i, (m, u) in enumerate(zip(self.starts, self.units))]
 
     def snapshot(self) -> list[Gaussian]:
         with torch.no_grad():
@@ -230,9 +233,11 @@ class _Latents:
 
 
 def _run(latents: _Latents, terms, steps: int, lr: float, gen: torch.Generator,
-         progress: StepProgress | None, n: int = 1) -> None:
+         progress: StepProgress | None, n: int = 1) -> float:
+    """Refine in place; returns the objective of the first step (the inputs, on the first draw)."""
     if SETTINGS.optimizer == "newton":
         return _run_newton(latents, terms, steps, lr, gen, progress, n)
+    first = math.nan
     p = latents.params
     opt = torch.optim.Adam([dict(params=p[0::2], gain=1.0), dict(params=p[1::2], gain=SETTINGS.scale_lr)], lr=lr)
     for step in range(steps):
@@ -240,33 +245,37 @@ def _run(latents: _Latents, terms, steps: int, lr: float, gen: torch.Generator,
             group["lr"] = group["gain"] * (_cosine(lr, step, steps) if SETTINGS.decay else lr)
         opt.zero_grad(set_to_none=True)
         loss = terms(latents.gaussians(), gen)[0]
+        first = float(loss.detach()) if step == 0 else first
         loss.backward(inputs=latents.params)  # gradients of the latents only, never the weights
         opt.step()
         if progress is not None:
             progress(step + 1, steps)
+    return first
 
 
 def _run_newton(latents: _Latents, terms, steps: int, lr: float, gen: torch.Generator,
-                progress: StepProgress | None, n: int) -> None:
+                progress: StepProgress | None, n: int) -> float:
     """Diagonal Newton steps with the posterior's own precision as the curvature: at the optimum
     1/sigma_q^2 = 1/sigma_p^2 + the distortion's curvature, so mean -= lr * sigma_q^2 * grad
     (grad of the objective in nats) and sigma^2 <- sigma^2 / (1 + d/dlog sigma) (its fixed point)."""
     p = latents.params
-    scale = n * math.log(2.0)
+    scale, first = n * math.log(2.0), math.nan
     for step in range(steps):
         rate = _cosine(lr, step, steps) if SETTINGS.decay else lr
         loss = terms(latents.gaussians(), gen)[0]
+        first = float(loss.detach()) if step == 0 else first
         grads = torch.autograd.grad(loss, p)
         with torch.no_grad():
             for i, unit in enumerate(latents.units):
-                u, ls = p[2 * i], p[2 * i + 1]
+                offset, ls = p[2 * i], p[2 * i + 1]
                 g_u, g_s = grads[2 * i] * scale, grads[2 * i + 1] * scale
                 var = (2 * ls.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)).exp()
                 step_mean = (rate * var * g_u / unit).clamp(-SETTINGS.max_step * var.sqrt(), SETTINGS.max_step * var.sqrt())
-                u -= step_mean / unit  # d mean = -rate var g_mean, g_mean = g_u / unit; at most max_step sigma
+                offset -= step_mean / unit  # d mean = -rate var g_mean, g_mean = g_u / unit; <= max_step sigma
                 ls -= SETTINGS.scale_lr * rate * 0.5 * torch.log((1 + g_s).clamp_min(0.25))
         if progress is not None:
             progress(step + 1, steps)
+    return first
 
 
 def _check(steps: int, lr: float) -> None:
@@ -276,9 +285,15 @@ def _check(steps: int, lr: float) -> None:
         raise ValueError(f"lr must be a positive number, got {lr}")
 
 
+def _run_generator(device: torch.device, seed: int) -> torch.Generator:
+    """The steps' noise: its first draw is the yardstick's (:func:`objective`), so the first step
+    also measures the start."""
+    return _generator(device, seed ^ _EVAL_SALT)
+
+
 @torch.no_grad()
 def _evaluate(loss_terms, qs: list[Gaussian], seed: int, pixels: int) -> Objective:
-    loss, by, bz, mse = loss_terms(qs, _generator(qs[0].mean.device, seed ^ _EVAL_SALT))
+    loss, by, bz, mse = loss_terms(qs, _run_generator(qs[0].mean.device, seed))
     return Objective(float(loss), float(by), float(bz), float(mse), pixels)
 
 
@@ -323,9 +338,11 @@ def objective(net, pixels: np.ndarray, t: float, y_mean: np.ndarray, y_scale: np
         return _evaluate(_y_terms(problem, py, True), [qy], seed, problem.n)
 
 
-def _finish(latents: _Latents, inputs: list[np.ndarray], terms, seed: int, problem: _Problem) -> list[np.ndarray]:
+def _finish(latents: _Latents, inputs: list[np.ndarray], terms, seed: int, problem: _Problem,
+            start: float) -> list[np.ndarray]:
     """The refined (mean, scale) arrays, or the inputs themselves where the refined ones are not
-    better on the fixed draw: both judged from numpy exactly as :func:`objective` sees them."""
+    better on the fixed draw: judged from numpy exactly as :func:`objective` sees them. ``start``:
+    the inputs' objective when the first step already computed it on that draw (NaN: compute it)."""
     refined = [a for g in latents.snapshot() for a in (_np(g.mean), _np(g.log_scale.exp()))]
 
     def judge(arrays: list[np.ndarray]) -> float:
@@ -333,7 +350,8 @@ def _finish(latents: _Latents, inputs: list[np.ndarray], terms, seed: int, probl
         qs = [Gaussian(_tensor(arrays[i], dev), _log_scale(arrays[i + 1], dev)) for i in range(0, len(arrays), 2)]
         return _evaluate(terms, qs, seed, problem.n).loss
 
-    return refined if judge(refined) <= judge(inputs) else list(inputs)  # a NaN end keeps the inputs
+    before = start if SETTINGS.antithetic else judge(inputs)  # the first step ran on the yardstick's draw
+    return refined if judge(refined) <= before else list(inputs)  # a NaN end keeps the inputs
 
 
 def refine_posteriors(net, pixels: np.ndarray, t: float, y_mean: np.ndarray, y_scale: np.ndarray,
@@ -349,9 +367,10 @@ def refine_posteriors(net, pixels: np.ndarray, t: float, y_mean: np.ndarray, y_s
     problem = _Problem(net, pixels, t)
     latents = _Latents([(z_mean, z_scale), (y_mean, y_scale)], problem.device)
     with torch.enable_grad():
-        _run(latents, _joint_terms(problem, SETTINGS.antithetic), steps, lr, _generator(problem.device, seed), progress,
-             problem.n)
-    zm, zs, ym, ys = _finish(latents, [z_mean, z_scale, y_mean, y_scale], _joint_terms(problem, True), seed, problem)
+        start = _run(latents, _joint_terms(problem, SETTINGS.antithetic), steps, lr, _run_generator(problem.device, seed),
+                     progress, problem.n)
+    zm, zs, ym, ys = _finish(latents, [z_mean, z_scale, y_mean, y_scale], _joint_terms(problem, True), seed, problem,
+                             start)
     return ym, ys, zm, zs
 
 
@@ -368,5 +387,6 @@ def refine_y(net, pixels: np.ndarray, t: float, y_mean: np.ndarray, y_scale: np.
     py = Gaussian(_tensor(py_mean, dev), _log_scale(py_scale, dev))
     latents = _Latents([(y_mean, y_scale)], dev)
     with torch.enable_grad():
-        _run(latents, _y_terms(problem, py, SETTINGS.antithetic), steps, lr, _generator(dev, seed), progress, problem.n)
-    return tuple(_finish(latents, [y_mean, y_scale], _y_terms(problem, py, True), seed, problem))
+        start = _run(latents, _y_terms(problem, py, SETTINGS.antithetic), steps, lr, _run_generator(dev, seed), progress,
+                     problem.n)
+    return tuple(_finish(latents, [y_mean, y_scale], _y_terms(problem, py, True), seed, problem, start))

@@ -137,3 +137,16 @@ def test_never_ends_worse_than_it_started(net, h, w, t, steps, lr, seed, data_se
     after = refine.objective(net, pixels, t, *out, seed=seed)
     assert after.loss <= before.loss
     assert all(np.isfinite(a).all() for a in out) and (out[1] > 0).all() and (out[3] > 0).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_refines_deterministically(net, image):
+    import copy
+
+    gpu = copy.deepcopy(net).cuda()
+    start = posteriors(net, image, 0.5)
+    a = refine.refine_posteriors(gpu, image, 0.5, *start, steps=10, lr=0.5, seed=3)
+    b = refine.refine_posteriors(gpu, image, 0.5, *start, steps=10, lr=0.5, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(isinstance(x, np.ndarray) and x.shape == s.shape for x, s in zip(a, start))
+    assert refine.objective(gpu, image, 0.5, *a).loss < 0.95 * refine.objective(gpu, image, 0.5, *start).loss
