@@ -2,35 +2,42 @@
 before and after, and what the codec's REC path makes of the refined posteriors.
 
     python bench/refine_probe.py run  [--images kodim05,kodim15,kodim23] [--t 0.1,0.4,0.7,1.0]
-                                      [--configs 0,25@0.03,100@0.03+10@0.03] [--crop 256] [--tag NAME]
-                                      [--settings precondition=1,decay=1,prior_at_z_sample=1]
+                                      [--configs 0,3@0.5,10@0.5,10@0.5+5@0.1] [--crop 256] [--tag NAME]
+                                      [--settings antithetic=0,optimizer=adam,...] [--skip-ratio R]
+    python bench/refine_probe.py time [--images kodim15] [--steps 5] [--repeats 3]
     python bench/refine_probe.py report [--tag NAME]
 
 A config is ``STEPS@LR`` (joint refinement of q(z), q(y)) optionally followed by ``+YSTEPS@YLR``
-(re-fit of q(y) against p(y | z_hat) once z is coded); ``0`` is today's encoder. Each (image, t,
-config) appends one row to bench/results/refine_probe.csv:
+(re-fit of q(y) against p(y | z_hat) once z is coded); ``0`` is today's encoder. ``--settings``
+overrides fields of ``bbimg.refine.Settings`` (booleans 0/1). Each (image, t, config) appends one
+row to bench/results/refine_probe.csv (``tag`` names the run; each run codes its own config 0, so
+a tag is self-contained even when the codec changed between runs):
 
-* ideal_bpp, ideal_psnr: KL bits of both levels per pixel and PSNR of a decoded posterior sample
-  (``bbimg.refine.objective``, one fixed noise draw), for the posteriors the file is coded from
-  (after joint refinement; before the y re-fit, which needs z_hat);
+* ideal_bpp, ideal_psnr: KL bits of both levels per pixel and PSNR of the decoded antithetic pair
+  of posterior samples (``bbimg.refine.objective``, one fixed draw), for the posteriors the file is
+  coded from (after joint refinement; before the y re-fit, which needs z_hat); ideal_bits_z/y the
+  two levels' bits;
 * bpp, psnr: real file bytes and the real decode (``bbimg.decode``, the shipped decoder);
+  kl_bpp_coded: the codec's own KL (prior-skipped dims cost nothing); coded_kl_z, coded_kl_y_before,
+  coded_kl_y: KL of every dim against the priors of the file (p(y | z_hat)), before and after the
+  y re-fit;
 * refine_s, refine_cpu_s: wall and process CPU seconds of the refinement (both levels); s_per_step;
   encode_s: the whole encode (analysis, refinement, coding; not the ideal measurement), torch at
-  2 threads, the model already loaded (``time`` measures torch's import and the model load).
+  2 threads, the model already loaded (``time`` measures the steps on an image, and the default
+  encode, with min over repeats).
 
 The codec is not modified: its transforms are wrapped so that ``analysis_pixels`` returns the
 refined q(y) (its ``hyper`` then returns the refined q(z)), and ``y_prior`` re-fits q(y) in place
-against the prior of the coded z. ``report`` prints BD-rates (real files, PSNR) of each config
-against config 0 over the t values, per image and on the mean curve. The machine is shared:
-timings are noisy; the CPU seconds are the steadier figure.
+against the prior of the coded z. ``report`` prints BD-rates (PSNR, real files) of each config
+against config 0 over the t values: per image, on the mean curve (bpp and PSNR averaged over the
+images per t, as bench/rd.py does), and the per-image mean of the ideal BD-rate. The machine is
+shared: timings are noisy (the CPU seconds are steadier; the ``time`` figures were taken idle).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import dataclasses
-import io
-import os
 import sys
 import time
 from pathlib import Path
