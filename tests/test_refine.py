@@ -63,12 +63,14 @@ def image(net):
     return np.round(x_hat.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
-def test_refinement_lowers_the_objective_and_keeps_shapes(net, image):
+@pytest.mark.parametrize("optimizer,lr", [("newton", 0.5), ("adam", 0.05)])
+def test_refinement_lowers_the_objective_and_keeps_shapes(net, image, optimizer, lr):
     t = 0.6
     start = posteriors(net, image, t)
-    before = refine.objective(net, image, t, *start)
-    out = refine.refine_posteriors(net, image, t, *start, steps=30, lr=0.05)
-    after = refine.objective(net, image, t, *out)
+    settings = refine.Settings(optimizer=optimizer)
+    before = refine.objective(net, image, t, *start, settings=settings)
+    out = refine.refine_posteriors(net, image, t, *start, steps=30, lr=lr, settings=settings)
+    after = refine.objective(net, image, t, *out, settings=settings)
     assert after.loss < 0.9 * before.loss, (before, after)
     for a, b in zip(start, out):
         assert b.shape == a.shape and b.dtype == np.float32
@@ -122,6 +124,8 @@ def test_progress_and_bad_arguments(net, image):
         refine.refine_posteriors(net, image, 0.5, *start, steps=-1, lr=0.05)
     with pytest.raises(ValueError):
         refine.refine_posteriors(net, image, 0.5, *start, steps=2, lr=0.0)
+    with pytest.raises(ValueError):
+        refine.refine_posteriors(net, image, 0.5, *start, steps=2, lr=0.1, settings=refine.Settings(optimizer="sgd"))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
