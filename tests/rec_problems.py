@@ -55,3 +55,14 @@ SMALL_CHANNEL_BITS = (0.1, 0.3, 2.0, 5.0, 8.0, 30.0, 60.0, 120.0, 200.0, 300.0, 
 def small_problem():
     """The shared small problem of the REC tests (kappa 12)."""
     return channel_problem(SMALL_CHANNEL_BITS, 250, 12, seed=1)
+
+
+def level_with_prior_skip(rng: np.random.Generator, channels: int = 6, h: int = 12, w: int = 10):
+    """((mu_q, sd_q), (mu_p, sd_p)), each (1, channels, h, w) float32: sigma_q = 1 and the prior
+    sometimes barely wider, so the prior skip rule has dims to skip and dims to keep."""
+    shape = (1, channels, h, w)
+    sd_p = np.exp(rng.normal(0.5, 0.6, shape)).astype(np.float32)
+    sd_q = np.full(shape, 1.0, np.float32)
+    mu_p = rng.normal(0, 1, shape).astype(np.float32)
+    mu_q = (mu_p + rng.normal(0, 1, shape) * np.sqrt(np.maximum(sd_p**2 - 1, 0))).astype(np.float32)
+    return (mu_q, sd_q), (mu_p, sd_p)

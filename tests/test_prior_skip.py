@@ -12,6 +12,7 @@ from bbimg import format as bbi
 from bbimg.latent_coder import Y_LEVEL, Gaussian, LatentCoder
 from bbimg.rec.channel_plan import position_order
 from bbimg.rec.prior_skip import SKIP_STEPS, decode_skip, encode_skip, skip_mask, skip_symbols
+from rec_problems import level_with_prior_skip
 
 
 @given(st.lists(st.integers(0, SKIP_STEPS), min_size=1, max_size=400))
@@ -58,15 +59,6 @@ def test_symbols_follow_the_scale_ratio():
     assert list(skip_symbols(sd_q, sd_p, 0.0)) == [0, 0, 0]
 
 
-def _level(rng, channels=6, h=12, w=10):
-    shape = (1, channels, h, w)
-    sd_p = np.exp(rng.normal(0.5, 0.6, shape)).astype(np.float32)
-    sd_q = np.full(shape, 1.0, np.float32)
-    mu_p = rng.normal(0, 1, shape).astype(np.float32)
-    mu_q = (mu_p + rng.normal(0, 1, shape) * np.sqrt(np.maximum(sd_p**2 - 1, 0))).astype(np.float32)
-    return (mu_q, sd_q), (mu_p, sd_p)
-
-
 def _y_coder(skip_ratio):
     return LatentCoder(Y_LEVEL, 77, 16, block_ratio=1.1, skip_ratio=skip_ratio, legacy=True)
 
@@ -80,7 +72,7 @@ def legacy_codec(monkeypatch):
 def test_skipped_dims_decode_as_the_prior_mean_on_both_sides():
     """The encoder's reconstruction equals the decoder's, and every skipped dim is mu_p exactly."""
     rng = np.random.default_rng(3)
-    q, p = _level(rng)
+    q, p = level_with_prior_skip(rng)
     coded = _y_coder(1.25).compress(Gaussian(*q), Gaussian(*p))
     container = bbi.Container(bbi.Header(width=1, height=1, model_name="m", weights_hash=bytes(16), quality_t=0.5,
                                          quality_q=50, seed=0, kappa=16, temperature=0.0), tuple(coded.sections))
@@ -105,7 +97,7 @@ def test_skipped_dims_decode_as_the_prior_mean_on_both_sides():
 def test_a_released_gaussian_holds_nothing():
     """The coder frees the caller's arrays: hand-off is explicit, and a second use is an error."""
     rng = np.random.default_rng(4)
-    q, p = _level(rng)
+    q, p = level_with_prior_skip(rng)
     posterior, prior = Gaussian(*q), Gaussian(*p)
     _y_coder(1.25).compress(posterior, prior)
     assert posterior.mean is None and prior.scale is None

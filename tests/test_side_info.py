@@ -16,6 +16,7 @@ from bbimg.rec import CorruptDataError, plan_prior, prior_skip
 from bbimg.rec import range_coder as rc
 from bbimg.rec.channel_plan import (RESIDUAL_SYMBOLS, RESIDUAL_WIDTH, UnitPrediction, channel_plan, log_of_units,
                                     plan_units, read_units, unit_alphabet, units_from_log, units_plan, write_units)
+from rec_problems import level_with_prior_skip
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -179,15 +180,6 @@ def test_kl_estimates_recover_the_planned_kl(kappa, symbol, exp, ratio):
         assert prior_skip.kl_estimates(s, e, kappa, code)[0] == 0
 
 
-def _level(rng, channels=6, h=12, w=10):
-    shape = (1, channels, h, w)
-    sd_p = np.exp(rng.normal(0.5, 0.6, shape)).astype(np.float32)
-    sd_q = np.full(shape, 1.0, np.float32)
-    mu_p = rng.normal(0, 1, shape).astype(np.float32)
-    mu_q = (mu_p + rng.normal(0, 1, shape) * np.sqrt(np.maximum(sd_p**2 - 1, 0))).astype(np.float32)
-    return (mu_q, sd_q), (mu_p, sd_p)
-
-
 def _container(sections):
     header = bbi.Header(width=1, height=1, model_name="m", weights_hash=bytes(16), quality_t=0.5, quality_q=50,
                         seed=0, kappa=16, temperature=0.0)
@@ -197,7 +189,7 @@ def _container(sections):
 @pytest.mark.parametrize("skip_ratio", [1.25, 0.0, None])
 def test_level_round_trip_and_skipped_dims_are_the_prior_mean(skip_ratio):
     rng = np.random.default_rng(3)
-    q, p = _level(rng, channels=8, h=16, w=12)
+    q, p = level_with_prior_skip(rng, channels=8, h=16, w=12)
     coded = LatentCoder(Y_LEVEL, 77, 16, skip_ratio=skip_ratio).compress(Gaussian(*q), Gaussian(*p))
     assert [s.tag for s in coded.sections] == ["YPL2", "YIDX"]
     decoded = LatentCoder(Y_LEVEL, 77, 16).decompress(Gaussian(*p), _container(coded.sections))
@@ -221,7 +213,7 @@ def test_float_noise_on_the_prior_never_desynchronises_the_stream(seed):
     written, and moves at most the dims that sit at the skip threshold."""
     rng = np.random.default_rng(seed)
     channels, h, w = 12, 24, 20
-    q, p = _level(rng, channels, h, w)
+    q, p = level_with_prior_skip(rng, channels, h, w)
     coded = LatentCoder(Y_LEVEL, 5, 16, skip_ratio=1.25).compress(Gaussian(*q), Gaussian(p[0].copy(), p[1].copy()))
     container = _container(coded.sections)
     plan = read_level_plan({s.tag: s.payload for s in coded.sections}, Y_LEVEL, channels, h * w, 16)
@@ -393,7 +385,7 @@ def test_version_rule():
 
 def test_z_level_has_no_skip_head():
     rng = np.random.default_rng(8)
-    q, p = _level(rng, channels=5)
+    q, p = level_with_prior_skip(rng, channels=5)
     coded = LatentCoder(Z_LEVEL, 1, 16).compress(Gaussian(*q), Gaussian(*p))
     (plan,) = [s.payload for s in coded.sections if s.tag == "ZPL2"]
     read_units(plan, 5, 16)  # parses with no head values
