@@ -182,6 +182,17 @@ def fit(samples: list[dict], model: str, weights_sha256: str, kappa: int, shapes
     return PlanPrior(model, weights_sha256, kappa, levels, images)
 
 
+def _append_rows(lines: list[str], name: str, rows, per_line: int) -> None:
+    """One table of integer rows as source lines, ``per_line`` values to a line."""
+    lines.append(f"                {json.dumps(name)}: [")
+    for row in rows:
+        lines.append("                    [")
+        for i in range(0, len(row), per_line):
+            lines.append("                        " + ", ".join(str(v) for v in row[i:i + per_line]) + ",")
+        lines.append("                    ],")
+    lines.append("                ],")
+
+
 def to_source(priors: list[PlanPrior]) -> str:
     """``plan_prior_data.py`` holding ``priors`` (tools/fit_plan_prior.py writes it)."""
     lines = ['"""Plan-unit tables of the shipped models (bbimg.rec.plan_prior; written by tools/fit_plan_prior.py).',
@@ -194,28 +205,10 @@ def to_source(priors: list[PlanPrior]) -> str:
         for tag, table in sorted(p.levels.items()):
             lines.append(f"            {json.dumps(tag)}: {{")
             lines.append(f"                \"full_at\": {table.full_at},")
-            lines.append("                \"log_kl\": [")
-            for row in table.log_kl:
-                lines.append("                    [")
-                for i in range(0, len(row), 16):
-                    lines.append("                        " + ", ".join(str(v) for v in row[i:i + 16]) + ",")
-                lines.append("                    ],")
-            lines.append("                ],")
-            lines.append("                \"counts\": [")
-            for row in table.counts:
-                lines.append("                    [")
-                for i in range(0, len(row), 22):
-                    lines.append("                        " + ", ".join(str(v) for v in row[i:i + 22]) + ",")
-                lines.append("                    ],")
-            lines.append("                ],")
+            _append_rows(lines, "log_kl", table.log_kl, 16)
+            _append_rows(lines, "counts", table.counts, 22)
             if table.shapes:
-                lines.append("                \"shapes\": [")
-                for row in table.shapes:
-                    lines.append("                    [")
-                    for i in range(0, len(row), 16):
-                        lines.append("                        " + ", ".join(str(v) for v in row[i:i + 16]) + ",")
-                    lines.append("                    ],")
-                lines.append("                ],")
+                _append_rows(lines, "shapes", table.shapes, 16)
             lines.append("            },")
         lines.append("        },")
         lines.append("    },")
