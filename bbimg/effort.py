@@ -14,7 +14,6 @@ Both need gradients through the model, so efforts above :data:`DEFAULT_EFFORT` i
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -86,28 +85,22 @@ class EncoderSearch:
         if not (self.whole and self.effort.refine_steps):
             return y_mean, y_scale, z_mean, z_scale
         from .refine import refine_posteriors
-        with self._optimizer():
-            return refine_posteriors(self.net, self.pixels, self.t, y_mean, y_scale, z_mean, z_scale,
-                                     steps=self.effort.refine_steps, lr=self.effort.refine_lr, seed=self.seed)
+        return refine_posteriors(self.net, self.pixels, self.t, y_mean, y_scale, z_mean, z_scale,
+                                 steps=self.effort.refine_steps, lr=self.effort.refine_lr, seed=self.seed,
+                                 settings=self._settings())
 
     def refine_y(self, y_mean, y_scale, py_mean, py_scale):
         if not (self.whole and self.effort.refine_y_steps):
             return y_mean, y_scale
         from .refine import refine_y
-        with self._optimizer():
-            return refine_y(self.net, self.pixels, self.t, y_mean, y_scale, py_mean, py_scale,
-                            steps=self.effort.refine_y_steps, lr=self.effort.refine_y_lr, seed=self.seed)
+        return refine_y(self.net, self.pixels, self.t, y_mean, y_scale, py_mean, py_scale,
+                        steps=self.effort.refine_y_steps, lr=self.effort.refine_y_lr, seed=self.seed,
+                        settings=self._settings())
 
-    @contextlib.contextmanager
-    def _optimizer(self):
-        """bbimg.refine's optimiser for this effort, for the duration of one refinement."""
+    def _settings(self):
+        """bbimg.refine's settings with this effort's optimiser."""
         from . import refine
-        saved = refine.SETTINGS
-        refine.SETTINGS = dataclasses.replace(saved, optimizer=self.effort.refine_optimizer)
-        try:
-            yield
-        finally:
-            refine.SETTINGS = saved
+        return dataclasses.replace(refine.SETTINGS, optimizer=self.effort.refine_optimizer)
 
     def chooser(self):
         """``choose`` for the y level's LatentCoder.compress, or None."""
