@@ -279,11 +279,17 @@ def _stage_bar(pixels: int, quiet: bool, stages: tuple[str, ...] | None, desc: s
         bar.close()
 
 
-def _require_cuda() -> None:
+def _require_torch(option: str):
+    """``import torch``, or one line saying that ``option`` needs the torch extra."""
     try:
         import torch
     except ImportError as exc:
-        raise CliError(f"--device cuda needs PyTorch, an optional extra: {_TORCH_EXTRA}") from exc
+        raise CliError(f"{option} needs PyTorch, an optional extra: {_TORCH_EXTRA}") from exc
+    return torch
+
+
+def _require_cuda() -> None:
+    torch = _require_torch("--device cuda")
     if not torch.cuda.is_available():
         raise CliError("--device cuda: no CUDA device is available")
 
@@ -409,10 +415,7 @@ def encode(input, output, quality, bpp, model, device, seed, effort, exact, forc
     if device == "cuda":
         _require_cuda()
     if effort > DEFAULT_EFFORT:
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            raise CliError(f"--effort above {DEFAULT_EFFORT} needs PyTorch, an optional extra: {_TORCH_EXTRA}") from exc
+        _require_torch(f"--effort above {DEFAULT_EFFORT}")
     raw = _read_input(input)
     stats: list = []
     with _warnings_to_stderr(input, quiet), _reporting("encode", input):
