@@ -26,7 +26,7 @@ So a halo of 2 coarse positions, with tile origins on the coarse grid (every lay
 then matches the whole-image computation, and zero padding happens only at the true border),
 computes every kept value from exactly the inputs it would see untiled: tiled and untiled results
 agree up to floating-point summation order (``tests/test_tiling.py`` checks this, and that a
-smaller halo shows seams). The analysis and synthesis use a halo of 4 latents for margin.
+smaller halo shows seams). Every transform uses that halo: a wider one only adds work.
 
 The tiles are numpy arrays handed to the back end's transform (``bbimg.transforms``: ONNX Runtime
 or torch), so one implementation serves both.
@@ -43,7 +43,7 @@ __all__ = ["LATENT_STRIDE", "Z_STRIDE", "TILE_LATENTS", "HALO_LATENTS", "PRIOR_T
            "THRESHOLD_PIXELS", "KL_CHUNK", "should_tile", "tiles", "map_tiles", "kl_bits"]
 
 TILE_LATENTS = 64           # kept part of an analysis/synthesis tile: 64 y positions = 1024 pixels square
-HALO_LATENTS = 4            # their context on each side: 64 pixels (2 latents are enough, see above)
+HALO_LATENTS = 2            # their context on each side: 32 pixels, the receptive fields' bound (above)
 PRIOR_TILE = 32             # kept part of a hyper/y-prior tile: 32 z positions = 2048 pixels square
 PRIOR_HALO = 2              # their context on each side, in z positions (the receptive radius is 1.75)
 THRESHOLD_PIXELS = 2048 * 2048  # padded images with more pixels than this are tiled
