@@ -19,10 +19,12 @@ __all__ = [
     "MAGIC",
     "VERSION",
     "LATEST_VERSION",
+    "LATEST_V1_VERSION",
     "MAX_DIMENSION",
     "MAX_PIXELS",
     "MAX_MODEL_NAME_BYTES",
     "MIN_HASH_BYTES",
+    "MIN_V1_HASH_BYTES",
     "MAX_HASH_BYTES",
     "MAX_SECTIONS",
     "MAX_SECTION_BYTES",
@@ -39,24 +41,29 @@ __all__ = [
     "read_header",
     "read_info",
     "check",
+    "encode_varint",
     "version_for",
     "decoded_description",
 ]
 
 MAGIC = b"\x89BBI\r\n\x1a\n"
-VERSION = (1, 1)  # (major, minor) written for files without a section of a later version
-LATEST_VERSION = (1, 3)  # the newest version this module writes and fully understands
-#: Sections that need a newer minor version than VERSION: the writer records the lowest that
+VERSION = (2, 0)  # (major, minor) that write() produces by default
+LATEST_VERSION = (2, 0)  # the newest version this module writes and fully understands
+LATEST_V1_VERSION = (1, 3)  # the newest version of the older layout (major 1), still read and writable
+_V1_BASE = (1, 1)  # the 1.x version written for files without a section of a later minor version
+#: Sections that need a newer 1.x minor version than _V1_BASE: the 1.x writer records the lowest that
 #: describes the sections present, so files without them stay readable by older readers.
 _MINOR_OF_TAG = {"ALPH": 2, "ZPL2": 3, "YPL2": 3}
 MAX_DIMENSION = 65535
 MAX_PIXELS = 1 << 28
 MAX_MODEL_NAME_BYTES = 64
-MIN_HASH_BYTES = 16
+MIN_HASH_BYTES = 8  # 2.0; the 1.x layout needs MIN_V1_HASH_BYTES
+MIN_V1_HASH_BYTES = 16
 MAX_HASH_BYTES = 32
 MAX_SECTIONS = 64
 MAX_SECTION_BYTES = 1 << 28  # 256 MiB
-MAX_FILE_BYTES = (1 << 32) - 1  # file_size is a u32
+MAX_FILE_BYTES = (1 << 32) - 1  # file_size is a u32 (1.x), a varint in this range (2.0)
+MAX_V2_BODY_BYTES = 0xFFFF  # 2.0 header body size (a varint in the u16 range)
 
 #: Tags defined by this version and whether each is required (flag bit 0).
 KNOWN_TAGS: dict[str, bool] = {
@@ -81,7 +88,8 @@ _SECTION = struct.Struct("<4sBI")  # tag, flags, length
 _FLAG_REQUIRED = 0x01
 _MUST_UNDERSTAND_REC_FLAGS = 0x00FF  # low byte: reject unknown bits; high byte: ignore
 _KNOWN_REC_FLAGS = 0x0000
-_MIN_BODY = _FIXED.size + 1 + 1 + 1 + MIN_HASH_BYTES
+_MIN_BODY = _FIXED.size + 1 + 1 + 1 + MIN_V1_HASH_BYTES
+_F32 = struct.Struct("<f")
 
 Buffer = bytes | bytearray | memoryview
 
@@ -137,8 +145,7 @@ class Header:
 
     width: int
     height: int
-    model_name: str
-    weights_hash: bytes  # first 16..32 bytes of SHA-256 of the weights
+    weights_hash: bytes  # first 8..32 bytes of SHA-256 of the weights (16..32 in the 1.x layout)
     quality_t: float  # model rate parameter in [0, 1]; what decoding uses
     quality_q: int  # the user's -q, 1..100; informational
     seed: int  # u64 seed of REC's shared randomness
@@ -147,20 +154,22 @@ class Header:
     rec_flags: int = 0  # u16; low byte must-understand, none defined in 1.0
     colour_mode: ColourMode = ColourMode.RGB
     bit_depth: int = 8  # bits per channel of the original, 1..16 (decoded images have 8)
+    model_name: str | None = None  # the model's name: stored by the 1.x layout only (None in 2.0 files)
 
     def __post_init__(self) -> None:
         _require_int("width", self.width, 1, MAX_DIMENSION)
         _require_int("height", self.height, 1, MAX_DIMENSION)
         if self.width * self.height > MAX_PIXELS:
             raise ValueError(f"width*height = {self.width * self.height} exceeds {MAX_PIXELS} pixels")
-        if not isinstance(self.model_name, str):
-            raise ValueError("model_name must be a str")
-        try:
-            name = self.model_name.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"model_name is not encodable as UTF-8: {exc.reason}") from None
-        if not 1 <= len(name) <= MAX_MODEL_NAME_BYTES:
-            raise ValueError(f"model_name must be 1..{MAX_MODEL_NAME_BYTES} UTF-8 bytes, got {len(name)}")
+        if self.model_name is not None:
+            if not isinstance(self.model_name, str):
+                raise ValueError("model_name must be a str or None")
+            try:
+                name = self.model_name.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"model_name is not encodable as UTF-8: {exc.reason}") from None
+            if not 1 <= len(name) <= MAX_MODEL_NAME_BYTES:
+                raise ValueError(f"model_name must be 1..{MAX_MODEL_NAME_BYTES} UTF-8 bytes, got {len(name)}")
         if not isinstance(self.weights_hash, (bytes, bytearray, memoryview)):
             raise ValueError("weights_hash must be bytes")
         digest = bytes(self.weights_hash)
@@ -277,31 +286,98 @@ class Info(NamedTuple):
 
 
 def version_for(tags: Iterable[str]) -> tuple[int, int]:
-    """The lowest format version that describes a file with these section tags (VERSION for most
-    files, 1.2 with an ALPH section, 1.3 with the block plans ZPL2 and YPL2)."""
-    return VERSION[0], max([VERSION[1], *(_MINOR_OF_TAG.get(t, 0) for t in tags)])
+    """The lowest version of the 1.x layout that describes a file with these section tags (1.1 for
+    most files, 1.2 with an ALPH section, 1.3 with the block plans ZPL2 and YPL2). What
+    ``write(container, version=1)`` records."""
+    return _V1_BASE[0], max([_V1_BASE[1], *(_MINOR_OF_TAG.get(t, 0) for t in tags)])
 
 
-def write(container: Container) -> bytes:
-    """Serialise ``container`` as a file of the version :func:`version_for` gives its sections.
-    Raises ValueError on invalid input."""
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant group first, bit 7 set on every byte
+    but the last; the shortest encoding (the only one a 2.0 reader accepts)."""
+    if value < 0:
+        raise ValueError(f"varint of a negative value {value}")
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _resolve_version(container: Container, version) -> tuple[int, int]:
+    if version is None or version == 2 or version == (2, 0):
+        return VERSION
+    lowest = version_for(s.tag for s in container.sections)
+    if version == 1:
+        return lowest
+    if (isinstance(version, tuple) and len(version) == 2 and version[0] == 1 and isinstance(version[1], int)
+            and lowest[1] <= version[1] <= LATEST_V1_VERSION[1]):
+        return version
+    raise ValueError(f"cannot write version {version!r} for these sections (2, (2, 0), 1 or (1, minor) with "
+                     f"{lowest[1]} <= minor <= {LATEST_V1_VERSION[1]})")
+
+
+def write(container: Container, version: int | tuple[int, int] | None = None) -> bytes:
+    """Serialise ``container``. Raises ValueError on invalid input.
+
+    ``version``: None, 2 or (2, 0): the 2.0 layout (the model is named by ``weights_hash`` alone:
+    ``model_name`` is not stored and reads back as None). 1: the 1.x layout at the lowest minor
+    version that describes the sections (:func:`version_for`); (1, minor): that minor version,
+    which must describe the sections. The 1.x layout needs ``model_name`` and a hash of at least
+    16 bytes."""
     if not isinstance(container, Container):
         raise ValueError("write() takes a Container")
-    version = version_for(s.tag for s in container.sections)
+    major, minor = _resolve_version(container, version)
+    return _write_v2(container, minor) if major == 2 else _write_v1(container, minor)
+
+
+def _write_v1(container: Container, minor: int) -> bytes:
     h = container.header
+    if h.model_name is None:
+        raise ValueError("the 1.x layout needs a model_name")
+    if len(h.weights_hash) < MIN_V1_HASH_BYTES:
+        raise ValueError(f"the 1.x layout needs a weights_hash of at least {MIN_V1_HASH_BYTES} bytes")
     name = h.model_name.encode("utf-8")
     body_size = _FIXED.size + 1 + len(name) + 1 + len(h.weights_hash)
     size = _PREFIX.size + body_size + _CRC.size
     size += sum(_SECTION.size + len(s.payload) for s in container.sections) + _CRC.size
     if size > MAX_FILE_BYTES:
         raise ValueError(f"file of {size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
-    out = bytearray(_PREFIX.pack(MAGIC, version[0], version[1], body_size))
+    out = bytearray(_PREFIX.pack(MAGIC, 1, minor, body_size))
     out += _FIXED.pack(size, h.width, h.height, h.colour_mode, h.bit_depth, h.quality_t, h.quality_q,
                        h.seed, h.kappa, h.temperature, h.rec_flags, len(container.sections))
     out += bytes([len(name)]) + name + bytes([len(h.weights_hash)]) + h.weights_hash
     out += _CRC.pack(zlib.crc32(out))
     for s in container.sections:
         out += _SECTION.pack(s.tag.encode("ascii"), _FLAG_REQUIRED if s.required else 0, len(s.payload))
+        out += s.payload
+    out += _CRC.pack(zlib.crc32(out))
+    assert len(out) == size
+    return bytes(out)
+
+
+def _write_v2(container: Container, minor: int) -> bytes:
+    h = container.header
+    # Header body after file_size (docs/format.md, section 3).
+    rest = (encode_varint(h.width) + encode_varint(h.height) + bytes([h.colour_mode, h.bit_depth])
+            + _F32.pack(h.quality_t) + bytes([h.quality_q]) + encode_varint(h.seed) + bytes([h.kappa])
+            + _F32.pack(h.temperature) + encode_varint(h.rec_flags) + bytes([len(container.sections)])
+            + bytes([len(h.weights_hash)]) + h.weights_hash)
+    framing = [s.tag.encode("ascii") + encode_varint(len(s.payload) << 1 | s.required) for s in container.sections]
+    tail = sum(len(f) + len(s.payload) for f, s in zip(framing, container.sections)) + _CRC.size
+    size = 0
+    while True:  # file_size is in the header it measures: settle its own length (at most 3 rounds)
+        body = encode_varint(size) + rest
+        new = len(MAGIC) + 2 + len(encode_varint(len(body))) + len(body) + tail
+        if new == size:
+            break
+        size = new
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"file of {size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
+    out = bytearray(MAGIC) + bytes([2, minor]) + encode_varint(len(body)) + body
+    for f, s in zip(framing, container.sections):
+        out += f
         out += s.payload
     out += _CRC.pack(zlib.crc32(out))
     assert len(out) == size
@@ -320,16 +396,41 @@ def check(prefix: Buffer) -> bool | None:
     return True if len(head) == len(MAGIC) else None
 
 
-def _parse_header(data: memoryview) -> tuple[Header, tuple[int, int], int, int, int]:
-    """Validate and decode the header. Returns (header, version, file_size, section_count, end)."""
+class _Parsed(NamedTuple):
+    header: Header
+    version: tuple[int, int]
+    file_size: int
+    count: int
+    end: int  # offset of the first section
+
+
+def _parse_header(data: memoryview) -> _Parsed:
+    """Validate and decode the header of either layout."""
     n = len(data)
     if not MAGIC.startswith(bytes(data[: len(MAGIC)])):
         raise BbiError("not a .bbi file (bad magic)")
+    if n < len(MAGIC) + 2:
+        raise BbiError(f"truncated: {n} bytes, too short for the file prefix")
+    major, minor = data[len(MAGIC)], data[len(MAGIC) + 1]
+    if major == 1:
+        return _parse_header_v1(data, minor)
+    if major == 2:
+        return _parse_header_v2(data, minor)
+    raise BbiError(f"unsupported format major version {major} (this reader supports 1 and 2)")
+
+
+def _make_header(**fields) -> Header:
+    try:
+        return Header(**fields)
+    except ValueError as exc:
+        raise BbiError(f"invalid header field: {exc}") from None
+
+
+def _parse_header_v1(data: memoryview, minor: int) -> _Parsed:
+    n = len(data)
     if n < _PREFIX.size:
         raise BbiError(f"truncated: {n} bytes, too short for the file prefix")
     _, major, minor, body_size = _PREFIX.unpack_from(data)
-    if major != VERSION[0]:
-        raise BbiError(f"unsupported format major version {major} (this reader supports {VERSION[0]})")
     if body_size < _MIN_BODY:
         raise BbiError(f"header body of {body_size} bytes is shorter than the minimum {_MIN_BODY}")
     crc_at = _PREFIX.size + body_size
@@ -341,12 +442,7 @@ def _parse_header(data: memoryview) -> tuple[Header, tuple[int, int], int, int, 
 
     (file_size, width, height, mode, depth, t, q, seed, kappa, temp, rec_flags,
      count) = _FIXED.unpack_from(data, _PREFIX.size)
-    if not (1 <= width <= MAX_DIMENSION and 1 <= height <= MAX_DIMENSION):
-        raise BbiError(f"image dimensions {width}x{height} outside 1..{MAX_DIMENSION}")
-    if width * height > MAX_PIXELS:
-        raise BbiError(f"image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")
-    if count > MAX_SECTIONS:
-        raise BbiError(f"{count} sections exceed the limit of {MAX_SECTIONS}")
+    _check_size(width, height, count)
     if file_size < end + _CRC.size:
         raise BbiError(f"file_size {file_size} is smaller than the header")
     pos = _PREFIX.size + _FIXED.size
@@ -361,22 +457,100 @@ def _parse_header(data: memoryview) -> tuple[Header, tuple[int, int], int, int, 
         raise BbiError("model name is not valid UTF-8") from None
     pos += 1 + name_len
     hash_len = data[pos]
-    if not MIN_HASH_BYTES <= hash_len <= MAX_HASH_BYTES:
-        raise BbiError(f"weights hash length {hash_len} outside {MIN_HASH_BYTES}..{MAX_HASH_BYTES}")
+    if not MIN_V1_HASH_BYTES <= hash_len <= MAX_HASH_BYTES:
+        raise BbiError(f"weights hash length {hash_len} outside {MIN_V1_HASH_BYTES}..{MAX_HASH_BYTES}")
     if pos + 1 + hash_len > crc_at:
         raise BbiError("weights hash runs past the end of the header")
     digest = bytes(data[pos + 1 : pos + 1 + hash_len])
     pos += 1 + hash_len
     # A newer minor version may append fields; the CRC above already covers them.
-    if minor <= LATEST_VERSION[1] and pos != crc_at:
+    if minor <= LATEST_V1_VERSION[1] and pos != crc_at:
         raise BbiError(f"header body has {crc_at - pos} unexpected trailing bytes for version {major}.{minor}")
-    try:
-        header = Header(width=width, height=height, model_name=name, weights_hash=digest, quality_t=t,
-                        quality_q=q, seed=seed, kappa=kappa, temperature=temp, rec_flags=rec_flags,
-                        colour_mode=mode, bit_depth=depth)
-    except ValueError as exc:
-        raise BbiError(f"invalid header field: {exc}") from None
-    return header, (major, minor), file_size, count, end
+    header = _make_header(width=width, height=height, model_name=name, weights_hash=digest, quality_t=t,
+                          quality_q=q, seed=seed, kappa=kappa, temperature=temp, rec_flags=rec_flags,
+                          colour_mode=mode, bit_depth=depth)
+    return _Parsed(header, (major, minor), file_size, count, end)
+
+
+def _check_size(width: int, height: int, count: int) -> None:
+    if not (1 <= width <= MAX_DIMENSION and 1 <= height <= MAX_DIMENSION):
+        raise BbiError(f"image dimensions {width}x{height} outside 1..{MAX_DIMENSION}")
+    if width * height > MAX_PIXELS:
+        raise BbiError(f"image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")
+    if count > MAX_SECTIONS:
+        raise BbiError(f"{count} sections exceed the limit of {MAX_SECTIONS}")
+
+
+def _read_varint(data: memoryview, pos: int, limit: int, what: str, hi: int, past: str) -> tuple[int, int]:
+    """(value, next offset) of the LEB128 varint at ``pos``, which must end before ``limit`` (else
+    ``past`` is the error), be the shortest encoding of its value and not exceed ``hi``."""
+    max_len = max(1, (hi.bit_length() + 6) // 7)
+    value = shift = 0
+    start = pos
+    while True:
+        if pos >= limit:
+            raise BbiError(past)
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if pos - start >= max_len:
+            raise BbiError(f"{what}: varint longer than {max_len} bytes")
+    if byte == 0 and pos - start > 1:
+        raise BbiError(f"{what}: overlong varint encoding")
+    if value > hi:
+        raise BbiError(f"{what} {value} exceeds {hi}")
+    return value, pos
+
+
+def _parse_header_v2(data: memoryview, minor: int) -> _Parsed:
+    n = len(data)
+    pos = len(MAGIC) + 2
+    body_size, pos = _read_varint(data, pos, n, "header body size", MAX_V2_BODY_BYTES,
+                                  f"truncated: {n} bytes, too short for the file prefix")
+    end = pos + body_size
+    if n < end:
+        raise BbiError(f"truncated: header needs {end} bytes, got {n}")
+    past = "header fields run past the end of the header body"
+
+    def varint(what: str, hi: int) -> int:
+        nonlocal pos
+        value, pos = _read_varint(data, pos, end, what, hi, past)
+        return value
+
+    def raw(size: int) -> memoryview:
+        nonlocal pos
+        if pos + size > end:
+            raise BbiError(past)
+        pos += size
+        return data[pos - size : pos]
+
+    file_size = varint("file_size", MAX_FILE_BYTES)
+    width = varint("width", MAX_DIMENSION)
+    height = varint("height", MAX_DIMENSION)
+    mode, depth = raw(2)
+    (t,) = _F32.unpack(raw(4))
+    (q,) = raw(1)
+    seed = varint("seed", (1 << 64) - 1)
+    (kappa,) = raw(1)
+    (temp,) = _F32.unpack(raw(4))
+    rec_flags = varint("rec_flags", 0xFFFF)
+    (count,) = raw(1)
+    _check_size(width, height, count)
+    (hash_len,) = raw(1)
+    if not MIN_HASH_BYTES <= hash_len <= MAX_HASH_BYTES:
+        raise BbiError(f"weights hash length {hash_len} outside {MIN_HASH_BYTES}..{MAX_HASH_BYTES}")
+    digest = bytes(raw(hash_len))
+    # A newer minor version may append fields, which this reader skips.
+    if minor <= LATEST_VERSION[1] and pos != end:
+        raise BbiError(f"header body has {end - pos} unexpected trailing bytes for version 2.{minor}")
+    if file_size < end + _CRC.size:
+        raise BbiError(f"file_size {file_size} is smaller than the header")
+    header = _make_header(width=width, height=height, weights_hash=digest, quality_t=t, quality_q=q, seed=seed,
+                          kappa=kappa, temperature=temp, rec_flags=rec_flags, colour_mode=mode, bit_depth=depth)
+    return _Parsed(header, (2, minor), file_size, count, end)
 
 
 def _parse(data: Buffer) -> tuple[Info, memoryview]:
@@ -392,22 +566,30 @@ def _parse(data: Buffer) -> tuple[Info, memoryview]:
         raise BbiError("file CRC mismatch (corrupt data)")
     table: list[SectionInfo] = []
     seen: set[str] = set()
+    v2 = version[0] == 2
     for i in range(count):
-        if pos + _SECTION.size > crc_at:
-            raise BbiError(f"section {i} header runs past the end of the data")
-        raw_tag, flags, length = _SECTION.unpack_from(view, pos)
+        past = f"section {i} header runs past the end of the data"
+        if pos + (4 if v2 else _SECTION.size) > crc_at:
+            raise BbiError(past)
+        if v2:
+            raw_tag = bytes(view[pos : pos + 4])
+            word, start = _read_varint(view, pos + 4, crc_at, f"section {i} length", (MAX_FILE_BYTES << 1) | 1, past)
+            length, required = word >> 1, bool(word & 1)
+        else:
+            raw_tag, flags, length = _SECTION.unpack_from(view, pos)
+            required = bool(flags & _FLAG_REQUIRED)
+            start = pos + _SECTION.size
         if not all(0x21 <= b <= 0x7E for b in raw_tag):
             raise BbiError(f"section {i} has an invalid tag {raw_tag!r}")
         tag = raw_tag.decode("ascii")
         if length > MAX_SECTION_BYTES:
             raise BbiError(f"section {tag} of {length} bytes exceeds the {MAX_SECTION_BYTES}-byte limit")
-        start = pos + _SECTION.size
         if length > crc_at - start:
             raise BbiError(f"section {tag} of {length} bytes runs past the end of the data")
         if tag in seen:
             raise BbiError(f"duplicate section {tag}")
         seen.add(tag)
-        table.append(SectionInfo(tag, length, bool(flags & _FLAG_REQUIRED), start))
+        table.append(SectionInfo(tag, length, required, start))
         pos = start + length
     if pos != crc_at:
         raise BbiError(f"{crc_at - pos} unaccounted bytes after the last section")
@@ -415,8 +597,18 @@ def _parse(data: Buffer) -> tuple[Info, memoryview]:
 
 
 def read_header(data: Buffer) -> Header:
-    """Decode and CRC-check the header from a prefix of a file; sections are not looked at."""
-    return _parse_header(memoryview(data).cast("B"))[0]
+    """Decode the header from a prefix of a file; sections are not looked at.
+
+    1.x: the header CRC is checked. 2.0 has no header CRC: a prefix shorter than the file is
+    checked for structure and value ranges only; given the whole file (at least ``file_size``
+    bytes), the file CRC is checked too."""
+    view = memoryview(data).cast("B")
+    parsed = _parse_header(view)
+    if parsed.version[0] == 2 and len(view) >= parsed.file_size:
+        crc_at = parsed.file_size - _CRC.size
+        if zlib.crc32(view[:crc_at]) != _CRC.unpack_from(view, crc_at)[0]:
+            raise BbiError("file CRC mismatch (corrupt data)")
+    return parsed.header
 
 
 def read_info(data: Buffer) -> Info:
