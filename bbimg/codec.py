@@ -27,12 +27,12 @@ from .geometry import LATENT_STRIDE, padded_size
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
 from .latent_coder import (Y_LEVEL, Z_BLOCK_RATIO_GAIN, Z_LEVEL, Gaussian, LatentCoder, latent_sections,
                            read_level_plan)
-from .model_files import DEFAULT_MODEL
+from .model_files import DEFAULT_MODEL, find_by_hash
 from .rec import DEFAULT_KAPPA, DEFAULT_TEMPERATURE, plan_prior, prior_skip
 from .rec.channel_plan import DEFAULT_BLOCK_RATIO
 from .transforms import load_transforms
 
-__all__ = ["encode", "decode", "info", "quality_to_t", "EncodeStats", "ImageTooLargeError", "DEFAULT_QUALITY",
+__all__ = ["encode", "decode", "info", "model_of", "quality_to_t", "WRITE_VERSION", "EncodeStats", "ImageTooLargeError", "DEFAULT_QUALITY",
            "DEFAULT_KAPPA", "DEFAULT_TEMPERATURE", "MAX_PIXELS", "MAX_DECODE_PIXELS", "ENCODE_STAGES",
            "DECODE_STAGES"]
 
@@ -42,6 +42,14 @@ MAX_PIXELS = bbi.MAX_PIXELS
 #: against decompression bombs (a ~150-byte valid file can claim 2^28 pixels), like Pillow's
 #: ``Image.MAX_IMAGE_PIXELS``. Module setting: assign to change the default for the process.
 MAX_DECODE_PIXELS = 2**27
+#: Container version ``encode`` writes (bbimg.format.write): 2.0 names the model by an 8-byte
+#: prefix of its weights' SHA-256; a major version 1 writes the 1.x layout (model name and a
+#: 16-byte prefix) at the lowest minor version that describes the file. Module setting.
+WRITE_VERSION = bbi.VERSION
+#: Bytes of the weights' SHA-256 a 2.0 file records.
+HASH_BYTES = 8
+#: Section payloads that are not side information: the candidate indices, alpha and metadata.
+_PAYLOAD_TAGS = ("ZIDX", "YIDX", "ALPH", "ICCP", "EXIF")
 #: Stages reported to ``progress(stage)`` as each begins, in order.
 ENCODE_STAGES = ("analysis", "refinement", "coding z", "coding y")  # refinement at high effort only
 DECODE_STAGES = ("decoding z", "decoding y", "synthesis")
@@ -212,11 +220,12 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
             sections.append(alpha_section)
         if prep.icc_profile:
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
-        header = bbi.Header(width=w, height=h, model_name=tr.name, weights_hash=tr.sha256[:16],
-                            quality_t=t, quality_q=q_int, seed=seed, kappa=kappa,
+        v1 = WRITE_VERSION[0] == 1
+        header = bbi.Header(width=w, height=h, model_name=tr.name if v1 else None,
+                            weights_hash=tr.sha256[:16 if v1 else HASH_BYTES], quality_t=t, quality_q=q_int, seed=seed, kappa=kappa,
                             temperature=0.0 if temperature is None else temperature,
                             colour_mode=_colour_mode(prep), bit_depth=min(prep.bit_depth, 16))
-        data = bbi.write(bbi.Container(header=header, sections=tuple(sections)))
+        data = bbi.write(bbi.Container(header=header, sections=tuple(sections)), version=1 if v1 else WRITE_VERSION)
         st.file_bytes = len(data)
         return data, st
 
@@ -308,12 +317,15 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
     described = bbi.decoded_description(h, container.sections)
     alpha_payload = container.section("ALPH")
     alpha = None if alpha_payload is None else decode_alpha(alpha_payload, h.width, h.height)
+    name = model_of(h)
+    if name is None:
+        raise bbi.BbiError(f"file needs model weights {h.weights_hash.hex()}, which are not installed")
     try:
-        tr = load_transforms(h.model_name, device, h.height, h.width)
+        tr = load_transforms(name, device, h.height, h.width)
     except ValueError as exc:
-        raise bbi.BbiError(f"file needs model {h.model_name!r}, which is not installed") from exc
+        raise bbi.BbiError(f"file needs model {name!r}, which is not installed") from exc
     if not h.matches_weights(tr.sha256):
-        raise bbi.BbiError(f"file was coded with other weights of model {h.model_name!r} than the installed ones")
+        raise bbi.BbiError(f"file was coded with other weights of model {name!r} than the installed ones")
     report = progress or (lambda stage: None)
     t = h.quality_t
     padded_h, padded_w = padded_size(h.height, h.width, tr.stride)
@@ -329,6 +341,12 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
     pixels = tr.synthesis_pixels(y_hat, t, h.height, h.width)  # tiles above a size threshold
     colour = "L" if described["mode"].startswith("L") else "RGB"
     return restore(np.ascontiguousarray(pixels), colour, container.section("ICCP"), alpha=alpha)
+
+
+def model_of(header: "bbi.Header") -> str | None:
+    """The model a file needs: the name a 1.x file records, or the installed model whose weights'
+    SHA-256 begins with a 2.0 file's ``weights_hash`` (None when none is installed)."""
+    return header.model_name if header.model_name is not None else find_by_hash(header.weights_hash)
 
 
 def _latent_channels(model_name: str) -> tuple[int, int, int] | None:
@@ -350,7 +368,8 @@ def _plan_facts(data: bytes, header, table: tuple) -> dict:
     + plan and container bytes), beside the actual size. Needs the model's channel counts: empty
     when the model is not installed."""
     sections = {s.tag: s for s in table}  # the reader's section table: payloads sliced, not parsed again
-    model = _latent_channels(header.model_name)
+    name = model_of(header)
+    model = None if name is None else _latent_channels(name)
     if model is None or not all(any(t in sections for t in tags) for tags in latent_sections()):
         return {}
     z_channels, y_channels, stride = model
@@ -371,13 +390,21 @@ def _plan_facts(data: bytes, header, table: tuple) -> dict:
 
 
 def info(data: DataInput) -> dict:
-    """Header facts of .bbi data (a path, a binary file or bytes) without decoding pixels."""
+    """Header facts of .bbi data (a path, a binary file or bytes) without decoding pixels.
+
+    ``model``: the model's name (recorded by a 1.x file, looked up by weights hash for a 2.0 file),
+    or the hash in hex when no installed model matches (``model_installed`` says which).
+    ``index_bytes``: the candidate index payloads (ZIDX, YIDX); ``side_bytes``: everything but the
+    payloads of ZIDX, YIDX, ALPH, ICCP and EXIF (header, section framing, CRCs, block plans)."""
     data = _as_bytes(data)
     meta = bbi.read_info(data)
     h = meta.header
     sections = {s.tag: s.length for s in meta.sections}
-    return dict(**bbi.decoded_description(h, meta.sections), bytes=meta.total_size, bpp=meta.bpp, model=h.model_name,
-                weights_sha256=h.weights_hash.hex(), quality=h.quality_q, quality_t=h.quality_t, seed=h.seed,
+    name = model_of(h)
+    return dict(**bbi.decoded_description(h, meta.sections), bytes=meta.total_size, bpp=meta.bpp,
+                model=h.weights_hash.hex() if name is None else name, model_installed=find_by_hash(h.weights_hash) is not None,
+                side_bytes=meta.total_size - sum(n for tag, n in sections.items() if tag in _PAYLOAD_TAGS),
+                index_bytes=sections.get("ZIDX", 0) + sections.get("YIDX", 0), weights_sha256=h.weights_hash.hex(), quality=h.quality_q, quality_t=h.quality_t, seed=h.seed,
                 kappa=h.kappa, temperature=h.temperature, colour=h.colour_mode.name,
                 version="%d.%d" % meta.version,
                 sections=[dict(tag=s.tag, bytes=s.length, required=s.required) for s in meta.sections],

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 __all__ = ["DEFAULT_MODEL", "weights_dir", "search_path", "find_weights", "weights_sha256", "check_name",
-           "installed_models", "training_facts"]
+           "installed_models", "find_by_hash", "training_facts"]
 
 DEFAULT_MODEL = "bbimg-hvae-v5"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -51,6 +51,20 @@ def weights_sha256(path: Path) -> bytes:
 def installed_models() -> list[str]:
     """Names of the installed models (first folder on the search path wins), sorted."""
     return sorted({p.stem for folder in search_path() for p in folder.glob("*.pt") if _NAME_RE.fullmatch(p.stem)})
+
+
+def find_by_hash(prefix: bytes) -> str | None:
+    """Name of the installed model whose weights' SHA-256 begins with ``prefix`` (how a 2.0 file
+    names its model), or None. The default model is tried first; digests are cached per file."""
+    prefix = bytes(prefix)
+    if not prefix:
+        return None
+    names = installed_models()
+    for name in sorted(names, key=lambda n: n != DEFAULT_MODEL):
+        path = find_weights(name)
+        if path is not None and weights_sha256(path).startswith(prefix):
+            return name
+    return None
 
 
 class _FactsUnpickler(pickle.Unpickler):

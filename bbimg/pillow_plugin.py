@@ -6,6 +6,7 @@ import io
 from PIL import Image, ImageFile
 
 from .format import BbiError, check, decoded_description, read_info
+from .model_files import find_by_hash
 
 __all__ = ["BbiImageFile"]
 
@@ -34,7 +35,8 @@ class BbiImageFile(ImageFile.ImageFile):
         self._size = (header.width, header.height)
         self._mode = described["mode"]
         self.info["bbi_quality"] = header.quality_q
-        self.info["bbi_model"] = header.model_name
+        name = header.model_name if header.model_name is not None else find_by_hash(header.weights_hash)
+        self.info["bbi_model"] = header.weights_hash.hex() if name is None else name
         self.tile = []
 
     def load(self):

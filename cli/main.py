@@ -521,7 +521,8 @@ def info(file, as_json) -> None:
         return
     click.echo(f"{file}: bbimg {facts['version']}, {facts['width']}x{facts['height']}, {facts['bytes']} bytes, "
                f"{facts['bpp']:.4f} bpp")
-    click.echo(f"  model {facts['model']} (weights {facts['weights_sha256'][:16]}), quality {facts['quality']} "
+    model = facts["model"] if facts["model_installed"] else f"{facts['model']} (not installed)"
+    click.echo(f"  model {model} (weights {facts['weights_sha256'][:16]}), quality {facts['quality']} "
                f"(t={facts['quality_t']:.4f}), seed {facts['seed']}")
     source = f"{facts['source_mode']} {facts['source_bit_depth']}-bit"
     click.echo(f"  decodes to {facts['mode']} {facts['bit_depth']}-bit, {facts['width']}x{facts['height']}, "
@@ -531,6 +532,8 @@ def info(file, as_json) -> None:
     click.echo(f"  REC: kappa {facts['kappa']}, selection {pick}, "
                f"{facts.get('blocks', '?')} blocks, predicted {facts.get('predicted_bits', '?')} bits, "
                f"actual {facts['bytes'] * 8} bits")
+    click.echo(f"  side information {facts['side_bytes']} bytes (header, framing, CRCs, block plans), "
+               f"candidate indices {facts['index_bytes']} bytes")
     for s in facts["sections"]:
         click.echo(f"  section {s['tag']}: {s['bytes']} bytes{'' if s['required'] else ' (optional)'}")
 

@@ -100,6 +100,12 @@ def test_truncated_and_flipped_files_raise_bbi_error(tiny_model, photo):
 
 def test_unknown_model_and_wrong_weights_are_reported(tiny_model, photo, tmp_path, monkeypatch):
     data = _enc(photo, tiny_model)
+    import dataclasses
+    from bbimg import format as bbi
+    from bbimg.model_files import find_weights, weights_sha256
+    c = bbi.read(data)  # the same file in the 1.x layout, which names its model
+    v1 = bbi.write(bbi.Container(dataclasses.replace(c.header, model_name=tiny_model, weights_hash=weights_sha256(
+        find_weights(tiny_model))[:16]), c.sections), version=1)
     from bbimg.models import registry
     monkeypatch.setattr(registry, "_cache", {})
     # Same name, different weights: the decoder must refuse rather than produce garbage.
@@ -113,7 +119,9 @@ def test_unknown_model_and_wrong_weights_are_reported(tiny_model, photo, tmp_pat
     export_weights({"config": dataclasses.asdict(m.cfg), "model": m.state_dict(), "step": 1}, other)
     monkeypatch.setenv("BBIMG_MODEL_PATH", str(tmp_path))
     with pytest.raises(BbiError, match="other weights"):
-        codec.decode(data)
+        codec.decode(v1)
+    with pytest.raises(BbiError, match=f"needs model weights {c.header.weights_hash.hex()}, which are not installed"):
+        codec.decode(data)  # 2.0 names the weights by their hash alone
 
 
 def test_quality_orders_size(tiny_model, photo):

@@ -342,7 +342,7 @@ def test_source_round_trip():
 def test_files_carry_the_13_plans_and_decode(tiny_coded):
     data, _ = tiny_coded
     info = codec.info(data)
-    assert info["version"] == "1.3"
+    assert info["version"] == "2.0"
     assert set(info["section_bytes"]) == {"ZPL2", "ZIDX", "YPL2", "YIDX"}
 
 
@@ -351,6 +351,7 @@ def test_legacy_files_still_decode_the_same(tiny_model, photo, monkeypatch):
     readable, and decoding them gives the encoder's reconstruction."""
     with monkeypatch.context() as m:
         m.setattr(codec, "LatentCoder", functools.partial(LatentCoder, legacy=True))
+        m.setattr(codec, "WRITE_VERSION", (1, 1))
         old = codec.encode(photo, 40, model=tiny_model)
     assert codec.info(old)["version"] == "1.1" and "YSKP" in codec.info(old)["section_bytes"]
     new = codec.encode(photo, 40, model=tiny_model)
@@ -378,7 +379,7 @@ def test_a_file_without_its_plan_is_a_bbi_error(tiny_coded):
 
 def test_version_rule():
     assert bbi.version_for(["ZPL2", "ZIDX", "YPL2", "YIDX"]) == (1, 3)
-    assert bbi.version_for(["ZPL2", "YPL2", "ALPH"]) == (1, 3) == bbi.LATEST_VERSION
+    assert bbi.version_for(["ZPL2", "YPL2", "ALPH"]) == (1, 3) == bbi.LATEST_V1_VERSION
     assert bbi.version_for(["ZPLN", "YSKP", "ALPH"]) == (1, 2)
     assert bbi.version_for(["ZPLN", "YSKP"]) == (1, 1)
 

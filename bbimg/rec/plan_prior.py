@@ -100,14 +100,14 @@ _PRIORS: list[PlanPrior] | None = None
 
 
 def find(weights_hash: bytes) -> PlanPrior | None:
-    """The table of the weights whose SHA-256 starts with ``weights_hash`` (a file's 16..32-byte
+    """The table of the weights whose SHA-256 starts with ``weights_hash`` (a file's 8..32-byte
     prefix or the full digest), or None."""
     global _PRIORS
     if _PRIORS is None:
         _PRIORS = _load()
     key = bytes(weights_hash).hex()
     for p in _PRIORS:
-        if len(key) >= 32 and p.weights_sha256.startswith(key):
+        if len(key) >= 16 and p.weights_sha256.startswith(key):
             return p
     return None
 
