@@ -24,6 +24,7 @@ encoder alone runs the analysis transform.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -34,6 +35,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bbimg import codec
 from bbimg import format as bbi
 from bbimg import tiling
 
@@ -102,28 +104,46 @@ def test_vectors_cover_the_cases_they_are_for():
     assert {1, 40, 100} <= {e["quality"] for e in today}
     assert any(e["mode"] == "L" for e in today) and any(e["tiled"] for e in today)
     assert any(e["mode"] == "RGBA" for e in today)
-    assert {"1.0", "1.1"} <= {e["format_version"] for e in ENTRIES}  # files of older versions
+    assert {"1.0", "1.1", "1.3"} <= {e["format_version"] for e in ENTRIES}  # files of older versions
+    assert {e["format_version"] for e in today} == {"%d.%d" % bbi.VERSION}
     assert any(e["width"] % 16 and e["height"] % 16 for e in ENTRIES)
     assert any(e["width"] * e["height"] < 64 for e in ENTRIES)
 
 
 @by_file(ENTRIES)
 def test_header_says_what_the_manifest_says(entry):
-    """The files carry the shipped model, the quality and size they were made with; frozen
-    vectors are older formats (1.0 without YSKP, 1.1 with YSKP) that readers must keep decoding;
-    today's encoder writes the lowest version describing its sections."""
+    """The files carry the shipped model (named by 1.x files, found by weights hash for 2.0 files),
+    the quality and size they were made with; frozen vectors are older formats (1.0 without YSKP,
+    1.1 with YSKP, 1.3 with the ZPL2/YPL2 plans in the 1.x layout) that readers must keep decoding;
+    today's encoder writes 2.0."""
     info = bbi.read_info((VECTORS / entry["file"]).read_bytes())
     h = info.header
-    assert (h.width, h.height, h.quality_q, h.model_name) == (entry["width"], entry["height"], entry["quality"],
-                                                              entry["model"])
+    assert (h.width, h.height, h.quality_q, codec.model_of(h)) == (entry["width"], entry["height"],
+                                                                   entry["quality"], entry["model"])
     assert "%d.%d" % info.version == entry["format_version"]
     tags = {s.tag for s in info.sections}
     if entry["file"].startswith("v1_0_"):
         assert info.version == (1, 0) and "YSKP" not in tags
     elif entry["file"].startswith("v1_1_"):
         assert info.version == (1, 1) and "YSKP" in tags
+    elif entry["file"].startswith("v1_3_"):
+        assert info.version == (1, 3) == bbi.version_for(tags) and {"ZPL2", "YPL2"} <= tags
+        assert h.model_name == entry["model"] and len(h.weights_hash) == 16
     else:
-        assert info.version == bbi.version_for(tags) and "YSKP" not in tags
+        assert info.version == bbi.VERSION and "YSKP" not in tags
+        assert h.model_name is None and len(h.weights_hash) == 8
+
+
+@by_file([e for e in ENTRIES if not SPECS[e["file"]].frozen])
+def test_2_0_vectors_are_the_1_3_files_in_the_new_layout(entry):
+    """Only the container changed from 1.3 to 2.0: each 2.0 vector holds the sections of its
+    frozen 1.3 sibling and decodes to the same pixels."""
+    old = bbi.read((VECTORS / f"v1_3_{entry['file']}").read_bytes())
+    new = bbi.read((VECTORS / entry["file"]).read_bytes())
+    assert new.sections == old.sections
+    assert new.header == dataclasses.replace(old.header, model_name=None, weights_hash=old.header.weights_hash[:8])
+    sibling = next(e for e in ENTRIES if e["file"] == f"v1_3_{entry['file']}")
+    assert entry["decoded_sha256"] == sibling["decoded_sha256"]
 
 
 @by_file(ENTRIES)

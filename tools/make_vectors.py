@@ -14,7 +14,8 @@ as PNGs, so the Kodak set is needed only to add a vector) coded at one quality. 
 are coded and decoded with the transforms forced to run tile by tile (:func:`forced_tiles`, the
 hook bench/large_image.py and tests/test_tiling.py use: a 150 x 100 image in 3 x 2 tiles instead
 of a 2048 x 2048 one). Vectors with ``frozen`` set are files written by an older version of the
-codec (format 1.0, no YSKP section): their bytes are never rewritten, only their expected decode.
+codec (formats 1.0, 1.1 and 1.3): their bytes are never rewritten, only their expected decode.
+``--only`` remakes the named vectors and keeps the other entries of the manifest as they are.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ MADE_BY_1_0 = ("bbimg at git rev df479aa^ (format 1.0): git archive df479aa^ | t
 #: The frozen format 1.1 files: the codec before format 1.3's block plans (git rev 1adb8d5).
 MADE_BY_1_1 = ("bbimg at git rev 1adb8d5 (format 1.1): git archive 1adb8d5 | tar -x -C /tmp/old; "
                "build the extension there; PYTHONPATH=/tmp/old python -c 'bbimg.codec.encode(source, quality)'")
+
+
+#: The frozen format 1.3 files: the last codec writing the 1.x layout by default (git rev d8343e5).
+MADE_BY_1_3 = ("bbimg at git rev d8343e5 (format 1.3): git archive d8343e5 | tar -x -C /tmp/old; "
+               "build the extension there; PYTHONPATH=/tmp/old python tools/make_vectors.py")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,14 @@ VECTORS_LIST = (
     Vector("grey_80x61_q50", "kodim08_80x61_grey", 50),
     Vector("tiled_150x100_q40", "kodim21_150x100", 40, tiled=True),
     Vector("rgba_72x52_q60", "kodim20_72x52_rgba", 60),
+    Vector("v1_3_rgb_67x45_q1", "kodim23_67x45", 1, frozen=MADE_BY_1_3),
+    Vector("v1_3_rgb_67x45_q40", "kodim23_67x45", 40, frozen=MADE_BY_1_3),
+    Vector("v1_3_rgb_67x45_q100", "kodim23_67x45", 100, frozen=MADE_BY_1_3),
+    Vector("v1_3_rgb_3x5_q75", "kodim05_3x5", 75, frozen=MADE_BY_1_3),
+    Vector("v1_3_rgb_130x9_q60", "kodim13_130x9", 60, frozen=MADE_BY_1_3),
+    Vector("v1_3_grey_80x61_q50", "kodim08_80x61_grey", 50, frozen=MADE_BY_1_3),
+    Vector("v1_3_tiled_150x100_q40", "kodim21_150x100", 40, tiled=True, frozen=MADE_BY_1_3),
+    Vector("v1_3_rgba_72x52_q60", "kodim20_72x52_rgba", 60, frozen=MADE_BY_1_3),
     Vector("v1_1_rgb_67x45_q1", "kodim23_67x45", 1, frozen=MADE_BY_1_1),
     Vector("v1_1_rgb_67x45_q40", "kodim23_67x45", 40, frozen=MADE_BY_1_1),
     Vector("v1_1_rgb_67x45_q100", "kodim23_67x45", 100, frozen=MADE_BY_1_1),
@@ -196,6 +210,7 @@ def load_manifest() -> dict:
 
 def make(vector: Vector, kodak: Path = KODAK, write: bool = True) -> dict:
     """The manifest entry of ``vector`` (writing its .bbi and expected decode when ``write``)."""
+    from bbimg import codec
     from bbimg import format as bbi
 
     source = load_source(vector.source, kodak)
@@ -213,7 +228,7 @@ def make(vector: Vector, kodak: Path = KODAK, write: bool = True) -> dict:
     entry = dict(file=bbi_path.name, source=f"{vector.source}.png", kodak=SOURCES[vector.source].kodak,
                  crop=list(SOURCES[vector.source].box), mode=decoded.mode, width=decoded.width,
                  height=decoded.height, quality=vector.quality, tiled=TILES if vector.tiled else None,
-                 format_version="%d.%d" % info.version, model=info.header.model_name,
+                 format_version="%d.%d" % info.version, model=codec.model_of(info.header),
                  bbi_bytes=len(data), bbi_sha256=hashlib.sha256(data).hexdigest(),
                  decoded_png=f"{vector.name}.decoded.png", decoded_sha256=pixel_digest(decoded),
                  psnr=round(psnr(decoded, source), 4))
@@ -226,11 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="compare with tests/vectors/, write nothing")
     ap.add_argument("--kodak", type=Path, default=KODAK, help="folder of the Kodak PNGs (only to add a source)")
+    ap.add_argument("--only", help="comma-separated vector names: remake these, keep the manifest's other entries")
     args = ap.parse_args(argv)
     VECTORS.mkdir(parents=True, exist_ok=True)
     old = load_manifest()
+    only = None if args.only is None else set(args.only.split(","))
+    if only is not None and only - {v.name for v in VECTORS_LIST}:
+        ap.error(f"unknown vectors: {', '.join(sorted(only - {v.name for v in VECTORS_LIST}))}")
     entries, changed = [], 0
     for vector in VECTORS_LIST:
+        if only is not None and vector.name not in only:
+            entries.append(old[f"{vector.name}.bbi"])
+            continue
         entry = make(vector, args.kodak, write=not args.check)
         before = old.get(entry["file"])
         same = before is not None and all(before.get(k) == entry[k] for k in ("bbi_sha256", "decoded_sha256"))
@@ -241,7 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         entries.append(entry)
     if args.check:
         return 1 if changed else 0
-    MANIFEST.write_text(json.dumps({"numerics": numerics(), "vectors": entries}, indent=1) + "\n")
+    here = numerics()
+    if only is not None and MANIFEST.exists():
+        kept = json.loads(MANIFEST.read_text())["numerics"]
+        if kept != here:
+            print(f"warning: the manifest's numerics {kept} are kept, the remade vectors were made on {here}: check "
+                  f"that their bytes and decodes are the same as on the manifest's")
+        here = kept
+    MANIFEST.write_text(json.dumps({"numerics": here, "vectors": entries}, indent=1) + "\n")
     print(f"wrote {len(entries)} vectors to {VECTORS.relative_to(ROOT)} ({changed} changed)")
     return 0
 
