@@ -51,8 +51,9 @@ ADDRESS_SPACE_SLACK_BYTES = 1 << 30
 TINY_MODEL = "fuzz-tiny"
 TINY_CONFIG = dict(widths=(8, 8, 8), latent_channels=8, hyper_width=8, hyper_channels=4)
 
-_PREFIX_SIZE = 12      # magic, major, minor, header body size (u16 at offset 10)
-_FILE_SIZE_AT = 12     # first field of the header body: u32 file size
+_PREFIX_SIZE = 12      # 1.x: magic, major, minor, header body size (u16 at offset 10)
+_FILE_SIZE_AT = 12     # 1.x: first field of the header body: u32 file size
+_V2_BODY_AT = 10       # 2.0: varint body size, then the varint file size (docs/format.md section 3)
 
 
 # -- invariants -----------------------------------------------------------------------------------
@@ -96,9 +97,47 @@ def check_decoder(data: bytes, max_pixels: int = FUZZ_MAX_PIXELS) -> str:
 
 
 # -- mutation -------------------------------------------------------------------------------------
+def _varint_at(data: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """(value, end) of the LEB128 varint at ``pos`` (10 bytes at most), or None."""
+    value = 0
+    for i in range(10):
+        if pos + i >= len(data):
+            return None
+        value |= (data[pos + i] & 0x7F) << (7 * i)
+        if not data[pos + i] & 0x80:
+            return value, pos + i + 1
+    return None
+
+
+def _fix_v2(out: bytearray, fix_size: bool) -> bytes:
+    """2.0: rewrite the varint file size (and the body size around it, as its length changes) to
+    agree with the data, then the file CRC; there is no header CRC."""
+    body = _varint_at(out, _V2_BODY_AT)
+    size = None if body is None else _varint_at(out, body[1])
+    if fix_size and size is not None:
+        body_size, size_at = body
+        rest_of_body = body_size - (size[1] - size_at)
+        tail = out[size[1]:]
+        n = 0
+        for _ in range(6):  # file_size is inside what it measures: settle its length
+            new_size = bbi.encode_varint(n)
+            new_body = bbi.encode_varint(max(0, len(new_size) + rest_of_body))
+            m = _V2_BODY_AT + len(new_body) + len(new_size) + len(tail)
+            if m == n:
+                break
+            n = m
+        out = bytearray(out[:_V2_BODY_AT]) + new_body + new_size + tail
+    if len(out) >= _V2_BODY_AT + 5:
+        struct.pack_into("<I", out, len(out) - 4, zlib.crc32(out[:-4]))
+    return bytes(out)
+
+
 def fix_crcs(data: bytes, fix_size: bool = True) -> bytes:
-    """Make the file-size field and both CRCs agree with ``data``, so mutations reach past them."""
+    """Make the file-size field and the CRCs (both in 1.x, the file CRC in 2.0) agree with ``data``,
+    so mutations reach past them."""
     out = bytearray(data)
+    if len(out) > 8 and out[8] == 2:
+        return _fix_v2(out, fix_size)
     if len(out) < _PREFIX_SIZE:
         return bytes(out)
     crc_at = _PREFIX_SIZE + struct.unpack_from("<H", out, 10)[0]
@@ -184,18 +223,28 @@ def _structural_mutation(data: bytes, rng: random.Random) -> bytes | None:
         except ValueError:
             return None
     else:                                               # model name / hash
+        from bbimg.model_files import DEFAULT_MODEL, find_weights, weights_sha256
         try:
-            if rng.random() < 0.5:
-                from bbimg.models.registry import DEFAULT_MODEL  # torch: only the mutations that need it
+            if h.model_name is not None and rng.random() < 0.5:  # 1.x: the name
                 h = dataclasses.replace(h, model_name=rng.choice((DEFAULT_MODEL, TINY_MODEL, "x", "../x", "a" * 64)))
+            elif rng.random() < 0.5:                    # an installed model's hash (2.0: which model decodes)
+                path = find_weights(rng.choice((DEFAULT_MODEL, TINY_MODEL)))
+                if path is None:
+                    return None
+                h = dataclasses.replace(h, weights_hash=weights_sha256(path)[:len(h.weights_hash)])
             else:
-                h = dataclasses.replace(h, weights_hash=bytes(rng.randrange(256) for _ in range(16)))
+                h = dataclasses.replace(h, weights_hash=bytes(rng.randrange(256) for _ in range(len(h.weights_hash))))
         except ValueError:
             return None
     try:
-        return bbi.write(bbi.Container(h, tuple(sections)))
+        return bbi.write(bbi.Container(h, tuple(sections)), version=_layout(data))
     except ValueError:
         return None
+
+
+def _layout(data: bytes) -> int:
+    """Major version of a file that parsed: mutants keep their layout."""
+    return 1 if data[8] == 1 else 2
 
 
 def mutate(data: bytes, rng: random.Random, corpus=None, max_size: int = 1 << 16) -> bytes:
@@ -229,7 +278,7 @@ def resize(data: bytes, rng: random.Random) -> bytes | None:
     width = max(1, min(65535, int(round((pixels * aspect) ** 0.5))))
     height = max(1, min(65535, pixels // width))
     sections = list(c.sections)
-    channels = _channels(c.header.model_name)
+    channels = _channels(c.header)
     if rng.random() < 0.5 and channels is not None:
         zeros = {tag: np.zeros(n, np.int32) for tag, n in zip(("ZPLN", "YPLN"), channels)}
         from bbimg.rec.channel_plan import encode_channel_plan
@@ -238,13 +287,19 @@ def resize(data: bytes, rng: random.Random) -> bytes | None:
                     if s.tag in zeros else dataclasses.replace(s, payload=b"") if s.tag in ("ZIDX", "YIDX") else s
                     for s in sections if s.tag != "YSKP"]
     try:
-        return bbi.write(bbi.Container(dataclasses.replace(c.header, width=width, height=height), tuple(sections)))
+        return bbi.write(bbi.Container(dataclasses.replace(c.header, width=width, height=height), tuple(sections)),
+                         version=_layout(data))
     except ValueError:
         return None
 
 
-def _channels(model_name: str) -> tuple[int, int] | None:
+def _channels(header: "bbi.Header") -> tuple[int, int] | None:
     """(z channels, y channels) of the fuzz models."""
+    from bbimg.model_files import find_by_hash
+
+    model_name = header.model_name if header.model_name is not None else find_by_hash(header.weights_hash)
+    if model_name is None:
+        return None
     if model_name == TINY_MODEL:
         return TINY_CONFIG["hyper_channels"], TINY_CONFIG["latent_channels"]
     from bbimg import codec
@@ -274,7 +329,7 @@ from bbimg import format as bbi
 data = sys.stdin.buffer.read()
 header = bbi.read_header(data)
 try:
-    transforms.load_transforms(header.model_name, "cpu")    # warm-up: the model counts in the baseline
+    transforms.load_transforms(codec.model_of(header), "cpu")    # warm-up: the model counts in the baseline
 except Exception:
     pass
 harness.limit_memory(int(sys.argv[2]))
@@ -435,6 +490,11 @@ def make_seeds(tiny_model: str, default_model: bool = True) -> list[bytes]:
     rgba = Image.fromarray(np.dstack([_natural(rng, 33, 65), np.full((33, 65), 200, np.uint8)]), "RGBA")
     rgba.info["icc_profile"] = b"fake icc profile bytes"
     seeds.append(codec.encode(rgba, 70, model=tiny_model))
+    # One file in the older 1.x layout (model name, 16-byte hash, header CRC), which readers still accept.
+    from bbimg.model_files import find_weights, weights_sha256
+    c = bbi.read(seeds[0])
+    seeds.append(bbi.write(bbi.Container(dataclasses.replace(c.header, model_name=tiny_model, weights_hash=weights_sha256(
+        find_weights(tiny_model))[:16]), c.sections), version=1))
     if default_model:
         seeds.append(codec.encode(_natural(rng, 48, 64), 40))
     return seeds
