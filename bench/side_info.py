@@ -1,6 +1,6 @@
-"""Side information of a file: block plans and skip information, format 1.3 against 1.1.
+"""Side information of a file: block plans, skip information and container, formats 2.0 and 1.3 against 1.1.
 
-    python bench/side_info.py [--images kodim01,...] [--qualities 1,5,20,40,60,80,100]
+    python bench/side_info.py [--images kodim01,...] [--qualities 1,5,20,40,60,80,100] [--variants 2.0,...]
 
 Encodes Kodak images through ``bbimg.encode`` (real files) and decodes them with ``bbimg.decode``,
 once per variant:
@@ -9,18 +9,23 @@ once per variant:
   96 symbols; ``YSKP``: a rank-cut skip symbol per y channel);
 * ``1.3-generic``: format 1.3 without the model's plan-unit table (``xPL2``: one unit per channel
   under an adaptive model; the y skip mask derived from the plan and sigma_p, one code per image);
-* ``1.3``: the default, with the model's table (bbimg.rec.plan_prior).
+* ``1.3``: with the model's table (bbimg.rec.plan_prior), in the 1.x container layout;
+* ``2.0``: the default: the plans of ``1.3`` in the 2.0 container (varint header, 8-byte weights
+  hash, no model name or header CRC, sections framed by tag + varint length).
 
-Writes bench/results/side_info.csv (image, quality, variant, bytes, plan_bytes, container_bytes,
+The 1.x variants are written in the 1.x layout (``codec.WRITE_VERSION``). Rows of the variants,
+images and qualities run replace those in the CSV; other rows are kept. Writes bench/results/side_info.csv (image, quality, variant, bytes, plan_bytes, container_bytes,
 side_bytes, bpp, psnr; ``plan_bytes`` = the plan and skip sections' payloads, ``container_bytes`` =
 header, section table and CRCs, ``side_bytes`` = their sum: everything that is not a candidate
-index) and prints the mean per quality and each 1.3 variant's BD-rate (PSNR, per image then
-averaged) against 1.1: negative = fewer bits for the same quality.
+index; what ``bbimg info --json`` reports as ``side_bytes``) and prints the mean per quality, the
+mean and max side_bytes per quality, and, when 1.1 ran too, each other variant's BD-rate (PSNR,
+per image then averaged) against 1.1: negative = fewer bits for the same quality.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import functools
 import sys
 from pathlib import Path
@@ -41,51 +46,75 @@ PLAN_TAGS = ("ZPLN", "YPLN", "YSKP", "ZPL2", "YPL2")
 IMAGES = "kodim01,kodim03,kodim05,kodim08,kodim13,kodim15,kodim20,kodim23"
 
 
+@contextlib.contextmanager
 def variant(name: str):
     """A context in which bbimg.encode writes the variant's files."""
-    if name == "1.1":
-        return mock.patch.object(codec, "LatentCoder", functools.partial(LatentCoder, legacy=True))
-    if name == "1.3-generic":
-        return mock.patch.object(plan_prior, "predictions", lambda *args: {})
-    return contextlib.nullcontext()
+    with contextlib.ExitStack() as stack:
+        if name != "2.0":
+            stack.enter_context(mock.patch.object(codec, "WRITE_VERSION", (1, 1)))  # the 1.x layout, lowest minor
+        if name == "1.1":
+            stack.enter_context(mock.patch.object(codec, "LatentCoder", functools.partial(LatentCoder, legacy=True)))
+        if name == "1.3-generic":
+            stack.enter_context(mock.patch.object(plan_prior, "predictions", lambda *args: {}))
+        yield
 
 
-VARIANTS = ("1.1", "1.3-generic", "1.3")
+VARIANTS = ("1.1", "1.3-generic", "1.3", "2.0")
+FIELDS = ["image", "quality", "variant", "version", "bytes", "plan_bytes", "container_bytes", "side_bytes", "bpp",
+          "psnr"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", default=IMAGES)
     ap.add_argument("--qualities", default="1,5,20,40,60,80,100")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=RESULTS / "side_info.csv")
     args = ap.parse_args()
     qualities = [int(q) for q in args.qualities.split(",")]
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variants {sorted(unknown)} (known: {', '.join(VARIANTS)})")
     rows = []
     for name in args.images.split(","):
         with Image.open(KODAK / f"{name}.png") as im:
             original = np.asarray(im.convert("RGB"))
         pixels = original.shape[0] * original.shape[1]
-        for v in VARIANTS:
+        for v in variants:
             for q in qualities:
                 with variant(v):
                     data = bbimg.encode(original, quality=q)
                 facts = codec.info(data)
                 payloads = sum(facts["section_bytes"].values())
                 plan = sum(n for tag, n in facts["section_bytes"].items() if tag in PLAN_TAGS)
+                assert facts["side_bytes"] == plan + len(data) - payloads, facts
                 decoded = np.asarray(bbimg.decode(data).convert("RGB"))
                 rows.append(dict(image=name, quality=q, variant=v, version=facts["version"], bytes=len(data),
                                  plan_bytes=plan, container_bytes=len(data) - payloads,
-                                 side_bytes=plan + len(data) - payloads, bpp=8 * len(data) / pixels,
+                                 side_bytes=facts["side_bytes"], bpp=8 * len(data) / pixels,
                                  psnr=round(psnr(original, decoded), 4)))
         print(name, "done", flush=True)
-    write_csv(rows, args.out, ["image", "quality", "variant", "version", "bytes", "plan_bytes", "container_bytes",
-                               "side_bytes", "bpp", "psnr"])
+    ran = {(r["image"], str(r["quality"]), r["variant"]) for r in rows}
+    kept = []
+    if args.out.exists():
+        with open(args.out, newline="") as f:
+            kept = [r for r in csv.DictReader(f) if (r["image"], r["quality"], r["variant"]) not in ran]
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    write_csv(sorted(kept + rows, key=lambda r: (r["image"], order.get(r["variant"], 99), int(r["quality"]))),
+              args.out, FIELDS)
+
+    print("side_bytes per quality (header, framing, CRCs, plans): mean / max over the images")
+    print("quality " + " ".join(f"{v:>16s}" for v in variants))
+    for q in qualities:
+        sel = [[r["side_bytes"] for r in rows if r["variant"] == v and r["quality"] == q] for v in variants]
+        print(f"{q:7d} " + " ".join(f"{np.mean(s):8.1f} / {max(s):5d}" for s in sel))
 
     print("mean bytes per image: plan and skip sections (all side information incl. container) / file")
-    print("quality " + " ".join(f"{v:>24s}" for v in VARIANTS))
+    print("quality " + " ".join(f"{v:>24s}" for v in variants))
     for q in qualities:
         cells = []
-        for v in VARIANTS:
+        for v in variants:
             sel = [r for r in rows if r["variant"] == v and r["quality"] == q]
             cells.append(f"{np.mean([r['plan_bytes'] for r in sel]):6.1f} ({np.mean([r['side_bytes'] for r in sel]):5.1f})"
                          f" / {np.mean([r['bytes'] for r in sel]):7.0f}")
@@ -96,8 +125,13 @@ def main() -> None:
         return [p[0] for p in pts], [p[1] for p in pts]
 
     images = args.images.split(",")
+    if "1.1" not in variants or len(qualities) < 4:
+        print(f"wrote {args.out}")
+        return
     print("BD-rate (PSNR) against 1.1, per image and mean; negative = fewer bits:")
-    for v in VARIANTS[1:]:
+    for v in variants:
+        if v == "1.1":
+            continue
         per = [bd_rate(*curve("1.1", im), *curve(v, im)) for im in images]
         print(f"  {v:12s} " + " ".join(f"{x:+6.2f}%" for x in per) + f"   mean {np.nanmean(per):+.3f}%")
     print(f"wrote {args.out}")
