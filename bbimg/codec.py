@@ -103,17 +103,30 @@ class _CoderSettings:
                            prediction=(self.predictions or {}).get("Y"))
 
 
-def _code_latents(prep: PreparedImage, tr, t: float, coder: _CoderSettings, progress: Progress | None,
-                  size_only: bool, search: "EncoderSearch | None" = None) -> tuple[list, EncodeStats]:
-    """The encoder's stages: analysis (refined at high effort), z by REC, the prior p(y | z) the
-    decoder will have, y by REC (candidates chosen by the decoded image at high effort)."""
-    report = progress or (lambda stage: None)
+def _posteriors(prep: PreparedImage, tr, t: float, report: Progress,
+                search: "EncoderSearch | None" = None) -> tuple[np.ndarray, ...]:
+    """(y mean, y scale, z mean, z scale) of the image at quality t: the analysis transform's, then
+    refined at high effort."""
     report("analysis")
     y_mean, y_scale = tr.analysis_pixels(prep.pixels, t)
     z_mean, z_scale = tr.hyper(y_mean, t)
-    if search is not None:
+    if search is not None and search.effort.refine_steps:
         report("refinement")
         y_mean, y_scale, z_mean, z_scale = search.refine(y_mean, y_scale, z_mean, z_scale)
+    return y_mean, y_scale, z_mean, z_scale
+
+
+def _code_latents(prep: PreparedImage, tr, t: float, coder: _CoderSettings, progress: Progress | None,
+                  size_only: bool, search: "EncoderSearch | None" = None,
+                  posteriors: tuple[np.ndarray, ...] | None = None) -> tuple[list, EncodeStats]:
+    """The encoder's stages: the posteriors (``posteriors`` when given, copied), z by REC, the
+    prior p(y | z) the decoder will have, y by REC (candidates chosen by the decoded image at high
+    effort unless ``size_only``)."""
+    report = progress or (lambda stage: None)
+    if posteriors is None:
+        y_mean, y_scale, z_mean, z_scale = _posteriors(prep, tr, t, report, search)
+    else:
+        y_mean, y_scale, z_mean, z_scale = (a.copy() for a in posteriors)
     y_posterior, z_posterior = Gaussian(y_mean, y_scale), Gaussian(z_mean, z_scale)
     del y_mean, y_scale, z_mean, z_scale  # handed to the coders, which free them as they go
     z_rows, z_cols = z_posterior.mean.shape[2:]
@@ -121,7 +134,7 @@ def _code_latents(prep: PreparedImage, tr, t: float, coder: _CoderSettings, prog
     z = coder.z_coder().compress(z_posterior, Gaussian(*tr.z_prior(t, z_rows, z_cols)))
     y_prior = Gaussian(*tr.y_prior(z.sample, t))
     choose = None
-    if search is not None:
+    if search is not None and not size_only:
         y_posterior = Gaussian(*search.refine_y(*y_posterior.release(), y_prior.mean, y_prior.scale))
         choose = search.chooser()
     report("coding y")
@@ -209,13 +222,24 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
     tr = load_transforms(model, device, h, w)
     alpha_section = None if prep.alpha is None else bbi.Section("ALPH", encode_alpha(prep.alpha))
 
-    def build(t: float, ratio: float, size_only: bool = False) -> tuple[bytes, EncodeStats]:
+    refined: dict[float, tuple[np.ndarray, ...]] = {}  # posteriors refined at quality t, kept for --bpp
+
+    def build(t: float, ratio: float, size_only: bool = False, effort_search: bool = True) -> tuple[bytes, EncodeStats]:
+        """The file at quality t and block ratio ``ratio``; ``size_only``: its size, without the
+        candidate search; ``effort_search``: with this effort's refinement and candidate choice."""
         q_int = int(round(quality)) if bpp is None else max(1, min(100, int(round(1 + 99 * t))))
         coder = _CoderSettings(seed, kappa, ratio, z_ratio_gain, skip_ratio, temperature, device,
                                plan_prior.predictions(tr.sha256, t, kappa))
-        search = None if size_only or not search_settings.needs_torch else \
-            EncoderSearch(model, device, prep.pixels, t, search_settings, seed)
-        sections, st = _code_latents(prep, tr, t, coder, None if size_only else progress, size_only, search)
+        search = EncoderSearch(model, device, prep.pixels, t, search_settings, seed) \
+            if effort_search and search_settings.needs_torch else None
+        posteriors = None
+        if search is not None and search_settings.refine_steps and bpp is not None:
+            if t not in refined:
+                refined[t] = _posteriors(prep, tr, t, (None if size_only else progress) or (lambda stage: None),
+                                         search)
+            posteriors = refined[t]
+        sections, st = _code_latents(prep, tr, t, coder, None if size_only else progress, size_only, search,
+                                     posteriors)
         if alpha_section is not None:
             sections.append(alpha_section)
         if prep.icc_profile:
@@ -233,20 +257,25 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
         data, st = build(quality_to_t(quality), block_ratio)
     else:
         def bpp_of(t: float, r: float) -> float:  # the default effort's size, known before any search
-            return len(build(t, r, size_only=True)[0]) * 8 / (h * w)
+            return len(build(t, r, size_only=True, effort_search=False)[0]) * 8 / (h * w)
 
-        aim = bpp
-        t, ratio = _search_bpp(bpp_of, aim, block_ratio)
+        t, ratio = _search_bpp(bpp_of, bpp, block_ratio)
+        if search_settings.refine_steps:
+            # Refinement lowers the rate by a few percent, and the size is known once the refined
+            # posteriors are planned: aim the default-effort search off target by what refinement
+            # saved, once, then meet the target with the block ratio on the refined posteriors
+            # (a size probe there costs no analysis and no refinement).
+            def refined_bpp(t: float, r: float) -> float:
+                return len(build(t, r, size_only=True)[0]) * 8 / (h * w)
+
+            got = refined_bpp(t, ratio)
+            if abs(got / bpp - 1) > 0.01:
+                t, ratio = _search_bpp(bpp_of, bpp * bpp / got, block_ratio)
+                got = refined_bpp(t, ratio)
+            if abs(got / bpp - 1) > 0.01:
+                lo, hi = math.log(max(0.1, ratio / 1.5)), math.log(min(10.0, ratio * 1.5))
+                ratio = math.exp(_bisect(lambda x: refined_bpp(t, math.exp(x)), lo, hi, bpp)[0])
         data, st = build(t, ratio)
-        for _ in range(2 if search_settings.refine_steps else 0):
-            # Refinement lowers the rate by a few percent: aim the default-effort search off target
-            # by what it saved, and measure again with it.
-            got = len(data) * 8 / (h * w)
-            if abs(got / bpp - 1) <= 0.015:
-                break
-            aim *= bpp / got
-            t, ratio = _search_bpp(bpp_of, aim, block_ratio)
-            data, st = build(t, ratio)
     if stats is not None:
         stats.append(st)
     return data
