@@ -14,7 +14,7 @@ each stage with ``perf_counter`` (wall) and ``process_time`` (CPU, all threads):
 CLI module, the codec, ONNX Runtime), reading the file, loading the model (its hash and the first
 ONNX Runtime session), the other sessions, then ``bbimg.codec.decode`` itself split at its
 progress reports (checks; decoding z; decoding y; synthesis with the crop to uint8), the z and y
-priors timed inside their stages (the rest of a stage is REC), and writing the PNG (zlib level 3,
+priors timed inside their stages (the rest of a stage is REC), and writing the PNG (zlib level 1,
 as ``bbimg decode`` does). Around them: the
 interpreter's start-up (``python -c pass``), the whole process, and ``bbimg decode`` itself (the
 console script, not a shell shim). The other codecs get the same process: imports, read,
@@ -79,7 +79,8 @@ with open(src, "rb") as f:
     data = f.read()
 h = bbi.read(data).header
 lap("read file")
-backend = load_transforms(h.model_name, "cpu", h.height, h.width).backend
+name = codec.model_of(h) if hasattr(codec, "model_of") else h.model_name  # 2.0 files name no model
+backend = load_transforms(name, "cpu", h.height, h.width).backend
 lap("model load")
 for part in ("yprior", "synthesis"):
     if hasattr(backend, "session"):
@@ -110,7 +111,7 @@ _T += [("checks",) + span["checks"],
        ("synthesis",) + span["synthesis"]]
 _w, _c = marks[-1][1:]
 buf = io.BytesIO()
-image.save(buf, format="PNG", compress_level=3)
+image.save(buf, format="PNG", compress_level=1)
 with open(out, "wb") as f:
     f.write(buf.getbuffer())
 lap("png write")
@@ -139,7 +140,7 @@ else:
     image.load()
 lap("decode")
 buf = io.BytesIO()
-image.save(buf, format="PNG", compress_level=3)
+image.save(buf, format="PNG", compress_level=1)
 with open(out, "wb") as f:
     f.write(buf.getbuffer())
 lap("png write")

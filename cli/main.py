@@ -488,8 +488,9 @@ def decode(input, output, fmt, device, max_pixels, force, quiet) -> None:
             # --max-pixels 0: up to the format's own limit, i.e. no extra limit
             limit = None if max_pixels is None else (max_pixels or codec.MAX_PIXELS)
             image = codec.decode(data, device=device, max_pixels=limit, progress=progress)
-    # zlib level 3: a third of the default level's time for ~5% larger PNGs (Kodak, 768x512)
-    options = {"compress_level": 3} if fmt == "PNG" else {}
+    # zlib level 1: a decoded photo is viewed, not archived. On Kodak, level 1 writes a PNG in 60% of
+    # level 3's time and a quarter of Pillow's default 6's, for files 2% larger
+    options = {"compress_level": 1} if fmt == "PNG" else {}
     if image.info.get("icc_profile") and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         options["icc_profile"] = image.info["icc_profile"]
     encoded = io.BytesIO()
