@@ -8,7 +8,7 @@ beside this Python (a pyenv shim in front of it adds a shell and a fork), and th
 sources are byte-compiled first, as an installed package's are. In the same run, as the reference
 a user would compare with, the same image goes through WebP (method 6, quality 75) in a fresh Python
 process through Pillow, the same way (encode to a file, decode to PNG). Writes
-bench/results/cli_speed.csv (image,encode_s,decode_s,bpp,webp_encode_s,webp_decode_s) and prints
+bench/results/cli_speed.csv (image,encode_s,decode_s,bpp,webp_encode_s,webp_decode_s,cpu) and prints
 the means and the ratios to the reference.
 
 ``--tree LABEL=PATH`` also runs the CLI from another source tree (a copy of the package with
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, kodak_files, write_csv  # noqa: E402
+from common import RESULTS, cpu_name, kodak_files, write_csv  # noqa: E402
 
 WEBP_ENCODE = "import sys; from PIL import Image; Image.open(sys.argv[1]).save(sys.argv[2], 'WEBP', quality=75, method=6)"
 WEBP_DECODE = "import sys; from PIL import Image; Image.open(sys.argv[1]).save(sys.argv[2])"
@@ -96,7 +96,7 @@ def main() -> None:
             enc, dec = best[ref]
             bpp = len(files[ref]) * 8 / pixels
             rows.append(dict(image=path.stem, encode_s=round(enc, 3), decode_s=round(dec, 3), bpp=round(bpp, 4),
-                             webp_encode_s=round(wbest[0], 3), webp_decode_s=round(wbest[1], 3)))
+                             webp_encode_s=round(wbest[0], 3), webp_decode_s=round(wbest[1], 3), cpu=cpu_name()))
             for label, _ in trees:
                 tree_rows.append(dict(image=path.stem, tree=label, encode_s=round(best[label][0], 3),
                                       decode_s=round(best[label][1], 3),

@@ -13,7 +13,7 @@ from PIL import Image
 
 from bbimg.evaluate import ms_ssim, psnr
 
-__all__ = ["KODAK", "ANCHORS", "kodak_images", "kodak_files", "psnr", "ms_ssim", "bd_rate", "write_csv",
+__all__ = ["cpu_name", "isa", "KODAK", "ANCHORS", "kodak_images", "kodak_files", "psnr", "ms_ssim", "bd_rate", "write_csv",
            "pillow_codec", "average_curve", "RESULTS", "Codec", "reference_codecs", "read_anchors",
            "local_points"]
 
@@ -22,6 +22,35 @@ RESULTS = ROOT / "bench" / "results"
 SHARED = ROOT.parent / "shared"
 KODAK = SHARED / "data" / "kodak"
 ANCHORS = SHARED / "anchors" / "kodak_rd_published.csv"
+
+
+def isa() -> str:
+    """The widest vector extensions of this CPU that ONNX Runtime's and torch's kernels can use."""
+    import re
+    try:
+        flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    except (OSError, AttributeError):
+        return "unknown"
+    parts = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f in flags]
+    if not parts:
+        parts = [f for f in ("avx2", "fma", "avx_vnni") if f in flags] or ["sse"]
+    return "+".join(parts)
+
+
+def cpu_name() -> str:
+    """The CPU's model name and its widest vector unit, e.g. 'AMD EPYC (AVX2)': speed figures
+    name the machine they were measured on."""
+    import platform
+    name = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = isa()
+    return f"{name} ({'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'SSE'})"
 
 
 def kodak_files(limit: int | None = None, folder: Path = KODAK) -> list[Path]:

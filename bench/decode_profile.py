@@ -43,6 +43,9 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import isa  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -148,18 +151,6 @@ print(json.dumps({"stages": _T}))
 """
 
 IMPORTS = "import bbimg.cli.main; from bbimg import codec; import onnxruntime"
-
-
-def isa() -> str:
-    """The widest vector extensions of this CPU that ONNX Runtime's kernels can use."""
-    try:
-        flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
-    except (OSError, AttributeError):
-        return "unknown"
-    parts = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f in flags]
-    if not parts:
-        parts = [f for f in ("avx2", "fma", "avx_vnni") if f in flags] or ["sse"]
-    return "+".join(parts)
 
 
 def bbimg_script() -> str:

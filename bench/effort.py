@@ -19,7 +19,6 @@ bench/results/effort_cache.jsonl keyed by the code's identity, so an interrupted
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,24 +27,12 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, bd_rate, kodak_files, ms_ssim, psnr, reference_codecs, write_csv  # noqa: E402
+from common import RESULTS, bd_rate, cpu_name, kodak_files, ms_ssim, psnr, reference_codecs, write_csv  # noqa: E402
 from rd import Cache, code_hash, ms_ssim_db, reference_rows  # noqa: E402
 
 COLUMNS = ["effort", "quality", "image", "bpp", "psnr", "ms_ssim", "encode_s"]
 REF_COLUMNS = ["codec", "param", "image", "bpp", "psnr", "ms_ssim"]
 REFERENCES = ("webp", "avif-444")
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                flags = open("/proc/cpuinfo").read()
-                isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
-                return f"{line.split(':', 1)[1].strip()} ({isa})"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(args) -> tuple[list[dict], list[dict]]:
