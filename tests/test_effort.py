@@ -122,3 +122,27 @@ def test_bpp_target_within_two_percent_at_every_effort(parrots_crop, e):
     for target in (0.4, 1.2):
         got = len(codec.encode(parrots_crop, bpp=target, effort=e)) * 8 / pixels
         assert abs(got / target - 1) <= 0.02, (e, target, got)
+
+
+def test_an_effort_9_file_decodes_on_the_plain_path_without_torch(parrots_crop, tmp_path):
+    """The decoder of an effort-9 file is the default decoder: the same stages, ONNX Runtime only
+    (torch is never imported, so nothing of the encoder's search can run), the same pixels."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    crop = parrots_crop[:64, :96]
+    files = {e: codec.encode(crop, 40, effort=e) for e in (effort.DEFAULT_EFFORT, 9)}
+    stages = {}
+    for e, data in files.items():
+        seen = []
+        codec.decode(data, progress=seen.append)
+        stages[e] = seen
+        (tmp_path / f"e{e}.bbi").write_bytes(data)
+    assert stages[9] == stages[effort.DEFAULT_EFFORT] == list(codec.DECODE_STAGES)
+    script = ("import sys, numpy as np; from bbimg import codec; "
+              "a = np.asarray(codec.decode(sys.argv[1])); np.save(sys.argv[2], a); "
+              "assert 'torch' not in sys.modules, 'torch imported'")
+    out = tmp_path / "e9.npy"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "e9.bbi"), str(out)], check=True)
+    assert np.array_equal(np.load(out), np.asarray(codec.decode(files[9])))

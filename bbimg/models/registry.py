@@ -6,7 +6,6 @@ each .bbi file, so a file is never silently decoded with different weights.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,19 +44,20 @@ def available_models() -> list[str]:
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
                path: Path | None = None) -> tuple[ModelInfo, HierarchicalVAE]:
-    """The model in eval mode (fp32) and its identity; cached per (name, device), thread-safe."""
-    key = f"{name}@{device}@{path}@{os.environ.get('BBIMG_MODEL_PATH', '')}"
+    """The model in eval mode (fp32) and its identity; cached per (name, device, weights file and
+    its modification time: a file replaced under a name is loaded again), thread-safe."""
+    if path is None:
+        # A name comes from .bbi files too: find_weights never lets it pick a path outside the
+        # model folders.
+        path = find_weights(name) or weights_dir() / f"{name}.pt"
+    path = Path(path)
+    if not path.is_file():
+        known = ", ".join(available_models()) or "none"
+        raise ValueError(f"unknown model {name!r} (available: {known})")
+    key = f"{name}@{device}@{path}@{path.stat().st_mtime_ns}"
     with _lock:
         if key in _cache:
             return _cache[key]
-        if path is None:
-            # A name comes from .bbi files too: find_weights never lets it pick a path outside the
-            # model folders.
-            path = find_weights(name) or weights_dir() / f"{name}.pt"
-        path = Path(path)
-        if not path.is_file():
-            known = ", ".join(available_models()) or "none"
-            raise ValueError(f"unknown model {name!r} (available: {known})")
         raw = path.read_bytes()
         state = torch.load(path, map_location="cpu", weights_only=True)
         cfg = config_from_dict(state["config"])
