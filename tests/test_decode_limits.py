@@ -18,6 +18,7 @@ import pytest
 from bbimg import codec
 from bbimg import format as bbi
 from bbimg.model_files import DEFAULT_MODEL
+from bbi_files import v2_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,26 +34,9 @@ def _hand_made_header(width: int, height: int, name: bytes = DEFAULT_MODEL.encod
     return head + struct.pack("<I", zlib.crc32(head))
 
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((v & 0x7F) | (0x80 if v >= 0x80 else 0))
-        v >>= 7
-        if not v:
-            return bytes(out)
-
-
 def _hand_made_v2(width: int, height: int, digest: bytes = bytes(8)) -> bytes:
     """A 2.0 file packed by hand (docs/format.md section 3), no sections, valid CRC."""
-    rest = (_varint(width) + _varint(height) + bytes([0, 8]) + struct.pack("<f", 0.5) + bytes([50]) + _varint(0)
-            + bytes([16]) + struct.pack("<f", 1.0) + _varint(0) + bytes([0]) + bytes([len(digest)]) + digest)
-    size = 0
-    while True:
-        body = _varint(size) + rest
-        head = bbi.MAGIC + bytes([2, 0]) + _varint(len(body)) + body
-        if len(head) + 4 == size:
-            return head + struct.pack("<I", zlib.crc32(head))
-        size = len(head) + 4
+    return v2_file(width=width, height=height, seed=0, kappa=16, digest=digest, sections=())
 
 
 @pytest.mark.parametrize("make", [_hand_made_header, _hand_made_v2], ids=["v1", "v2"])
