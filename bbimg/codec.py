@@ -32,9 +32,9 @@ from .rec import DEFAULT_KAPPA, DEFAULT_TEMPERATURE, plan_prior, prior_skip
 from .rec.channel_plan import DEFAULT_BLOCK_RATIO
 from .transforms import load_transforms
 
-__all__ = ["encode", "decode", "info", "model_of", "quality_to_t", "WRITE_VERSION", "EncodeStats", "ImageTooLargeError", "DEFAULT_QUALITY",
-           "DEFAULT_KAPPA", "DEFAULT_TEMPERATURE", "MAX_PIXELS", "MAX_DECODE_PIXELS", "ENCODE_STAGES",
-           "DECODE_STAGES"]
+__all__ = ["encode", "decode", "info", "model_of", "quality_to_t", "WRITE_VERSION", "EncodeStats", "ImageTooLargeError",
+           "DEFAULT_QUALITY", "DEFAULT_KAPPA", "DEFAULT_TEMPERATURE", "MAX_PIXELS", "MAX_DECODE_PIXELS",
+           "ENCODE_STAGES", "DECODE_STAGES"]
 
 #: The format's own limit on width x height (sides also <= 65535).
 MAX_PIXELS = bbi.MAX_PIXELS
@@ -246,7 +246,8 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
             sections.append(bbi.Section("ICCP", prep.icc_profile, required=False))
         v1 = WRITE_VERSION[0] == 1
         header = bbi.Header(width=w, height=h, model_name=tr.name if v1 else None,
-                            weights_hash=tr.sha256[:16 if v1 else HASH_BYTES], quality_t=t, quality_q=q_int, seed=seed, kappa=kappa,
+                            weights_hash=tr.sha256[:16 if v1 else HASH_BYTES], quality_t=t, quality_q=q_int,
+                            seed=seed, kappa=kappa,
                             temperature=0.0 if temperature is None else temperature,
                             colour_mode=_colour_mode(prep), bit_depth=min(prep.bit_depth, 16))
         data = bbi.write(bbi.Container(header=header, sections=tuple(sections)), version=1 if v1 else WRITE_VERSION)
@@ -431,9 +432,11 @@ def info(data: DataInput) -> dict:
     sections = {s.tag: s.length for s in meta.sections}
     name = model_of(h)
     return dict(**bbi.decoded_description(h, meta.sections), bytes=meta.total_size, bpp=meta.bpp,
-                model=h.weights_hash.hex() if name is None else name, model_installed=find_by_hash(h.weights_hash) is not None,
+                model=h.weights_hash.hex() if name is None else name,
+                model_installed=find_by_hash(h.weights_hash) is not None,
                 side_bytes=meta.total_size - sum(n for tag, n in sections.items() if tag in _PAYLOAD_TAGS),
-                index_bytes=sections.get("ZIDX", 0) + sections.get("YIDX", 0), weights_sha256=h.weights_hash.hex(), quality=h.quality_q, quality_t=h.quality_t, seed=h.seed,
+                index_bytes=sections.get("ZIDX", 0) + sections.get("YIDX", 0),
+                weights_sha256=h.weights_hash.hex(), quality=h.quality_q, quality_t=h.quality_t, seed=h.seed,
                 kappa=h.kappa, temperature=h.temperature, colour=h.colour_mode.name,
                 version="%d.%d" % meta.version,
                 sections=[dict(tag=s.tag, bytes=s.length, required=s.required) for s in meta.sections],

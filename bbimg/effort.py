@@ -46,13 +46,12 @@ class EffortSettings:
 
 
 _TODAY = EffortSettings()
-_NEWTON = dict(refine_lr=0.5, refine_optimizer="newton")
 EFFORTS: dict[int, EffortSettings] = {
     1: _TODAY, 2: _TODAY, 3: _TODAY, 4: _TODAY, 5: _TODAY,
     6: EffortSettings(search_sweeps=1, search_factors=(1.0,), search_probes=1),
-    7: EffortSettings(refine_steps=3, **_NEWTON, search_sweeps=1, search_factors=(1.0,), search_probes=1),
-    8: EffortSettings(refine_steps=6, **_NEWTON, search_sweeps=1, search_factors=(0.5, 1.0, 2.0), search_probes=2),
-    9: EffortSettings(refine_steps=10, **_NEWTON, search_sweeps=1, search_factors=(0.5, 1.0, 2.0), search_probes=2),
+    7: EffortSettings(refine_steps=3, refine_lr=0.5, search_sweeps=1, search_factors=(1.0,), search_probes=1),
+    8: EffortSettings(refine_steps=6, refine_lr=0.5, search_sweeps=1, search_factors=(0.5, 1.0, 2.0), search_probes=2),
+    9: EffortSettings(refine_steps=10, refine_lr=0.5, search_sweeps=1, search_factors=(0.5, 1.0, 2.0), search_probes=2),
 }
 
 
