@@ -45,6 +45,9 @@ def _option(name: str, *decls: str, **kw):
 @_option("dim_kl_cap", "--dim-kl-cap", type=click.FloatRange(min=0),
          help="Charge twice the KL bits any single latent dimension holds above this (e.g. 8): "
               "REC cannot deliver more than ~kappa bits per dimension.")
+@_option("equalize_above", "--equalize-above", type=click.FloatRange(min=0, min_open=True),
+         help="A lambda: divide the loss of samples above it by lambda / this (keeps a widened range's "
+              "high-lambda samples from dominating the gradient).")
 @_option("device", "--device", help="cpu, cuda or cuda:N.")
 @_option("checkpoint_minutes", "--checkpoint-minutes", type=click.FloatRange(min=0))
 @_option("downscale", "--downscale", type=click.IntRange(min=1),

@@ -1,4 +1,5 @@
 import itertools
+import math
 import os
 import re
 import subprocess
@@ -234,3 +235,52 @@ def test_dim_kl_cap_charges_only_the_bits_above_the_cap():
     assert torch.isclose(plain, huge_cap)
     # With a zero cap every bit is excess (KL >= 0 elementwise): the rate term is counted twice.
     assert torch.isclose(zero_cap - plain, bpp.mean(), rtol=1e-2, atol=1e-4)
+
+
+def test_equalize_above_divides_only_the_losses_of_samples_above_that_lambda():
+    torch.manual_seed(0)
+    model = HierarchicalVAE(config_from_dict(TINY))
+    x = torch.rand(3, 3, 64, 64)
+    t = torch.tensor([0.0, 0.5, 1.0])          # lambda 0.0008, 0.008, 0.08 (TINY keeps the default range)
+    torch.manual_seed(1)
+    plain, bpp, mse = rd_loss(model, x, t)
+    torch.manual_seed(1)
+    equalized, bpp_eq, mse_eq = rd_loss(model, x, t, equalize_above=0.008)
+    assert torch.equal(bpp, bpp_eq) and torch.equal(mse, mse_eq)
+    lam = torch.tensor([0.0008, 0.008, 0.08])
+    per_sample = bpp + lam * mse
+    assert torch.isclose(plain, per_sample.mean(), rtol=1e-4)
+    assert torch.isclose(equalized, (per_sample * torch.tensor([1.0, 1.0, 0.1])).mean(), rtol=1e-4)
+
+
+def test_a_widened_range_keeps_the_old_model_at_the_lambdas_both_cover(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from widen_range import widen
+
+    from bbimg.models.vae import quality_to_lambda
+
+    torch.manual_seed(0)
+    old = HierarchicalVAE(config_from_dict(TINY))
+    for p in old.film.parameters():            # a FiLM that is not the identity at every t
+        torch.nn.init.normal_(p, std=0.3)
+    weights = {"config": dict(vars(old.cfg)), "model": old.state_dict(), "step": 7}
+    wide_weights = widen(weights, 0.64)
+    wide = HierarchicalVAE(config_from_dict(wide_weights["config"]))
+    wide.load_state_dict(wide_weights["model"])
+    assert wide_weights["step"] == 7 and wide.cfg.lambda_max == 0.64
+    x = torch.rand(1, 3, 64, 64)
+    for t_old in (0.0, 0.3, 1.0):
+        lam = quality_to_lambda(torch.tensor([t_old]), old.cfg)
+        t_new = torch.log(lam / 0.0008) / math.log(0.64 / 0.0008)
+        assert torch.allclose(quality_to_lambda(t_new, wide.cfg), lam, rtol=1e-5)
+        torch.manual_seed(2)
+        a = old(x, torch.tensor([t_old]))
+        torch.manual_seed(2)
+        b = wide(x, t_new)
+        assert torch.allclose(a.x_hat, b.x_hat, atol=1e-5) and torch.allclose(a.kl_y, b.kl_y, rtol=1e-4)
+    # Above the old range the widened model asks for more bits than at the old top.
+    torch.manual_seed(2)
+    top = wide(x, torch.tensor([1.0]))
+    assert not torch.allclose(top.x_hat, b.x_hat, atol=1e-5)
+    with pytest.raises(ValueError, match="does not widen"):
+        widen(weights, 0.05)

@@ -27,6 +27,9 @@ class VAEConfig:
     latent_gain: float = 8.0     # latents = gain * transform output: starts training at a useful SNR
     lambda_min: float = 0.0008   # lambda (per MSE on the 0-255 scale) at quality t = 0
     lambda_max: float = 0.08     # ... and at t = 1
+    film_t_scale: float = 1.0    # the FiLM sees t * film_t_scale: a model whose lambda range was widened
+                                 # upward from a trained one keeps that model's conditioning at the lambdas
+                                 # both cover (tools/widen_range.py)
 
     @property
     def stride(self) -> int:
@@ -47,7 +50,7 @@ class Gaussian:
 
 
 def _split_gaussian(params: torch.Tensor, gain: float = 1.0, scale_gain: float = 1.0) -> Gaussian:
-    mean, log_scale = params.chunk(2, dim=1)
+    mean, log_scale = params.float().chunk(2, dim=1)   # fp32 under bf16 autocast: the KL is the rate
     if gain != 1.0:
         mean = mean * gain
     if scale_gain != 1.0:
@@ -108,7 +111,7 @@ class HierarchicalVAE(nn.Module):
 
     # -- transforms ---------------------------------------------------------------------------
     def films(self, t: torch.Tensor) -> Films:
-        f = self.film(t)
+        f = self.film(t * self.cfg.film_t_scale if self.cfg.film_t_scale != 1.0 else t)
         return Films(f[0:3], f[3:6], f[6:8], f[8:10], f[10])
 
     def encode_y(self, x: torch.Tensor, film) -> Gaussian:

@@ -35,4 +35,5 @@ class TrainOptions:
     progress: bool = True
     cache_dir: Path | None = None
     dim_kl_cap: float | None = None      # bits; KL a single latent dimension holds above it is charged twice
+    equalize_above: float | None = None  # lambda; a sample's loss above it is divided by lambda / this
     parts_dir: Path | None = None        # also write each checkpoint as parts under 16 MiB here

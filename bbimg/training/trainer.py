@@ -32,8 +32,13 @@ __all__ = ["TrainOptions", "Trainer", "train", "learning_rate", "save_checkpoint
 _BAD_STEPS_BEFORE_RESTORE = 5
 
 
-def rd_loss(model: HierarchicalVAE, x: torch.Tensor, t: torch.Tensor, dim_kl_cap: float | None = None):
+def rd_loss(model: HierarchicalVAE, x: torch.Tensor, t: torch.Tensor, dim_kl_cap: float | None = None,
+            equalize_above: float | None = None):
     """Returns (loss, bpp per sample, mse per sample on the 0-255 scale).
+
+    With ``equalize_above`` (a lambda) the loss of a sample whose lambda exceeds it is divided by
+    lambda / equalize_above: at high lambdas the distortion term grows with lambda, and unscaled those
+    samples would dominate the gradient of the weights every quality shares.
 
     With ``dim_kl_cap`` the bits single dimensions hold above the cap are charged once more: REC
     cannot deliver them (a block is at least one dimension and carries ~kappa bits), so the model
@@ -45,7 +50,10 @@ def rd_loss(model: HierarchicalVAE, x: torch.Tensor, t: torch.Tensor, dim_kl_cap
     mse = ((out.x_hat.float() - x) * 255.0).pow(2).flatten(1).mean(1)
     lam = quality_to_lambda(t, model.cfg if not hasattr(model, "module") else model.module.cfg)
     rate = bpp if out.kl_excess is None else bpp + out.kl_excess / pixels
-    return (rate + lam * mse).mean(), bpp.detach(), mse.detach()
+    loss = rate + lam * mse
+    if equalize_above is not None:
+        loss = loss / (lam / equalize_above).clamp_min(1.0)
+    return loss.mean(), bpp.detach(), mse.detach()
 
 
 def learning_rate(opts: TrainOptions, run_steps: int, budget_used: float) -> float:
@@ -201,7 +209,7 @@ class Trainer:
         x = crops.float().div_(255).contiguous(memory_format=torch.channels_last)
         t = torch.from_numpy(self.rng.random(opts.batch)).float().to(self.device)
         with self.autocast:
-            loss, bpp, mse = rd_loss(self.net, x, t, opts.dim_kl_cap)
+            loss, bpp, mse = rd_loss(self.net, x, t, opts.dim_kl_cap, opts.equalize_above)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
