@@ -97,13 +97,16 @@ def average_curve(rows: list[dict], codec: str, metric: str = "psnr") -> tuple[n
     return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
 
 
-def bd_rate(rate_ref, dist_ref, rate_test, dist_test) -> float:
+def bd_rate(rate_ref, dist_ref, rate_test, dist_test, dist_range: tuple[float, float] | None = None) -> float:
     """Bjøntegaard delta rate (%) of test against ref: cubic fit of log-rate over distortion,
-    integrated over the overlapping distortion interval. Negative = test needs fewer bits."""
+    integrated over the overlapping distortion interval (narrowed to ``dist_range`` when given).
+    Negative = test needs fewer bits."""
     rate_ref, dist_ref = np.asarray(rate_ref, float), np.asarray(dist_ref, float)
     rate_test, dist_test = np.asarray(rate_test, float), np.asarray(dist_test, float)
     lo = max(dist_ref.min(), dist_test.min())
     hi = min(dist_ref.max(), dist_test.max())
+    if dist_range is not None:
+        lo, hi = max(lo, dist_range[0]), min(hi, dist_range[1])
     if hi <= lo or len(rate_ref) < 4 or len(rate_test) < 4:
         return float("nan")
     p_ref = np.polyfit(dist_ref, np.log(rate_ref), 3)
@@ -111,6 +114,15 @@ def bd_rate(rate_ref, dist_ref, rate_test, dist_test) -> float:
     int_ref = np.polyval(np.polyint(p_ref), hi) - np.polyval(np.polyint(p_ref), lo)
     int_test = np.polyval(np.polyint(p_test), hi) - np.polyval(np.polyint(p_test), lo)
     return float((np.exp((int_test - int_ref) / (hi - lo)) - 1) * 100)
+
+
+def quality_at_rates(rate, dist, bpp_lo: float, bpp_hi: float) -> tuple[float, float]:
+    """The distortion interval a curve spans between two rates (linear in log-rate between its
+    points, clamped to its ends): how a BD-rate "over 0.1-1 bpp" is restricted to the quality range
+    the tested curve gives at those rates."""
+    order = np.argsort(rate)
+    log_rate, dist = np.log(np.asarray(rate, float)[order]), np.asarray(dist, float)[order]
+    return (float(np.interp(np.log(bpp_lo), log_rate, dist)), float(np.interp(np.log(bpp_hi), log_rate, dist)))
 
 
 def local_points(rate, dist, lo: float, hi: float, keep: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -200,22 +212,22 @@ def reference_codecs(only: set[str] | None = None) -> tuple[list[Codec], list[st
             lib = f"libjpeg-turbo {features.version('libjpeg_turbo')}"
         else:
             lib = f"libjpeg {features.version('jpg')}"
-        codecs.append(Codec("jpeg", (5, 10, 15, 20, 30, 40, 50, 60, 75, 85), 50, _pillow_encode("JPEG"),
+        codecs.append(Codec("jpeg", (5, 10, 15, 20, 30, 40, 50, 60, 75, 85, 92), 50, _pillow_encode("JPEG"),
                             _pillow_decode, f"{pil} {lib}"))
     else:
         notes.append("jpeg: Pillow was built without libjpeg; skipped")
     if features.check("webp"):
-        codecs.append(Codec("webp", (0, 5, 10, 20, 30, 45, 60, 75, 85, 90), 75, _pillow_encode("WEBP", method=6),
+        codecs.append(Codec("webp", (0, 5, 10, 20, 30, 45, 60, 75, 85, 90, 95), 75, _pillow_encode("WEBP", method=6),
                             _pillow_decode, f"{pil} libwebp {features.version('webp')}, method 6"))
     else:
         notes.append("webp: Pillow was built without libwebp; skipped")
     if features.check("jpg_2000"):
-        codecs.append(Codec("jpeg2000", (0.05, 0.1, 0.2, 0.3, 0.45, 0.65, 0.9, 1.2, 1.6), 0.75,
+        codecs.append(Codec("jpeg2000", (0.05, 0.1, 0.2, 0.3, 0.45, 0.65, 0.9, 1.2, 1.6, 2.2, 3.0), 0.75,
                             _pillow_encode("JPEG2000", irreversible=True, mct=1, no_jp2=True), _pillow_decode,
                             f"{pil} OpenJPEG {features.version('jpg_2000')}, 9/7 + ICT, rate = param bpp"))
     else:
         notes.append("jpeg2000: Pillow was built without OpenJPEG; skipped")
-    avif_q = (2, 10, 20, 30, 38, 46, 54, 62, 70, 78)
+    avif_q = (2, 10, 20, 30, 38, 46, 54, 62, 70, 78, 86, 92)
     for sub, name in (("4:4:4", "avif-444"), ("4:2:0", "avif-420")):
         if features.check("avif"):
             codecs.append(Codec(name, avif_q, 60, _pillow_encode("AVIF", subsampling=sub, speed=6), _pillow_decode,
@@ -230,7 +242,7 @@ def reference_codecs(only: set[str] | None = None) -> tuple[list[Codec], list[st
         else:
             notes.append(f"{name}: neither Pillow (>= 11, with libavif) nor imagecodecs can write AVIF; skipped")
     if imagecodecs is not None and imagecodecs.JPEGXL.available:
-        codecs.append(Codec("jpegxl", (18.0, 13.0, 9.0, 6.5, 4.5, 3.2, 2.3, 1.6, 1.1, 0.8), 3.2,
+        codecs.append(Codec("jpegxl", (18.0, 13.0, 9.0, 6.5, 4.5, 3.2, 2.3, 1.6, 1.1, 0.8, 0.6, 0.45), 3.2,
                             lambda im, d: imagecodecs.jpegxl_encode(im, distance=float(d), effort=7),
                             lambda d: np.asarray(imagecodecs.jpegxl_decode(d))[..., :3],
                             f"imagecodecs {imagecodecs.__version__} libjxl, effort 7, param = distance"))

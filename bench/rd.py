@@ -2,12 +2,14 @@
 all measured in this run, and BD-rates against those and the published anchors.
 
     python bench/rd.py [--images N] [--qualities 1,10,25,...] [--codecs jpeg,webp,...] [--out-dir DIR]
+                       [--also-models bbimg-hvae-v5,...]
 
 bbimg goes through its public API (``bbimg.evaluate.evaluate``: ``bbimg.encode`` then
 ``bbimg.decode``), one row per image and ``-q`` value; bpp counts the real file bytes (headers
 included) over the original pixels. ``bbimg-ideal`` is the model's own rate at the same qualities
 (KL bits, no coder; ``ideal_rd.ideal_points``) with the image decoded from an exact posterior
-sample: the gap between the two curves is what the REC coder costs. The reference codecs run in the
+sample: the gap between the two curves is what the REC coder costs. ``--also-models`` codes the same
+images with other installed models (rows named after the model), compared like a reference codec. The reference codecs run in the
 same process (``common.reference_codecs``; a codec whose library is missing is skipped with a note);
 their bpp also counts real file bytes. PSNR is over R, G, B of the 8-bit output; MS-SSIM is
 pytorch-msssim's linear MS-SSIM.
@@ -21,6 +23,9 @@ Writes to DIR (default bench/results):
                   near the compared quality range (``common.local_points``).
   rd_kodak.png    PSNR and MS-SSIM (dB) against bpp, all curves
   bd_rate.md      the same table in Markdown (as printed at the end of the run)
+  bd_rate_ranges.csv  test,reference,bpp_lo,bpp_hi,psnr_lo,psnr_hi,bd_rate_psnr: BD-rate over the
+                  PSNR interval the tested curve spans between two rates (0.1-1 and 0.1-2 bpp), against
+                  WebP, JPEG XL, AVIF 4:4:4 and the --also-models
   rd_cache.jsonl  every measured row, keyed by codec, parameter, image and the codec's identity
                   (bbimg: model name, weights hash and a hash of the bbimg and csrc sources, so new
                   weights or a changed coder are measured afresh; others: library version): a rerun
@@ -43,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (RESULTS, average_curve, bd_rate, kodak_files, local_points, ms_ssim, psnr,  # noqa: E402
-                    read_anchors, reference_codecs, write_csv)
+                    quality_at_rates, read_anchors, reference_codecs, write_csv)
 
 COLUMNS = ("codec", "param", "image", "bpp", "psnr", "ms_ssim")
 DEFAULT_QUALITIES = (1, 10, 25, 40, 55, 70, 85, 100)
@@ -55,6 +60,8 @@ ANCHORS = {  # published curve -> label
     "irec2020-ideal-kl": "iREC 2020, ideal KL (published)",
 }
 TESTS = ("bbimg", "bbimg-ideal")
+BPP_RANGES = ((0.1, 1.0), (0.1, 2.0))
+RANGE_REFERENCES = ("webp", "jpegxl", "avif-444")
 
 
 def ms_ssim_db(x):
@@ -146,6 +153,10 @@ def measure(args) -> tuple[list[dict], list[str]]:
     for note in notes:
         print(f"  note: {note}", file=sys.stderr)
 
+    also = []
+    for name in args.also_models:
+        other, _ = load_model(name)
+        also.append((name, f"{other.name}:{other.sha256.hex()[:16]}:code-{code_hash()}"))
     rows: list[dict] = []
     start = time.time()
     for path in files:
@@ -171,6 +182,15 @@ def measure(args) -> tuple[list[dict], list[str]]:
                     cache.put(key, row)
                     fresh += 1
                 rows.append(row)
+            for other, other_identity in also:
+                for q in args.qualities:
+                    key = Cache.key(other, q, name, other_identity)
+                    if (row := cache.get(key)) is None:
+                        (r,) = evaluate([path], [q], model=other)
+                        row = {**{k: r[k] for k in COLUMNS}, "codec": other}
+                        cache.put(key, row)
+                        fresh += 1
+                    rows.append(row)
         t_bbimg = time.time() - t_image
         for c in codecs:
             measured = reference_rows(cache, c, name, image)
@@ -178,7 +198,7 @@ def measure(args) -> tuple[list[dict], list[str]]:
             rows.extend(row for row, _ in measured)
         print(f"{name}: {fresh} new measurements, bbimg {t_bbimg:.0f} s, others {time.time() - t_image - t_bbimg:.0f} s "
               f"({time.time() - start:.0f} s in all)", file=sys.stderr, flush=True)
-    return rows, [c.name for c in codecs]
+    return rows, [c.name for c in codecs] + [name for name, _ in also]
 
 
 def curves(rows: list[dict], codecs: list[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -221,6 +241,24 @@ def bd_table(cv: dict, codecs: list[str]) -> list[dict]:
                 row[f"bd_rate_{name}"] = value
                 row[f"{name}_overlap_db"] = overlap  # width of the quality interval both curves cover
             table.append(row)
+    return table
+
+
+def range_table(cv: dict, codecs: list[str], also: list[str]) -> list[dict]:
+    """BD-rate (PSNR) of bbimg over the quality interval its curve spans between two rates."""
+    table = []
+    for test in TESTS:
+        if test not in cv:
+            continue
+        rt, dt = cv[test]["bpp"], cv[test]["psnr"]
+        for ref in [*RANGE_REFERENCES, *also]:
+            if ref not in cv or ref not in codecs:
+                continue
+            for bpp_lo, bpp_hi in BPP_RANGES:
+                lo, hi = quality_at_rates(rt, dt, bpp_lo, bpp_hi)
+                rr, dr = local_points(cv[ref]["bpp"], cv[ref]["psnr"], lo, hi)
+                table.append(dict(test=test, reference=ref, bpp_lo=bpp_lo, bpp_hi=bpp_hi, psnr_lo=round(lo, 3),
+                                  psnr_hi=round(hi, 3), bd_rate_psnr=bd_rate(rr, dr, rt, dt, (lo, hi))))
     return table
 
 
@@ -295,6 +333,8 @@ def main() -> None:
                         help="bbimg -q values, comma-separated (at least 4 for a BD-rate)")
     parser.add_argument("--codecs", default=None, help="only these reference codecs, comma-separated")
     parser.add_argument("--model", default=None, help="bbimg model name (default: the shipped one)")
+    parser.add_argument("--also-models", default="", help="other installed models to code the images with, "
+                        "compared like a reference codec (e.g. bbimg-hvae-v5)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="ignore rows measured by earlier runs")
     parser.add_argument("--skip-bbimg", action="store_true", help="measure only the reference codecs")
@@ -304,6 +344,7 @@ def main() -> None:
     import torch
     torch.set_num_threads(args.threads)
     args.qualities = [int(q) for q in args.qualities.split(",")]
+    args.also_models = [m for m in args.also_models.split(",") if m]
     if any(not 1 <= q <= 100 for q in args.qualities):
         parser.error("qualities must be in 1..100")
 
@@ -315,6 +356,9 @@ def main() -> None:
     table = bd_table(cv, codecs)
     write_csv(table, args.out_dir / "bd_rate.csv")
     (args.out_dir / "bd_rate.md").write_text(markdown(table) + "\n")
+    ranges = range_table(cv, codecs, args.also_models)
+    write_csv(ranges, args.out_dir / "bd_rate_ranges.csv",
+              ("test", "reference", "bpp_lo", "bpp_hi", "psnr_lo", "psnr_hi", "bd_rate_psnr"))
     n = len({r["image"] for r in rows})
     plot(cv, args.out_dir / "rd_kodak.png", f"Kodak, {n} image{'s' if n != 1 else ''} (published anchors: 24)")
 
@@ -324,14 +368,18 @@ def main() -> None:
             bpp, p = average_curve(rows, codec, "psnr")
             _, m = average_curve(rows, codec, "ms_ssim")
             print(f"  {codec:12s} " + "  ".join(f"{a:.3f}/{b:.2f}/{c:.4f}" for a, b, c in zip(bpp, p, m)))
-    print(f"\nBD-rate of bbimg (negative = fewer bits than the reference at equal quality):\n")
+    print("\nBD-rate of bbimg (negative = fewer bits than the reference at equal quality):\n")
     print(markdown(table))
+    print("\nBD-rate (PSNR) over the quality bbimg gives between two rates:")
+    for r in ranges:
+        print(f"  {r['test']:12s} vs {r['reference']:14s} {r['bpp_lo']}-{r['bpp_hi']} bpp "
+              f"({r['psnr_lo']:.2f}-{r['psnr_hi']:.2f} dB): {r['bd_rate_psnr']:+.1f}%")
     print("\nn/a: the curves share no quality range (or fewer than 4 points); (x dB): computed over an overlap "
           "of only x dB, so indicative only.")
     if n < 24:
         print(f"\nnote: {n} images only; the published anchors average all 24, so BD-rates against them are "
               "indicative only.")
-    print(f"\nwrote {args.out_dir / 'rd_kodak.csv'}, {args.out_dir / 'bd_rate.csv'} (and .md), "
+    print(f"\nwrote {args.out_dir / 'rd_kodak.csv'}, {args.out_dir / 'bd_rate.csv'} (and .md, _ranges.csv), "
           f"{args.out_dir / 'rd_kodak.png'}; {time.time() - t0:.0f} s")
 
 
