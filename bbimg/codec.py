@@ -328,9 +328,13 @@ def _search_bpp(bpp_of, target: float, ratio: float) -> tuple[float, float]:
 
 
 def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = None,
-           progress: Progress | None = None) -> Image.Image:
+           progress: Progress | None = None, fast: bool = False) -> Image.Image:
     """Decompress .bbi data (a path, a binary file or bytes) to a PIL image (mode RGB or L, ICC
     profile attached).
+
+    ``fast``: run the model's light synthesis (a decoder option of the model, not of the file:
+    about half the decode time at a small, stated loss of quality, docs/model.md); ValueError where
+    the model has none installed or runs on torch.
 
     Files claiming more than ``max_pixels`` pixels (default: the module's MAX_DECODE_PIXELS) raise
     ImageTooLargeError before anything is allocated; corrupt data raises BbiError.
@@ -356,6 +360,9 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
         raise bbi.BbiError(f"file needs model {name!r}, which is not installed") from exc
     if not h.matches_weights(tr.sha256):
         raise bbi.BbiError(f"file was coded with other weights of model {name!r} than the installed ones")
+    if fast and not tr.has_fast_synthesis:
+        raise ValueError(f"model {name!r} has no fast synthesis here (it needs its {name}.synthesis-fast.onnx "
+                         "and the ONNX Runtime back end): decode without fast")
     report = progress or (lambda stage: None)
     t = h.quality_t
     padded_h, padded_w = padded_size(h.height, h.width, tr.stride)
@@ -368,7 +375,7 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
     y_hat = LatentCoder(Y_LEVEL, h.seed, h.kappa, device=device,
                         prediction=predictions.get("Y")).decompress(Gaussian(*tr.y_prior(z_hat, t)), container)
     report("synthesis")
-    pixels = tr.synthesis_pixels(y_hat, t, h.height, h.width)  # tiles above a size threshold
+    pixels = tr.synthesis_pixels(y_hat, t, h.height, h.width, fast=fast)  # tiles above a size threshold
     colour = "L" if described["mode"].startswith("L") else "RGB"
     return restore(np.ascontiguousarray(pixels), colour, container.section("ICCP"), alpha=alpha)
 

@@ -30,9 +30,12 @@ from .geometry import MODEL_STRIDE
 
 from .model_files import find_weights, weights_sha256
 
-__all__ = ["OrtTransforms", "load", "PARTS", "QUALITY_AT_LOAD", "QUALITY_NAME", "SESSIONS_PER_PART"]
+__all__ = ["OrtTransforms", "load", "PARTS", "FAST_SYNTHESIS", "QUALITY_AT_LOAD", "QUALITY_NAME", "SESSIONS_PER_PART"]
 
 PARTS = ("analysis", "hyper", "zprior", "yprior", "synthesis")
+#: An optional sixth part: a lighter synthesis of the same model (``tools/train_fast_synthesis.py``),
+#: a faster decoder of the same files at a stated loss of quality. Its quality is given at load.
+FAST_SYNTHESIS = "synthesis-fast"
 #: Parts whose quality ``t`` is an initializer supplied when the session loads rather than an
 #: input (``bbimg.models.onnx_export``: the FiLM gains are then folded into the weights).
 QUALITY_AT_LOAD = ("synthesis",)
@@ -53,6 +56,7 @@ class OrtTransforms:
                  quality_at_load: tuple[str, ...] = ()):
         self.name, self.weights, self.sha256, self._files = name, weights, sha256, files
         self.quality_at_load = quality_at_load
+        self.has_fast_synthesis = FAST_SYNTHESIS in files
         self._sessions: dict = {}
         self._session_lock = threading.Lock()
 
@@ -64,6 +68,9 @@ class OrtTransforms:
             sess = self._sessions.pop(key, None)
             if sess is None:
                 sess = _session(self._files[part], self._t(t) if at_load else None)
+                if part == FAST_SYNTHESIS and \
+                        sess.get_modelmeta().custom_metadata_map.get("bbimg_weights_sha256") != self.sha256.hex():
+                    raise ValueError(f"the fast synthesis of model {self.name!r} was made for other weights")
                 stale = [k for k in self._sessions if isinstance(k, tuple) and k[0] == part]
                 for k in stale[:max(len(stale) - SESSIONS_PER_PART + 1, 0)]:
                     del self._sessions[k]
@@ -99,8 +106,10 @@ class OrtTransforms:
         mean, log_scale = self._run("yprior", {"z": z}, t)
         return mean, np.exp(log_scale)
 
-    def synthesis(self, y: np.ndarray, t: float) -> np.ndarray:
-        return self._run("synthesis", {"y": y}, t)[0]
+    def synthesis(self, y: np.ndarray, t: float, fast: bool = False) -> np.ndarray:
+        if fast and not self.has_fast_synthesis:
+            raise ValueError(f"model {self.name!r} has no fast synthesis installed")
+        return self._run(FAST_SYNTHESIS if fast else "synthesis", {"y": y}, t)[0]
 
 
 def _session(path: Path, quality: np.ndarray | None = None):
@@ -158,7 +167,11 @@ def load(name: str) -> OrtTransforms | None:
             if zprior is not None:
                 # Exports that predate load-time qualities name none: every part takes t as an input.
                 at_load = zprior.get_modelmeta().custom_metadata_map.get("bbimg_quality_at_load", "")
-                result = OrtTransforms(name, weights, sha, files, tuple(p for p in at_load.split(",") if p))
+                at_load = tuple(p for p in at_load.split(",") if p)
+                fast = weights.with_name(f"{name}.{FAST_SYNTHESIS}.onnx")
+                if fast.is_file():
+                    files, at_load = {**files, FAST_SYNTHESIS: fast}, (*at_load, FAST_SYNTHESIS)
+                result = OrtTransforms(name, weights, sha, files, at_load)
                 result._sessions["zprior"] = zprior
         _cache[key] = result
         return result

@@ -52,7 +52,7 @@ class Backend(Protocol):
     def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]: ...
     def z_prior(self, t: float, lh: int, lw: int) -> tuple[np.ndarray, np.ndarray]: ...
     def y_prior(self, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]: ...
-    def synthesis(self, y: np.ndarray, t: float) -> np.ndarray: ...
+    def synthesis(self, y: np.ndarray, t: float, fast: bool = False) -> np.ndarray: ...
 
 
 class TorchBackend:
@@ -99,7 +99,11 @@ class TorchBackend:
         with self._torch.no_grad():
             return self._gaussian(self.net.prior_y(self._in(z), self._films(t).hyper_synthesis))
 
-    def synthesis(self, y: np.ndarray, t: float) -> np.ndarray:
+    has_fast_synthesis = False  # the light synthesis ships as an ONNX graph only
+
+    def synthesis(self, y: np.ndarray, t: float, fast: bool = False) -> np.ndarray:
+        if fast:
+            raise ValueError(f"the fast synthesis runs on ONNX Runtime only (model {self.name!r} runs on torch here)")
         with self._torch.no_grad():
             return self._np(self.net.decode(self._in(y), self._films(t).synthesis))
 
@@ -116,6 +120,7 @@ class Transforms:
     def __init__(self, backend: Backend):
         self.backend = backend
         self.name, self.sha256, self.stride = backend.name, backend.sha256, backend.stride
+        self.has_fast_synthesis = bool(getattr(backend, "has_fast_synthesis", False))
 
     def _tile(self, latent_rows: int, latent_cols: int, tile: int) -> int | None:
         """Tile size for a y grid of this size (None: one call for the whole grid)."""
@@ -160,9 +165,9 @@ class Transforms:
                                       scale=k, tile=self._tile(rows * k, cols * k, tiling.PRIOR_TILE),
                                       halo=tiling.PRIOR_HALO))
 
-    def synthesis_pixels(self, y: np.ndarray, t: float, height: int, width: int) -> np.ndarray:
+    def synthesis_pixels(self, y: np.ndarray, t: float, height: int, width: int, fast: bool = False) -> np.ndarray:
         """The latent y (1, M, h, w) -> the decoded image cropped to (height, width, 3) uint8
-        (values rounded half to even)."""
+        (values rounded half to even); ``fast``: with the model's light synthesis."""
         out = np.empty((height, width, 3), np.uint8)
 
         def sink(row: int, col: int, parts) -> None:
@@ -172,7 +177,7 @@ class Transforms:
             out[row:row + x.shape[1], col:col + x.shape[2]] = np.round(x).transpose(1, 2, 0)
 
         rows, cols = y.shape[2], y.shape[3]
-        tiling.map_tiles(lambda yt: (self.backend.synthesis(yt, t),), _grid_reader(y, 1), rows, cols,
+        tiling.map_tiles(lambda yt: (self.backend.synthesis(yt, t, fast) if fast else self.backend.synthesis(yt, t),), _grid_reader(y, 1), rows, cols,
                          scale=tiling.LATENT_STRIDE, tile=self._tile(rows, cols, tiling.TILE_LATENTS),
                          halo=tiling.HALO_LATENTS, sink=sink)
         return out

@@ -445,9 +445,12 @@ def encode(input, output, quality, bpp, model, device, seed, effort, exact, forc
 @click.option("--max-pixels", type=click.IntRange(min=0), default=None, metavar="N",
               help="Refuse files of more than N pixels (width x height); 0 = no limit. Default: the "
                    "library's limit (bbimg.codec.MAX_DECODE_PIXELS), a guard against decompression bombs.")
+@click.option("--fast", is_flag=True,
+              help="Decode with the model's light synthesis: the same file decoded in less time at a "
+                   "slightly lower quality (docs/model.md gives both); needs ONNX Runtime (the default on the CPU).")
 @click.option("-f", "--force", is_flag=True, help="Write to stdout even when it is a terminal.")
 @click.option("--quiet", is_flag=True, help="No summary line, warnings or progress bar on stderr.")
-def decode(input, output, fmt, device, max_pixels, force, quiet) -> None:
+def decode(input, output, fmt, device, max_pixels, fast, force, quiet) -> None:
     """Decompress the .bbi file INPUT to the image OUTPUT.
 
     INPUT '-' is stdin; OUTPUT '-' is stdout (PNG unless --format says otherwise). OUTPUT must not
@@ -489,7 +492,7 @@ def decode(input, output, fmt, device, max_pixels, force, quiet) -> None:
         with _stage_bar(pixels, quiet, codec.DECODE_STAGES, "decode") as progress:
             # --max-pixels 0: up to the format's own limit, i.e. no extra limit
             limit = None if max_pixels is None else (max_pixels or codec.MAX_PIXELS)
-            image = codec.decode(data, device=device, max_pixels=limit, progress=progress)
+            image = codec.decode(data, device=device, max_pixels=limit, progress=progress, fast=fast)
     # zlib level 1: a decoded photo is viewed, not archived. On Kodak, level 1 writes a PNG in 60% of
     # level 3's time and a quarter of Pillow's default 6's, for files 2% larger
     options = {"compress_level": 1} if fmt == "PNG" else {}

@@ -33,11 +33,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..runtime import PARTS, QUALITY_AT_LOAD, QUALITY_NAME
+from ..runtime import FAST_SYNTHESIS, PARTS, QUALITY_AT_LOAD, QUALITY_NAME
 from .registry import load_model
 from .vae import HierarchicalVAE
 
-__all__ = ["PARTS", "export", "SubPixelSynthesis"]
+__all__ = ["PARTS", "export", "export_fast_synthesis", "SubPixelSynthesis"]
 
 #: Output channels from which a transposed convolution is split into one convolution per phase:
 #: below it (the 3-channel image layer) the phases share one convolution, zero taps included: so
@@ -252,6 +252,36 @@ def export(name: str, out_dir: Path | None = None) -> list[Path]:
         tmp.replace(path)
         written.append(path)
     return written
+
+
+def export_fast_synthesis(name: str, light: HierarchicalVAE, facts: dict | None = None,
+                          out_dir: Path | None = None) -> Path:
+    """Write ``light``'s g_s (``bbimg.training.fast_synthesis``) as model ``name``'s optional
+    ``synthesis-fast`` part, with fp16 weights like the model's own graphs, recording ``name``'s
+    weights hash (``bbimg.runtime`` uses the part only with those weights) and ``facts``."""
+    import onnx
+
+    info, _ = load_model(name)
+    out_dir = Path(out_dir) if out_dir else info.path.parent
+    half = HierarchicalVAE(light.cfg)
+    half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in light.state_dict().items()})
+    path = out_dir / f"{name}.{FAST_SYNTHESIS}.onnx"
+    tmp = path.with_suffix(".tmp")
+    y = torch.randn(1, half.cfg.latent_channels, 8, 12)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SubPixelSynthesis(half.eval()), (y, torch.tensor([0.5])), str(tmp),
+                          input_names=["y", QUALITY_NAME], output_names=["x_hat"],
+                          dynamic_axes={"y": {2: "h", 3: "w"}, "x_hat": {2: "h", 3: "w"}},
+                          opset_version=17, dynamo=False)
+    proto = onnx.load(str(tmp))
+    _fp16_weights(proto)
+    _quality_at_load(proto)
+    onnx.helper.set_model_props(proto, {"bbimg_model": name, "bbimg_weights_sha256": info.sha256.hex(),
+                                        **{f"bbimg_fast_synthesis_{k}": str(v) for k, v in (facts or {}).items()}})
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return path
 
 
 def main() -> None:
