@@ -7,9 +7,10 @@ For each image: ``bbimg encode [-q Q] IMG out.bbi`` and ``bbimg decode out.bbi o
 beside this Python (a pyenv shim in front of it adds a shell and a fork), and the package's
 sources are byte-compiled first, as an installed package's are. In the same run, as the reference
 a user would compare with, the same image goes through WebP (method 6, quality 75) in a fresh Python
-process through Pillow, the same way (encode to a file, decode to PNG). Writes
-bench/results/cli_speed.csv (image,encode_s,decode_s,bpp,webp_encode_s,webp_decode_s,cpu) and prints
-the means and the ratios to the reference.
+process through Pillow, the same way (encode to a file, decode to PNG). Where the default model has
+a fast synthesis, ``bbimg decode --fast`` is timed in the same repetitions (``fast_decode_s``). Writes
+bench/results/cli_speed.csv (image,encode_s,decode_s,bpp,webp_encode_s,webp_decode_s,cpu[,fast_decode_s])
+and prints the means and the ratios to the reference.
 
 ``--tree LABEL=PATH`` also runs the CLI from another source tree (a copy of the package with
 ``cli/`` as ``bbimg/cli``, on PYTHONPATH), interleaved with the installed one in every repetition
@@ -73,6 +74,10 @@ def main() -> None:
     ref = trees[0][0]
     dirs = [root / "bbimg", root / "cli"] + [Path(tree) / "bbimg" for _, tree in trees if tree]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, dirs)], check=True, stdout=subprocess.DEVNULL)
+    from bbimg import runtime
+    from bbimg.model_files import DEFAULT_MODEL
+    ort = runtime.load(DEFAULT_MODEL)
+    fast = ort is not None and ort.has_fast_synthesis
     rows, tree_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         out_png = Path(tmp) / "a.png"
@@ -81,12 +86,15 @@ def main() -> None:
             q = [] if args.quality is None else ["-q", str(args.quality)]
             best = {label: [float("inf"), float("inf")] for label, _ in trees}
             wbest = [float("inf"), float("inf")]
+            fast_best = float("inf")
             for _ in range(args.repeat):  # interleaved: every tree once per repetition
                 for label, tree in trees:
                     env = tree_env(tree)
                     bbi = Path(tmp) / f"{label}.bbi"
                     best[label][0] = min(best[label][0], timed([bbimg, "encode", *q, "--quiet", str(path), str(bbi)], 1, env))
                     best[label][1] = min(best[label][1], timed([bbimg, "decode", "--quiet", str(bbi), str(out_png)], 1, env))
+                    if fast and label == ref:
+                        fast_best = min(fast_best, timed([bbimg, "decode", "--fast", "--quiet", str(bbi), str(out_png)], 1, env))
                 wbest[0] = min(wbest[0], timed([sys.executable, "-c", WEBP_ENCODE, str(path), str(out_webp)], 1))
                 wbest[1] = min(wbest[1], timed([sys.executable, "-c", WEBP_DECODE, str(out_webp), str(out_webp_png)], 1))
             from PIL import Image
@@ -97,13 +105,16 @@ def main() -> None:
             bpp = len(files[ref]) * 8 / pixels
             rows.append(dict(image=path.stem, encode_s=round(enc, 3), decode_s=round(dec, 3), bpp=round(bpp, 4),
                              webp_encode_s=round(wbest[0], 3), webp_decode_s=round(wbest[1], 3), cpu=cpu_name()))
+            if fast:
+                rows[-1]["fast_decode_s"] = round(fast_best, 3)
             for label, _ in trees:
                 tree_rows.append(dict(image=path.stem, tree=label, encode_s=round(best[label][0], 3),
                                       decode_s=round(best[label][1], 3),
                                       bpp=round(len(files[label]) * 8 / pixels, 4),
                                       same_bytes=files[label] == files[ref]))
             others = "".join(f"; {label}: {best[label][0]:.2f} / {best[label][1]:.2f} s" for label, _ in trees[1:])
-            print(f"{path.stem}: encode {enc:.2f} s, decode {dec:.2f} s, {bpp:.3f} bpp "
+            print(f"{path.stem}: encode {enc:.2f} s, decode {dec:.2f} s" + (f" (--fast {fast_best:.2f} s)" if fast else "")
+                  + f", {bpp:.3f} bpp "
                   f"(WebP via Python: {wbest[0]:.2f} / {wbest[1]:.2f} s{others})", flush=True)
     write_csv(rows, RESULTS / "cli_speed.csv", list(rows[0]))
     n = len(rows)
@@ -112,6 +123,9 @@ def main() -> None:
           f"decode {mean['decode_s']:.2f} s (max {max(r['decode_s'] for r in rows):.2f}); "
           f"ratio to WebP through a Python process: encode {mean['encode_s'] / mean['webp_encode_s']:.1f}x, "
           f"decode {mean['decode_s'] / mean['webp_decode_s']:.1f}x")
+    if fast:
+        print(f"decode --fast: mean {sum(r['fast_decode_s'] for r in rows) / n:.2f} s "
+              f"(max {max(r['fast_decode_s'] for r in rows):.2f})")
     if len(trees) > 1:
         write_csv(tree_rows, RESULTS / "cli_speed_trees.csv", list(tree_rows[0]))
         for label, _ in trees:

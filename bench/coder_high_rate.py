@@ -35,6 +35,12 @@ VARIANTS = {  # name: encode keyword arguments
     "ratio-1.5": {"block_ratio": 1.5},
     "kappa-18": {"kappa": 18},
     "effort-6": {"effort": 6},
+    "ratio-1.0": {"block_ratio": 1.0},
+    "ratio-0.9": {"block_ratio": 0.9},
+    "effort-6-kappa-18": {"effort": 6, "kappa": 18},
+    "effort-6-ratio-1.0": {"effort": 6, "block_ratio": 1.0},
+    "effort-7": {"effort": 7},
+    "effort-8": {"effort": 8},
 }
 COLUMNS = ("variant", "image", "quality", "bpp", "psnr", "ideal_psnr_at_bpp", "loss_db", "same_t_gap_db", "encode_s")
 
@@ -91,7 +97,7 @@ def main() -> None:
         ideal_bpp, ideal_psnr, ideal_at_t = ideal_curve(model, image, quality_to_t(args.quality))
         for variant in variants:
             start = time.perf_counter()
-            data = bbimg.encode(image, args.quality, model=model_name, **VARIANTS[variant])
+            data = bbimg.encode(image, quality=args.quality, model=model_name, **VARIANTS[variant])
             encode_s = time.perf_counter() - start
             decoded = np.asarray(bbimg.decode(data).convert("RGB"))
             bpp = len(data) * 8 / (image.shape[0] * image.shape[1])

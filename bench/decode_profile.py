@@ -24,7 +24,9 @@ The trees are byte-compiled first (``compileall``), as an installed package is. 
 runs every codec and tree once, in turn), and the CSV keeps the fastest and the median wall time
 and the fastest CPU time. ``--tree LABEL=PATH`` adds a source tree (a copy of the package with
 ``cli/`` as ``bbimg/cli``) run from PYTHONPATH in the same repetitions, for before/after figures;
-``--no-installed`` runs only such trees (snapshots, when the working copy is in flux).
+``--no-installed`` runs only such trees (snapshots, when the working copy is in flux). Where the
+default model has a fast synthesis, the same file is also decoded with it (codec ``bbimg --fast``,
+``bbimg decode --fast``), in the same repetitions.
 
 Writes bench/results/decode_profile.csv: image, width, height, codec, tree, stage, wall_min_s,
 wall_median_s, cpu_min_s, runs, bytes, bpp, isa.
@@ -69,6 +71,7 @@ def lap(stage):
 
 BBIMG_CHILD = _CLOCK + """
 src, out = sys.argv[1], sys.argv[2]
+fast = sys.argv[3:] == ["fast"]
 import bbimg.cli.main
 lap("import cli")
 from bbimg import codec
@@ -85,7 +88,7 @@ lap("read file")
 name = codec.model_of(h) if hasattr(codec, "model_of") else h.model_name  # 2.0 files name no model
 backend = load_transforms(name, "cpu", h.height, h.width).backend
 lap("model load")
-for part in ("yprior", "synthesis"):
+for part in ("yprior", runtime.FAST_SYNTHESIS if fast else "synthesis"):
     if hasattr(backend, "session"):
         backend.session(part, h.quality_t)
     else:  # a tree whose sessions take t as an input
@@ -104,7 +107,8 @@ def timed(name, fn):
 for name in ("z_prior", "y_prior"):  # the cached back end codec.decode will use
     setattr(backend, name, timed(name, getattr(backend, name)))
 marks = [("checks", _w, _c)]
-image = codec.decode(data, progress=lambda stage: marks.append((stage, time.perf_counter(), time.process_time())))
+report = lambda stage: marks.append((stage, time.perf_counter(), time.process_time()))
+image = codec.decode(data, progress=report, fast=True) if fast else codec.decode(data, progress=report)
 marks.append(("end", time.perf_counter(), time.process_time()))
 span = {a[0]: (b[1] - a[1], b[2] - a[2]) for a, b in zip(marks, marks[1:])}
 minus = lambda a, b: (a[0] - b[0], a[1] - b[1])
@@ -258,6 +262,10 @@ def main() -> None:
     cpu: dict[tuple, list[float]] = defaultdict(list)
     out_png = args.workdir / "out.png"
     py = sys.executable
+    from bbimg import runtime
+    from bbimg.model_files import DEFAULT_MODEL
+    ort = runtime.load(DEFAULT_MODEL)
+    fast = ort is not None and ort.has_fast_synthesis
     for rep in range(args.repeat):
         wall[("-", "python", "-", "interpreter start-up")].append(run([py, "-c", "pass"], env_for(None), args.workdir)[0])
         for label, tree in trees:
@@ -279,6 +287,17 @@ def main() -> None:
                 cli = run([script, "decode", "--quiet", str(files["bbimg"]), str(out_png)], env_for(tree),
                           args.workdir)[0]
                 wall[key + ("bbimg decode (CLI)",)].append(cli)
+                if tree is None and fast:   # the light synthesis of the same file, same process
+                    key = (name, "bbimg --fast", label)
+                    total, stdout, _ = run([py, "-c", BBIMG_CHILD, str(files["bbimg"]), str(out_png), "fast"],
+                                           env_for(tree), args.workdir)
+                    for stage, w, c in json.loads(stdout.strip().splitlines()[-1])["stages"]:
+                        wall[key + (stage,)].append(w)
+                        cpu[key + (stage,)].append(c)
+                    wall[key + ("process total",)].append(total)
+                    wall[key + ("bbimg decode (CLI)",)].append(
+                        run([script, "decode", "--fast", "--quiet", str(files["bbimg"]), str(out_png)], env_for(tree),
+                            args.workdir)[0])
             for codec in ("webp", "avif", "jpegxl"):
                 key = (name, codec, "-")
                 total, stdout, _ = run([py, "-c", OTHER_CHILD, str(files[codec]), str(out_png), codec],
@@ -294,7 +313,8 @@ def main() -> None:
     for key, values in wall.items():
         name, codec, label, stage = key
         w, h = sizes.get(name, ("", ""))
-        size = coded[name][codec].stat().st_size if name in coded and codec in coded[name] else ""
+        coded_as = "bbimg" if codec == "bbimg --fast" else codec   # the same file
+        size = coded[name][coded_as].stat().st_size if name in coded and coded_as in coded[name] else ""
         rows.append(dict(image=name, width=w, height=h, codec=codec, tree=label, stage=stage,
                          wall_min_s=round(min(values), 4), wall_median_s=round(statistics.median(values), 4),
                          cpu_min_s=round(min(cpu[key]), 4) if key in cpu else "", runs=len(values), bytes=size,

@@ -81,3 +81,32 @@ def test_compressai_shim_round_trip():
     assert y.shape == x.shape
     assert all(len(s[0]) > 0 for s in out["strings"])
     assert "torchvision" not in sys.modules and "torch_geometric" not in sys.modules
+
+
+def test_bd_rate_over_a_rate_window():
+    import common
+
+    rate = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
+    dist = 30 + 6 * np.log2(rate / 0.1)          # +6 dB per doubling
+    # A curve that needs 10% more bits everywhere: -10%/+10% whatever the window.
+    assert common.bd_rate(rate * 1.1, dist, rate, dist) == pytest.approx(-100 / 11, abs=1e-6)
+    assert common.bd_rate(rate * 1.1, dist, rate, dist, (33.0, 40.0)) == pytest.approx(-100 / 11, abs=1e-6)
+    # The window is the quality the tested curve spans between two rates (clamped to its ends).
+    assert common.quality_at_rates(rate, dist, 0.2, 0.8) == pytest.approx((36.0, 48.0))
+    assert common.quality_at_rates(rate, dist, 0.05, 3.0) == pytest.approx((30.0, 54.0))
+    # A test curve better only at low rates: the low window sees the gain, the high one does not.
+    better_low = rate * np.where(rate < 0.5, 0.8, 1.0)
+    low = common.bd_rate(rate, dist, better_low, dist, (30.0, 36.0))
+    high = common.bd_rate(rate, dist, better_low, dist, (48.0, 54.0))
+    assert low < -10 and abs(high) < abs(low)
+    assert np.isnan(common.bd_rate(rate, dist, rate, dist, (60.0, 70.0)))   # outside both curves
+
+
+def test_coder_loss_is_read_off_the_ideal_curve_at_the_file_rate():
+    import coder_high_rate
+
+    bpp, psnr_db = np.array([0.5, 1.0, 2.0]), np.array([30.0, 33.0, 36.0])
+    assert coder_high_rate.psnr_at_rate(1.0, bpp, psnr_db) == pytest.approx(33.0)
+    assert coder_high_rate.psnr_at_rate(np.sqrt(2), bpp, psnr_db) == pytest.approx(34.5)
+    # Past the top of the ideal curve (files cost more bits than the KL), along its last segment.
+    assert coder_high_rate.psnr_at_rate(4.0, bpp, psnr_db) == pytest.approx(39.0)
