@@ -556,13 +556,15 @@ def models(as_json) -> None:
         facts = training_facts(path)
         rows.append(dict(name=name, default=name == DEFAULT_MODEL, steps=facts.get("step"),
                          train_hours=round(facts.get("train_hours", float("nan")), 2),
-                         sha256=weights_sha256(path).hex(), bytes=path.stat().st_size))
+                         sha256=weights_sha256(path).hex(), bytes=path.stat().st_size,
+                         fast_synthesis=path.with_name(f"{name}.synthesis-fast.onnx").is_file()))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         click.echo(f"{r['name']}{' (default)' if r['default'] else ''}: {r['steps']} training steps, "
-                   f"{r['train_hours']} h, {r['bytes'] / 1e6:.1f} MB, sha256 {r['sha256'][:16]}")
+                   f"{r['train_hours']} h, {r['bytes'] / 1e6:.1f} MB, sha256 {r['sha256'][:16]}"
+                   + (", fast synthesis (decode --fast)" if r["fast_synthesis"] else ""))
 
 
 from .train_cmd import train  # noqa: E402  (the `train` command, in its own module)

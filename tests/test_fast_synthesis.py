@@ -136,8 +136,16 @@ def test_cli_fast_decode_and_its_error(model_dir, coded, tmp_path):
     assert res.exit_code == 1 and not out.exists()
     assert "no fast synthesis" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
+    import json
+
+    def listed() -> bool:
+        res = CliRunner().invoke(cli, ["models", "--json"])
+        return next(r for r in json.loads(res.output) if r["name"] == NAME)["fast_synthesis"]
+
+    assert not listed()
     export_fast_synthesis(NAME, _light(model))
     runtime._cache.clear()
+    assert listed()
     res = CliRunner().invoke(cli, ["decode", str(src), str(out), "--fast"])
     assert res.exit_code == 0, res.output
     from PIL import Image
