@@ -30,7 +30,7 @@ from .geometry import MODEL_STRIDE
 
 from .model_files import find_weights, weights_sha256
 
-__all__ = ["OrtTransforms", "load", "PARTS", "FAST_SYNTHESIS", "QUALITY_AT_LOAD", "QUALITY_NAME", "SESSIONS_PER_PART"]
+__all__ = ["OrtTransforms", "load", "fast_synthesis_path", "PARTS", "FAST_SYNTHESIS", "QUALITY_AT_LOAD", "QUALITY_NAME", "SESSIONS_PER_PART"]
 
 PARTS = ("analysis", "hyper", "zprior", "yprior", "synthesis")
 #: An optional sixth part: a lighter synthesis of the same model (``tools/train_fast_synthesis.py``),
@@ -142,6 +142,11 @@ def _matching_session(path: Path, sha_hex: str):
     return sess if sess.get_modelmeta().custom_metadata_map.get("bbimg_weights_sha256") == sha_hex else None
 
 
+def fast_synthesis_path(name: str, weights: Path) -> Path:
+    """Where model ``name``'s optional fast synthesis lies: beside its weights."""
+    return weights.with_name(f"{name}.{FAST_SYNTHESIS}.onnx")
+
+
 def load(name: str) -> OrtTransforms | None:
     """The ONNX Runtime transforms of model ``name``, or None where onnxruntime is missing, the
     export is missing or was made from other weights, or BBIMG_BACKEND=torch."""
@@ -168,7 +173,7 @@ def load(name: str) -> OrtTransforms | None:
                 # Exports that predate load-time qualities name none: every part takes t as an input.
                 at_load = zprior.get_modelmeta().custom_metadata_map.get("bbimg_quality_at_load", "")
                 at_load = tuple(p for p in at_load.split(",") if p)
-                fast = weights.with_name(f"{name}.{FAST_SYNTHESIS}.onnx")
+                fast = fast_synthesis_path(name, weights)
                 if fast.is_file():
                     files, at_load = {**files, FAST_SYNTHESIS: fast}, (*at_load, FAST_SYNTHESIS)
                 result = OrtTransforms(name, weights, sha, files, at_load)

@@ -47,6 +47,7 @@ class Backend(Protocol):
     name: str
     sha256: bytes
     stride: int
+    has_fast_synthesis: bool
 
     def analysis(self, x: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]: ...
     def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]: ...
@@ -120,7 +121,7 @@ class Transforms:
     def __init__(self, backend: Backend):
         self.backend = backend
         self.name, self.sha256, self.stride = backend.name, backend.sha256, backend.stride
-        self.has_fast_synthesis = bool(getattr(backend, "has_fast_synthesis", False))
+        self.has_fast_synthesis = backend.has_fast_synthesis
 
     def _tile(self, latent_rows: int, latent_cols: int, tile: int) -> int | None:
         """Tile size for a y grid of this size (None: one call for the whole grid)."""
@@ -177,7 +178,7 @@ class Transforms:
             out[row:row + x.shape[1], col:col + x.shape[2]] = np.round(x).transpose(1, 2, 0)
 
         rows, cols = y.shape[2], y.shape[3]
-        tiling.map_tiles(lambda yt: (self.backend.synthesis(yt, t, fast) if fast else self.backend.synthesis(yt, t),), _grid_reader(y, 1), rows, cols,
+        tiling.map_tiles(lambda yt: (self.backend.synthesis(yt, t, fast),), _grid_reader(y, 1), rows, cols,
                          scale=tiling.LATENT_STRIDE, tile=self._tile(rows, cols, tiling.TILE_LATENTS),
                          halo=tiling.HALO_LATENTS, sink=sink)
         return out

@@ -74,10 +74,9 @@ def main() -> None:
     ref = trees[0][0]
     dirs = [root / "bbimg", root / "cli"] + [Path(tree) / "bbimg" for _, tree in trees if tree]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, dirs)], check=True, stdout=subprocess.DEVNULL)
-    from bbimg import runtime
-    from bbimg.model_files import DEFAULT_MODEL
-    ort = runtime.load(DEFAULT_MODEL)
-    fast = ort is not None and ort.has_fast_synthesis
+    from bbimg.model_files import DEFAULT_MODEL, find_weights
+    from bbimg.runtime import fast_synthesis_path
+    fast = fast_synthesis_path(DEFAULT_MODEL, find_weights(DEFAULT_MODEL)).is_file()
     rows, tree_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         out_png = Path(tmp) / "a.png"

@@ -262,10 +262,9 @@ def main() -> None:
     cpu: dict[tuple, list[float]] = defaultdict(list)
     out_png = args.workdir / "out.png"
     py = sys.executable
-    from bbimg import runtime
-    from bbimg.model_files import DEFAULT_MODEL
-    ort = runtime.load(DEFAULT_MODEL)
-    fast = ort is not None and ort.has_fast_synthesis
+    from bbimg.model_files import DEFAULT_MODEL, find_weights
+    from bbimg.runtime import fast_synthesis_path
+    fast = fast_synthesis_path(DEFAULT_MODEL, find_weights(DEFAULT_MODEL)).is_file()
     for rep in range(args.repeat):
         wall[("-", "python", "-", "interpreter start-up")].append(run([py, "-c", "pass"], env_for(None), args.workdir)[0])
         for label, tree in trees:

@@ -22,18 +22,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import KODAK, RESULTS, write_csv  # noqa: E402
 
-from bbimg.models import HierarchicalVAE  # noqa: E402
-from bbimg.models.registry import config_from_dict  # noqa: E402
+from bbimg.models import HierarchicalVAE, load_model  # noqa: E402
 from bbimg.model_files import find_weights, DEFAULT_MODEL  # noqa: E402
-
-
-def load(path: Path) -> tuple[HierarchicalVAE, int]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = HierarchicalVAE(config_from_dict(state["config"]))
-    model.load_state_dict({k: v.float() for k, v in state["model"].items()})
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval(), int(state.get("step", 0))
 
 
 def t_of(model: HierarchicalVAE, lam: float) -> float:
@@ -59,7 +49,8 @@ def main() -> None:
     x = x.float() / 255
     rows = []
     for path in args.weights or [find_weights(DEFAULT_MODEL)]:
-        model, step = load(path)
+        info, model = load_model(path.stem, path=path)
+        step = info.step
         lams = [lam for lam in map(float, args.lambdas.split(","))
                 if model.cfg.lambda_min <= lam <= model.cfg.lambda_max * (1 + 1e-6)]
         with torch.no_grad():

@@ -549,6 +549,7 @@ def info(file, as_json) -> None:
 def models(as_json) -> None:
     """List the installed models."""
     from bbimg.model_files import DEFAULT_MODEL, find_weights, installed_models, training_facts, weights_sha256
+    from bbimg.runtime import fast_synthesis_path
 
     rows = []
     for name in installed_models():
@@ -557,7 +558,7 @@ def models(as_json) -> None:
         rows.append(dict(name=name, default=name == DEFAULT_MODEL, steps=facts.get("step"),
                          train_hours=round(facts.get("train_hours", float("nan")), 2),
                          sha256=weights_sha256(path).hex(), bytes=path.stat().st_size,
-                         fast_synthesis=path.with_name(f"{name}.synthesis-fast.onnx").is_file()))
+                         fast_synthesis=fast_synthesis_path(name, path).is_file()))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

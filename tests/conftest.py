@@ -58,6 +58,26 @@ def tiny_model(tmp_path_factory):
         os.environ["BBIMG_MODEL_PATH"] = old
 
 
+def install_onnx_tiny(folder, name: str, seed: int = 1):
+    """Write a tiny model with fixed random weights and its ONNX export to ``folder`` (put it on
+    $BBIMG_MODEL_PATH to use it); returns the model as torch loads it."""
+    import dataclasses
+
+    torch = pytest.importorskip("torch")
+
+    from bbimg.models import HierarchicalVAE, VAEConfig
+    from bbimg.models.onnx_export import export
+    from bbimg.models.registry import load_model
+    from bbimg.training.trainer import export_weights
+
+    torch.manual_seed(seed)
+    model = HierarchicalVAE(VAEConfig(**TINY))
+    export_weights({"config": dataclasses.asdict(model.cfg), "model": model.state_dict(), "step": 0},
+                   folder / f"{name}.pt")
+    export(name, folder)
+    return load_model(name, path=folder / f"{name}.pt")[1]
+
+
 @pytest.fixture
 def photo():
     """A 96x80 RGB test image."""

@@ -14,7 +14,7 @@ pytest.importorskip("onnx")
 from bbimg import codec, runtime  # noqa: E402
 from bbimg.cli.main import main as cli  # noqa: E402
 from bbimg.training.fast_synthesis import light_from  # noqa: E402
-from conftest import TINY, smooth_image  # noqa: E402
+from conftest import TINY, install_onnx_tiny, smooth_image  # noqa: E402
 
 NAME = "tiny-fast"
 
@@ -22,19 +22,10 @@ NAME = "tiny-fast"
 @pytest.fixture
 def model_dir(tmp_path, monkeypatch):
     """A tiny model with its ONNX export alone on $BBIMG_MODEL_PATH: (folder, the torch model)."""
-    from bbimg.models import HierarchicalVAE, VAEConfig
-    from bbimg.models.onnx_export import export
-    from bbimg.training.trainer import export_weights
-
-    torch.manual_seed(1)
-    model = HierarchicalVAE(VAEConfig(**TINY))
-    export_weights({"config": dataclasses.asdict(model.cfg), "model": model.state_dict(), "step": 0},
-                   tmp_path / f"{NAME}.pt")
     monkeypatch.setenv("BBIMG_MODEL_PATH", str(tmp_path))
-    export(NAME, tmp_path)
+    model = install_onnx_tiny(tmp_path, NAME)
     runtime._cache.clear()
-    from bbimg.models.registry import load_model
-    yield tmp_path, load_model(NAME, path=tmp_path / f"{NAME}.pt")[1].float().eval()
+    yield tmp_path, model
     runtime._cache.clear()
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbimg import codec, rec
+from bbimg import codec
 from bbimg import format as bbi
 from bbimg.latent_coder import Y_LEVEL, Gaussian, LatentCoder
 from bbimg.rec.channel_plan import position_order

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from bbimg import codec, runtime
 from bbimg.evaluate import psnr
-from conftest import TINY, smooth_image
+from conftest import TINY, install_onnx_tiny, smooth_image
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -26,16 +26,8 @@ NAME = "tiny-onnx"
 @pytest.fixture
 def onnx_model(tmp_path, monkeypatch):
     """A tiny model with its ONNX export, alone on $BBIMG_MODEL_PATH."""
-    from bbimg.models import HierarchicalVAE, VAEConfig
-    from bbimg.models.onnx_export import export
-    from bbimg.training.trainer import export_weights
-
-    torch.manual_seed(1)
-    model = HierarchicalVAE(VAEConfig(**TINY))
-    export_weights({"config": dataclasses.asdict(model.cfg), "model": model.state_dict(), "step": 0},
-                   tmp_path / f"{NAME}.pt")
     monkeypatch.setenv("BBIMG_MODEL_PATH", str(tmp_path))
-    export(NAME, tmp_path)
+    install_onnx_tiny(tmp_path, NAME)
     return tmp_path
 
 

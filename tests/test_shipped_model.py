@@ -1,6 +1,5 @@
 """One real end-to-end smoke test of the shipped default model, through the installed CLI."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -174,7 +174,7 @@ def test_codec_on_torch_tiled_equals_untiled(tiny_model, monkeypatch):
     plain = np.asarray(codec.decode(untiled))
     calls = []
     real = transforms.TorchBackend.synthesis
-    monkeypatch.setattr(transforms.TorchBackend, "synthesis", lambda self, y, t: calls.append(y.shape) or real(self, y, t))
+    monkeypatch.setattr(transforms.TorchBackend, "synthesis", lambda self, y, t, *rest: calls.append(y.shape) or real(self, y, t, *rest))
     _halves(monkeypatch, THRESHOLD_PIXELS=0, TILE_LATENTS=4, PRIOR_TILE=2)
     tiled = codec.encode(image, 60, model=tiny_model)
     out = np.asarray(codec.decode(tiled))

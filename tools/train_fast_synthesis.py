@@ -38,7 +38,7 @@ from bbimg.training.fast_synthesis import light_from, synthesis_parameters  # no
 from bbimg.training.data import load_image_set  # noqa: E402
 from bbimg.training.options import DEFAULT_STATE_DIR  # noqa: E402
 
-STATE_ROOT = Path.home() / ".cache" / "bbimg" / "fast-synthesis"
+STATE_ROOT = DEFAULT_STATE_DIR.parent / "fast-synthesis"   # beside bbimg train's state
 TRAIN = ROOT.parent / "shared" / "data" / "train"
 
 @torch.no_grad()

@@ -225,32 +225,37 @@ def _quality_at_load(model) -> None:
     graph.initializer.append(init)
 
 
-def export(name: str, out_dir: Path | None = None) -> list[Path]:
+def _write_graph(path: Path, module, args, inputs, outputs, axes, props: dict, quality_at_load: bool) -> Path:
+    """Export one graph with fp16 weights (and the quality as a load-time initializer), its
+    metadata ``props``; written to a temporary name, then renamed."""
     import onnx
 
+    tmp = path.with_suffix(".tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(module, args, str(tmp), input_names=inputs, output_names=outputs,
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    proto = onnx.load(str(tmp))
+    _fp16_weights(proto)
+    if quality_at_load:
+        _quality_at_load(proto)
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def export(name: str, out_dir: Path | None = None) -> list[Path]:
     info, model = load_model(name)
     out_dir = Path(out_dir) if out_dir else info.path.parent
     written = []
     graphs = list(_graphs(model.float().eval()))
     assert tuple(g[0] for g in graphs) == PARTS, "the export must write every part bbimg.runtime loads"
-    for part, module, args, inputs, outputs, axes in graphs:
-        path = out_dir / f"{name}.{part}.onnx"
-        tmp = path.with_suffix(".tmp")
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-            torch.onnx.export(module, args, str(tmp), input_names=inputs, output_names=outputs,
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
-        proto = onnx.load(str(tmp))
-        _fp16_weights(proto)
-        if part in QUALITY_AT_LOAD:
-            _quality_at_load(proto)
+    for part, *graph in graphs:
         props = {"bbimg_model": name, "bbimg_weights_sha256": info.sha256.hex()}
         if part == "zprior":  # the file bbimg.runtime opens first reads for the whole export
             props["bbimg_quality_at_load"] = ",".join(QUALITY_AT_LOAD)
-        onnx.helper.set_model_props(proto, props)
-        onnx.save(proto, str(tmp))
-        tmp.replace(path)
-        written.append(path)
+        written.append(_write_graph(out_dir / f"{name}.{part}.onnx", *graph, props, part in QUALITY_AT_LOAD))
     return written
 
 
@@ -259,29 +264,14 @@ def export_fast_synthesis(name: str, light: HierarchicalVAE, facts: dict | None 
     """Write ``light``'s g_s (``bbimg.training.fast_synthesis``) as model ``name``'s optional
     ``synthesis-fast`` part, with fp16 weights like the model's own graphs, recording ``name``'s
     weights hash (``bbimg.runtime`` uses the part only with those weights) and ``facts``."""
-    import onnx
-
     info, _ = load_model(name)
     out_dir = Path(out_dir) if out_dir else info.path.parent
     half = HierarchicalVAE(light.cfg)
     half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in light.state_dict().items()})
-    path = out_dir / f"{name}.{FAST_SYNTHESIS}.onnx"
-    tmp = path.with_suffix(".tmp")
-    y = torch.randn(1, half.cfg.latent_channels, 8, 12)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(SubPixelSynthesis(half.eval()), (y, torch.tensor([0.5])), str(tmp),
-                          input_names=["y", QUALITY_NAME], output_names=["x_hat"],
-                          dynamic_axes={"y": {2: "h", 3: "w"}, "x_hat": {2: "h", 3: "w"}},
-                          opset_version=17, dynamo=False)
-    proto = onnx.load(str(tmp))
-    _fp16_weights(proto)
-    _quality_at_load(proto)
-    onnx.helper.set_model_props(proto, {"bbimg_model": name, "bbimg_weights_sha256": info.sha256.hex(),
-                                        **{f"bbimg_fast_synthesis_{k}": str(v) for k, v in (facts or {}).items()}})
-    onnx.save(proto, str(tmp))
-    tmp.replace(path)
-    return path
+    graph = next(g[1:] for g in _graphs(half.eval()) if g[0] == "synthesis")
+    props = {"bbimg_model": name, "bbimg_weights_sha256": info.sha256.hex(),
+             **{f"bbimg_fast_synthesis_{k}": str(v) for k, v in (facts or {}).items()}}
+    return _write_graph(out_dir / f"{name}.{FAST_SYNTHESIS}.onnx", *graph, props, True)
 
 
 def main() -> None:
