@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 torch = pytest.importorskip("torch")
@@ -190,3 +193,57 @@ def test_sessions_per_quality_are_bounded(wide_onnx_model):
     kept = [k for k in tr._sessions if isinstance(k, tuple) and k[0] == "synthesis"]
     assert len(kept) == runtime.SESSIONS_PER_PART
     assert kept[-1] == ("synthesis", float(np.float32((runtime.SESSIONS_PER_PART + 1) / 10)))
+
+
+def _phase_graph(channels: int):
+    """Concat of four phase inputs, then DepthToSpace(2, DCR): the shape the exporter writes."""
+    from onnx import TensorProto, helper
+
+    phases = [helper.make_tensor_value_info(f"p{i}", TensorProto.FLOAT, [1, channels, "h", "w"]) for i in range(4)]
+    nodes = [helper.make_node("Concat", [f"p{i}" for i in range(4)], ["cat"], axis=1),
+             helper.make_node("DepthToSpace", ["cat"], ["out"], blocksize=2, mode="DCR")]
+    graph = helper.make_graph(nodes, "phases", phases, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@given(st.integers(1, 5), st.integers(1, 9), st.integers(1, 9))
+@settings(max_examples=15, deadline=None)
+def test_interleaved_phases_equal_depth_to_space(channels, height, width):
+    import onnxruntime as ort
+    from bbimg.models.onnx_export import _interleave_phases
+
+    proto = _phase_graph(channels)
+    rng = np.random.default_rng(channels * 100 + height * 10 + width)
+    feeds = {f"p{i}": rng.standard_normal((1, channels, height, width)).astype(np.float32) for i in range(4)}
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert _interleave_phases(proto) == 1
+    assert "DepthToSpace" not in {n.op_type for n in proto.graph.node}
+    assert _interleave_phases(proto) == 0  # a rewritten graph is left as it is
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert got.shape == (1, channels, 2 * height, 2 * width)
+    assert np.array_equal(got, want)
+
+
+def test_export_and_shipped_synthesis_interleave_without_depth_to_space(wide_onnx_model, tmp_path):
+    """Only the single-convolution layers (few output channels) keep a DepthToSpace, in a fresh
+    export and in the shipped graphs; --upgrade rewrites an older file in place, equal outputs."""
+    import onnx
+    from bbimg.models import onnx_export
+
+    def depth_to_space_after_concat(path):
+        proto = onnx.load(str(path), load_external_data=False)
+        made_by = {o: n.op_type for n in proto.graph.node for o in n.output}
+        return sum(n.op_type == "DepthToSpace" and made_by.get(n.input[0]) == "Concat" for n in proto.graph.node)
+
+    folder, _ = wide_onnx_model
+    onnx_export.export("wide", folder)
+    assert depth_to_space_after_concat(folder / "wide.synthesis.onnx") == 0
+    shipped = [Path(codec.__file__).parent / "weights" / f"bbimg-hvae-v5.{p}.onnx" for p in ("synthesis", "synthesis-fast")]
+    assert [depth_to_space_after_concat(p) for p in shipped] == [0, 0]
+
+    old = tmp_path / "old.onnx"
+    onnx.save(_phase_graph(3), str(old))
+    feeds = {f"p{i}": np.full((1, 3, 2, 3), i, np.float32) for i in range(4)}
+    before = runtime._session(old).run(None, feeds)[0]
+    assert onnx_export.upgrade(old) == 1 and depth_to_space_after_concat(old) == 0
+    assert np.array_equal(runtime._session(old).run(None, feeds)[0], before)

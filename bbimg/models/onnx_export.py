@@ -14,6 +14,9 @@ torch model up to float summation order):
   phase (no zero taps), their outputs concatenated, then DepthToSpace (:func:`_phase_weights`).
   ONNX Runtime's CPU ConvTranspose is a GEMM plus a single-threaded col2im; its Conv runs in the
   blocked NCHWc layout on all cores.
+* In the file, each Concat + DepthToSpace of four phases is two Concats that interleave them
+  (:func:`_interleave_phases`): the same values, moved 3x faster than ONNX Runtime's DepthToSpace
+  (a single-threaded 6-D transpose, a fifth of a Kodak synthesis).
 * ``t`` is not an input but an initializer given when the session loads
   (:data:`QUALITY_AT_LOAD`, ``bbimg.runtime``): the FiLM network is then constant-folded and its
   gains and biases, and the 1/latent_gain input scale, are folded into the convolutions' weights.
@@ -225,6 +228,52 @@ def _quality_at_load(model) -> None:
     graph.initializer.append(init)
 
 
+def _interleave_phases(model) -> int:
+    """Rewrite each ``DepthToSpace(Concat(p00, p01, p10, p11, axis=1), 2, DCR)`` as columns then
+    rows interleaved by Concat: ``p_r0, p_r1`` unsqueezed on a last axis, concatenated there and
+    reshaped to (N, C, H, 2W) make row phase r; the two rows concatenated along W, (N, C, H, 4W),
+    reshaped to (N, C, 2H, 2W) put row h of phase r at row 2h + r. Equal values (data movement
+    only); returns how many were rewritten. Files already rewritten are left as they are."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    count = 0
+    for node in list(graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        cat = producer.get(node.input[0]) if node.op_type == "DepthToSpace" else None
+        if cat is None or attrs.get("blocksize") != 2 or attrs.get("mode", b"DCR") != b"DCR" or \
+                cat.op_type != "Concat" or len(cat.input) != 4 or uses[cat.output[0]] != 1 or \
+                helper.get_attribute_value(cat.attribute[0]) != 1:
+            continue
+        p, pre = list(cat.input), f"{node.output[0]}/interleave"
+        new = []
+        for r in (0, 1):
+            for c in (0, 1):
+                new.append(helper.make_node("Unsqueeze", [p[2 * r + c], "bbimg_last_axis"], [f"{pre}/{r}{c}"]))
+            new.append(helper.make_node("Concat", [f"{pre}/{r}0", f"{pre}/{r}1"], [f"{pre}/cols{r}"], axis=4))
+            new.append(helper.make_node("Reshape", [f"{pre}/cols{r}", "bbimg_merge_last"], [f"{pre}/row{r}"]))
+        new += [helper.make_node("Concat", [f"{pre}/row0", f"{pre}/row1"], [f"{pre}/rows"], axis=3),
+                helper.make_node("Shape", [p[0]], [f"{pre}/shape"]),
+                helper.make_node("Mul", [f"{pre}/shape", "bbimg_double_hw"], [f"{pre}/out_shape"]),
+                helper.make_node("Reshape", [f"{pre}/rows", f"{pre}/out_shape"], [node.output[0]])]
+        at = list(graph.node).index(node)
+        for k, n in enumerate(new):
+            graph.node.insert(at + k, n)
+        graph.node.remove(node)
+        graph.node.remove(cat)
+        count += 1
+    if count and not any(i.name == "bbimg_last_axis" for i in graph.initializer):
+        graph.initializer.extend([numpy_helper.from_array(torch.tensor([4]).numpy(), "bbimg_last_axis"),
+                                  numpy_helper.from_array(torch.tensor([0, 0, 0, -1]).numpy(), "bbimg_merge_last"),
+                                  numpy_helper.from_array(torch.tensor([1, 1, 2, 2]).numpy(), "bbimg_double_hw")])
+    return count
+
+
 def _write_graph(path: Path, module, args, inputs, outputs, axes, props: dict, quality_at_load: bool) -> Path:
     """Export one graph with fp16 weights (and the quality as a load-time initializer), its
     metadata ``props``; written to a temporary name, then renamed."""
@@ -237,6 +286,7 @@ def _write_graph(path: Path, module, args, inputs, outputs, axes, props: dict, q
                           dynamic_axes=axes, opset_version=17, dynamo=False)
     proto = onnx.load(str(tmp))
     _fp16_weights(proto)
+    _interleave_phases(proto)
     if quality_at_load:
         _quality_at_load(proto)
     onnx.helper.set_model_props(proto, props)
@@ -274,11 +324,33 @@ def export_fast_synthesis(name: str, light: HierarchicalVAE, facts: dict | None 
     return _write_graph(out_dir / f"{name}.{FAST_SYNTHESIS}.onnx", *graph, props, True)
 
 
+def upgrade(path: Path) -> int:
+    """Apply the file-level rewrites of :func:`_write_graph` to an exported graph in place (a part
+    whose training state is not at hand, such as a fast synthesis); returns how many nodes changed."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)  # the load-time quality stays external
+    count = _interleave_phases(proto)
+    if count:
+        tmp = path.with_suffix(".tmp")
+        onnx.save(proto, str(tmp))
+        tmp.replace(path)
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name")
+    parser.add_argument("name", nargs="?", help="model to export (every part)")
     parser.add_argument("--out-dir", type=Path)
+    parser.add_argument("--upgrade", type=Path, nargs="+", metavar="ONNX",
+                        help="rewrite these exported files in place with the current graph rewrites instead")
     args = parser.parse_args()
+    if args.upgrade:
+        for path in args.upgrade:
+            print(f"{path}: {upgrade(path)} interleaves rewritten")
+        return
+    if not args.name:
+        parser.error("name a model, or give --upgrade FILES")
     for path in export(args.name, args.out_dir):
         print(f"{path}: {path.stat().st_size / 1e6:.2f} MB")
 
