@@ -15,6 +15,9 @@ from bbimg.rec import BlockPlan, CorruptDataError, RecError
 from bbimg.rec import reference as R
 from bbimg.rec._sources import source_hash
 
+#: The kernel sets a build may have, the reference first; a test skips those this CPU lacks.
+KERNEL_SETS = ("generic", "avx2")
+
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
@@ -47,7 +50,7 @@ def test_normals_bit_identical_everywhere(seed):
     scalar = _core.pool_normals(seed, 4096, 1000, 23, scalar=True)
     ref = R.pool_normals(seed, 4096, 1000, 23)
     assert np.array_equal(scalar.view(np.uint32), ref.view(np.uint32))
-    for k in ("generic", "avx2"):
+    for k in KERNEL_SETS:
         if not _core.set_kernels(k):
             continue
         try:
@@ -155,12 +158,43 @@ def test_thread_count_and_kernel_set_do_not_matter(small, tau):
     base = rec.encode(mq, sq, mp, sp, plan, seed=21, temperature=tau, threads=1)
     for t in (2, 3):
         assert np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=21, temperature=tau, threads=t), base)
+    for kernels in KERNEL_SETS:
+        if not _core.set_kernels(kernels):
+            continue
+        try:
+            assert np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=21, temperature=tau, threads=2), base), kernels
+        finally:
+            _core.set_kernels("auto")
+    assert not np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=22, temperature=tau), base)
+
+
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(0, 13)), min_size=1, max_size=12),
+       st.sampled_from([None, 0.0, 1.0]), st.integers(0, 2**32))
+@settings(max_examples=25, deadline=None)
+def test_kernel_sets_give_the_same_scores_and_indices(blocks, tau, seed):
+    """Every kernel set this CPU has gives the generic set's scores bit for bit (pool and private
+    blocks, groups of mixed widths, chunks whose rows are not a multiple of 64) and its indices."""
+    lengths = np.array([n for n, _ in blocks], np.int32)
+    exps = np.array([k for _, k in blocks], np.uint8)
+    plan = BlockPlan(lengths, exps, 16)
+    mq, sq, mp, sp = problem(int(lengths.sum()), 2.0, seed=seed % 1000)
+
+    def run():
+        scores = [_core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, seed, tau, b)
+                  for b in range(plan.n_blocks)]
+        return scores, rec.encode(mq, sq, mp, sp, plan, seed=seed, temperature=tau)
+
     _core.set_kernels("generic")
     try:
-        assert np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=21, temperature=tau, threads=2), base)
+        want_scores, want_idx = run()
+        for kernels in KERNEL_SETS[1:]:
+            if not _core.set_kernels(kernels):
+                continue
+            scores, idx = run()
+            assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(scores, want_scores)), kernels
+            assert np.array_equal(idx, want_idx), kernels
     finally:
         _core.set_kernels("auto")
-    assert not np.array_equal(rec.encode(mq, sq, mp, sp, plan, seed=22, temperature=tau), base)
 
 
 @pytest.mark.parametrize("tau", [None, 1.0])
