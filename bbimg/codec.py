@@ -108,6 +108,7 @@ def _posteriors(prep: PreparedImage, tr, t: float, report: Progress,
     """(y mean, y scale, z mean, z scale) of the image at quality t: the analysis transform's, then
     refined at high effort."""
     report("analysis")
+    tr.prepare_encode(t)
     y_mean, y_scale = tr.analysis_pixels(prep.pixels, t)
     z_mean, z_scale = tr.hyper(y_mean, t)
     if search is not None and search.effort.refine_steps:
@@ -365,6 +366,7 @@ def decode(data: DataInput, *, device: str = "cpu", max_pixels: int | None = Non
                          "and the ONNX Runtime back end): decode without fast")
     report = progress or (lambda stage: None)
     t = h.quality_t
+    tr.prepare_decode(t, fast)
     padded_h, padded_w = padded_size(h.height, h.width, tr.stride)
     report("decoding z")
     z_prior = Gaussian(*tr.z_prior(t, padded_h // tr.stride, padded_w // tr.stride))

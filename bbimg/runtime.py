@@ -58,22 +58,52 @@ class OrtTransforms:
         self.quality_at_load = quality_at_load
         self.has_fast_synthesis = FAST_SYNTHESIS in files
         self._sessions: dict = {}
+        self._pending: dict = {}
         self._session_lock = threading.Lock()
+
+    def _key(self, part: str, t: float):
+        return (part, float(np.float32(t))) if part in self.quality_at_load else part
+
+    def _new_session(self, part: str, t: float):
+        sess = _session(self._files[part], self._t(t) if part in self.quality_at_load else None)
+        if part == FAST_SYNTHESIS and \
+                sess.get_modelmeta().custom_metadata_map.get("bbimg_weights_sha256") != self.sha256.hex():
+            raise ValueError(f"the fast synthesis of model {self.name!r} was made for other weights")
+        return sess
+
+    def prepare(self, parts: tuple[str, ...], t: float) -> None:
+        """Start making the sessions of ``parts`` for quality ``t`` on a background thread, so that
+        their graph loading (which releases the GIL) overlaps the caller's REC work; :meth:`session`
+        waits for them. A part that fails to load is left to :meth:`session`, which raises."""
+        with self._session_lock:
+            todo = [(part, self._key(part, t)) for part in parts if part in self._files]
+            todo = [(part, key) for part, key in todo if key not in self._sessions and key not in self._pending]
+            todo = [(part, self._pending.setdefault(key, _Pending())) for part, key in todo]
+        if todo:
+            # Not a daemon: the interpreter waits for it at exit instead of tearing ONNX Runtime
+            # down under a thread that is still inside it.
+            threading.Thread(target=self._make_pending, args=(todo, t), name="bbimg-sessions").start()
+
+    def _make_pending(self, todo: list, t: float) -> None:
+        for part, pending in todo:
+            try:
+                pending.session = self._new_session(part, t)
+            except BaseException:  # noqa: BLE001  (session() makes it again and raises in its caller)
+                pending.session = None
+            pending.done.set()
 
     def session(self, part: str, t: float):
         """The ONNX Runtime session of ``part`` (for quality ``t`` where the part takes it at load)."""
-        at_load = part in self.quality_at_load
-        key = (part, float(np.float32(t))) if at_load else part
+        key = self._key(part, t)
         with self._session_lock:
-            sess = self._sessions.pop(key, None)
-            if sess is None:
-                sess = _session(self._files[part], self._t(t) if at_load else None)
-                if part == FAST_SYNTHESIS and \
-                        sess.get_modelmeta().custom_metadata_map.get("bbimg_weights_sha256") != self.sha256.hex():
-                    raise ValueError(f"the fast synthesis of model {self.name!r} was made for other weights")
-                stale = [k for k in self._sessions if isinstance(k, tuple) and k[0] == part]
-                for k in stale[:max(len(stale) - SESSIONS_PER_PART + 1, 0)]:
-                    del self._sessions[k]
+            pending = self._pending.pop(key, None)
+        if pending is not None:
+            pending.done.wait()
+        with self._session_lock:
+            sess = self._sessions.pop(key, None) or (pending and pending.session) or self._new_session(part, t)
+            stale = [k for k in self._sessions if isinstance(k, tuple) and k[0] == part]
+            for k in stale[:max(len(stale) - SESSIONS_PER_PART + 1, 0)]:
+                del self._sessions[k]
             self._sessions[key] = sess  # (re)inserted last: the dict's order is the recency order
         return sess
 
@@ -110,6 +140,13 @@ class OrtTransforms:
         if fast and not self.has_fast_synthesis:
             raise ValueError(f"model {self.name!r} has no fast synthesis installed")
         return self._run(FAST_SYNTHESIS if fast else "synthesis", {"y": y}, t)[0]
+
+
+class _Pending:
+    """A session being made on the background thread of :meth:`OrtTransforms.prepare`."""
+
+    def __init__(self):
+        self.done, self.session = threading.Event(), None
 
 
 def _session(path: Path, quality: np.ndarray | None = None):

@@ -54,6 +54,7 @@ class Backend(Protocol):
     def z_prior(self, t: float, lh: int, lw: int) -> tuple[np.ndarray, np.ndarray]: ...
     def y_prior(self, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]: ...
     def synthesis(self, y: np.ndarray, t: float, fast: bool = False) -> np.ndarray: ...
+    def prepare(self, parts: tuple[str, ...], t: float) -> None: ...
 
 
 class TorchBackend:
@@ -102,6 +103,9 @@ class TorchBackend:
 
     has_fast_synthesis = False  # the light synthesis ships as an ONNX graph only
 
+    def prepare(self, parts: tuple[str, ...], t: float) -> None:
+        """Nothing to load ahead: the torch model is whole in memory."""
+
     def synthesis(self, y: np.ndarray, t: float, fast: bool = False) -> np.ndarray:
         if fast:
             raise ValueError(f"the fast synthesis runs on ONNX Runtime only (model {self.name!r} runs on torch here)")
@@ -122,6 +126,16 @@ class Transforms:
         self.backend = backend
         self.name, self.sha256, self.stride = backend.name, backend.sha256, backend.stride
         self.has_fast_synthesis = backend.has_fast_synthesis
+
+    def prepare_encode(self, t: float) -> None:
+        """Load the transforms an encode at quality ``t`` runs after the analysis, in the background
+        where the back end can (ONNX Runtime: while the analysis runs)."""
+        self.backend.prepare(("hyper", "yprior"), t)
+
+    def prepare_decode(self, t: float, fast: bool = False) -> None:
+        """Load the transforms a decode at quality ``t`` runs, in the background where the back end
+        can (ONNX Runtime: while the REC decoder runs)."""
+        self.backend.prepare(("yprior", runtime.FAST_SYNTHESIS if fast else "synthesis"), t)
 
     def _tile(self, latent_rows: int, latent_cols: int, tile: int) -> int | None:
         """Tile size for a y grid of this size (None: one call for the whole grid)."""

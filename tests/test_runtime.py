@@ -247,3 +247,40 @@ def test_export_and_shipped_synthesis_interleave_without_depth_to_space(wide_onn
     before = runtime._session(old).run(None, feeds)[0]
     assert onnx_export.upgrade(old) == 1 and depth_to_space_after_concat(old) == 0
     assert np.array_equal(runtime._session(old).run(None, feeds)[0], before)
+
+
+def test_prepared_sessions_are_made_once_in_the_background(wide_onnx_model, monkeypatch):
+    """prepare() makes the sessions on another thread; session() waits for and returns them, and
+    no part is loaded twice however often it is prepared."""
+    import threading
+
+    from bbimg.models import onnx_export
+
+    folder, _ = wide_onnx_model
+    onnx_export.export("wide", folder)
+    runtime._cache.clear()
+    tr = runtime.load("wide")
+    made, real = [], runtime._session
+    monkeypatch.setattr(runtime, "_session", lambda path, q=None: made.append((path.name, threading.get_ident())) or real(path, q))
+    tr.prepare(("yprior", "synthesis"), 0.3)
+    tr.prepare(("yprior", "synthesis"), 0.3)  # already on its way: nothing more
+    sess = tr.session("synthesis", 0.3)
+    assert tr.session("yprior", 0.3) is tr.session("yprior", 0.9)  # t is an input of the prior
+    assert tr.session("synthesis", 0.3) is sess
+    assert sorted(name for name, _ in made) == ["wide.synthesis.onnx", "wide.yprior.onnx"]
+    assert all(thread != threading.get_ident() for _, thread in made)
+    y = np.zeros((1, 16, 2, 2), np.float32)
+    assert np.array_equal(tr.synthesis(y, 0.3), real(folder / "wide.synthesis.onnx", np.array([0.3], np.float32)).run(None, {"y": y})[0])
+
+
+def test_a_prepared_part_that_fails_raises_where_it_is_used(wide_onnx_model, monkeypatch):
+    from bbimg.models import onnx_export
+
+    folder, _ = wide_onnx_model
+    onnx_export.export("wide", folder)
+    runtime._cache.clear()
+    tr = runtime.load("wide")
+    (folder / "wide.synthesis.onnx").write_bytes(b"not a graph")
+    tr.prepare(("synthesis",), 0.5)
+    with pytest.raises(Exception):
+        tr.synthesis(np.zeros((1, 16, 2, 2), np.float32), 0.5)
