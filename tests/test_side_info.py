@@ -398,3 +398,36 @@ def test_a_level_in_both_formats_is_malformed(tiny_coded):
     for extra in ("YPLN", "YSKP", "ZPLN"):
         with pytest.raises(bbi.BbiError, match="both"):
             codec.decode(bbi.write(bbi.Container(c.header, c.sections + (bbi.Section(extra, b""),))))
+
+
+@given(st.integers(1, 9), st.integers(1, 300), st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_thresholds_on_threads_equal_the_serial_ones(channels, positions, seed):
+    """Large latents solve their channels on several threads: the same floats as one thread."""
+    rng = np.random.default_rng(seed)
+    sd_p = np.exp(rng.normal(0, 1, (channels, positions))).astype(np.float32)
+    kl = np.where(rng.random(channels) < 0.2, 0.0, rng.uniform(0, 3 * positions, channels))
+    serial = prior_skip.log_thresholds(sd_p, kl)
+    old = prior_skip.PARALLEL_DIMS
+    prior_skip.PARALLEL_DIMS = 1
+    try:
+        threaded = prior_skip.log_thresholds(sd_p, kl)
+    finally:
+        prior_skip.PARALLEL_DIMS = old
+    assert np.array_equal(serial, threaded)
+    assert np.all(np.isinf(serial[~(kl > 0)]))
+
+
+@given(st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_position_order_round_trip(channels, rows, cols, seed):
+    """A latent put in the coders' position order and back is itself, and each channel's values
+    are where ``order`` says."""
+    from bbimg.latent_coder import _ordered, _unordered
+
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(1, channels, rows, cols)).astype(np.float32)
+    order = rng.permutation(rows * cols)
+    flat = _ordered(latent, order)
+    assert np.array_equal(flat.reshape(channels, -1), latent.reshape(channels, -1)[:, order])
+    assert np.array_equal(_unordered(flat, order, latent.shape), latent)
