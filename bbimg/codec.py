@@ -183,7 +183,7 @@ def _as_bytes(data: DataInput) -> bytes:
 
 
 def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | None = None,
-           model: str = DEFAULT_MODEL, device: str = "cpu", seed: int = 0, kappa: int = DEFAULT_KAPPA,
+           model: str = DEFAULT_MODEL, device: str = "cpu", seed: int = 0, kappa: int | None = None,
            temperature: float | None = DEFAULT_TEMPERATURE, block_ratio: float = DEFAULT_BLOCK_RATIO,
            z_ratio_gain: float = Z_BLOCK_RATIO_GAIN, skip_ratio: float = prior_skip.DEFAULT_SKIP_RATIO,
            effort: int = DEFAULT_EFFORT, exact: bool = False, progress: Progress | None = None,
@@ -195,9 +195,11 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
     in bits per pixel, met by searching the model's continuous quality (the size is known before
     any candidate search). ``temperature`` None (default) picks each block's candidate by the
     "nearest" rule; a number tau >= 0 samples it in proportion to q^(1/tau)/p instead (the file
-    size does not change). ``effort`` 1..9: above the default (5), encode time is spent on
-    posterior refinement and decoder-aware candidate choice (bbimg.effort; needs torch); the
-    decoder is the same at every effort. An alpha plane is kept losslessly; the colour under fully transparent
+    size does not change). ``effort`` 1..9: below the default (5), fewer REC candidates per block
+    (``kappa`` 12..15 bits: 2x to 16x less candidate search, slightly larger or worse files); above
+    it, encode time is spent on posterior refinement and decoder-aware candidate choice
+    (bbimg.effort; needs torch); the decoder is the same at every effort. ``kappa`` (8..24) overrides
+    the effort's. An alpha plane is kept losslessly; the colour under fully transparent
     pixels is filled smoothly (fewer bytes, invisible) unless ``exact`` (as cwebp -exact).
     ``progress(stage)`` is called as each of ENCODE_STAGES begins.
     """
@@ -218,6 +220,7 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
         raise ValueError(f"target bpp must be a positive number, got {bpp}")
     search_settings = effort_settings(effort)
+    kappa = search_settings.kappa if kappa is None else kappa
     if search_settings.needs_torch and temperature is not None:
         raise ValueError("efforts above the default choose candidates themselves: use temperature=None")
     tr = load_transforms(model, device, h, w)

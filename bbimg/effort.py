@@ -1,7 +1,12 @@
 """Encoder effort levels: encode time spent for rate, in files today's decoder reads unchanged.
 
-Like ``cwebp -m``, ``cjxl -e`` or ``avifenc -s``, a higher effort searches harder; nothing in the
-file or the decoder depends on it. Two searches, both on the encoder's own objective:
+Like ``cwebp -m``, ``cjxl -e`` or ``avifenc -s``, a higher effort searches harder; the decoder
+reads every effort's files the same way, at the same speed. Below the default, efforts 1-4 draw
+fewer candidates per REC block (kappa 12-15 bits instead of 16: the header records it): the
+candidate search, most of an encode, takes 2^(16 - kappa) times less work, and files come out a
+little larger or worse (``bench/effort.py``; the model's side-information tables are fitted for
+kappa 16, so the block plans cost a few bytes more too). Above it, two searches on the encoder's
+own objective:
 
 * posterior refinement (``bbimg.refine``): diagonal Newton steps on the means and log-scales of
   q(z) and q(y) of this image for KL bits + lambda(t) x distortion (Adam and a re-fit of q(y)
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .defaults import DEFAULT_EFFORT
+from .rec import DEFAULT_KAPPA
 from .geometry import padded_size
 from .tiling import THRESHOLD_PIXELS
 
@@ -39,6 +45,7 @@ class EffortSettings:
     search_sweeps: int = 0         # decoder-aware choice: re-linearisations
     search_factors: tuple[float, ...] = (1.0,)  # multiples of default_beta(t) tried per sweep
     search_probes: int = 0         # random vectors for the curvature estimate
+    kappa: int = DEFAULT_KAPPA     # index bits of a full REC block: 2^kappa candidates each
 
     @property
     def needs_torch(self) -> bool:
@@ -47,7 +54,8 @@ class EffortSettings:
 
 _TODAY = EffortSettings()
 EFFORTS: dict[int, EffortSettings] = {
-    1: _TODAY, 2: _TODAY, 3: _TODAY, 4: _TODAY, 5: _TODAY,
+    1: EffortSettings(kappa=12), 2: EffortSettings(kappa=13), 3: EffortSettings(kappa=14),
+    4: EffortSettings(kappa=15), 5: _TODAY,
     6: EffortSettings(search_sweeps=1, search_factors=(1.0,), search_probes=1),
     7: EffortSettings(refine_steps=3, refine_lr=0.5, search_sweeps=1, search_factors=(1.0,), search_probes=1),
     8: EffortSettings(refine_steps=6, refine_lr=0.5, search_sweeps=1, search_factors=(0.5, 1.0, 2.0), search_probes=2),

@@ -58,9 +58,23 @@ def test_effort_range(bad):
         effort.settings(bad)
 
 
-def test_default_and_low_efforts_are_todays_encoder():
+def test_low_efforts_draw_fewer_candidates_without_torch():
     assert all(not effort.settings(e).needs_torch for e in range(1, effort.DEFAULT_EFFORT + 1))
     assert effort.settings(9).needs_torch
+    kappas = [effort.settings(e).kappa for e in range(1, effort.MAX_EFFORT + 1)]
+    assert kappas[:effort.DEFAULT_EFFORT] == sorted(kappas[:effort.DEFAULT_EFFORT])  # more effort, more candidates
+    assert kappas[0] < kappas[effort.DEFAULT_EFFORT - 1] == codec.DEFAULT_KAPPA
+    assert set(kappas[effort.DEFAULT_EFFORT - 1:]) == {codec.DEFAULT_KAPPA}  # the searches keep the default's
+
+
+def test_a_low_effort_file_records_its_kappa_and_an_explicit_kappa_wins(tiny_model, photo):
+    from bbimg import format as bbi
+
+    fast = codec.encode(photo, 40, model=tiny_model, effort=1)
+    assert bbi.read_info(fast).header.kappa == effort.settings(1).kappa
+    assert codec.decode(fast).size == photo.size
+    assert codec.encode(photo, 40, model=tiny_model, effort=1, kappa=codec.DEFAULT_KAPPA) == \
+        codec.encode(photo, 40, model=tiny_model)
 
 
 def _psnr(a, b):
@@ -96,19 +110,21 @@ def parrots_crop():
 
 
 def test_every_effort_round_trips_with_the_one_decoder(tiny_model, photo, one_torch_thread):
-    """Efforts 1..5 write today's bytes; 6..9 write files the same decoder reads, the same bytes
-    twice in a row, and (search only) the same size at effort 6."""
+    """Every effort writes files the one decoder reads, the same bytes twice in a row; 1..4 differ
+    from the default only by kappa; (search only) the same size at effort 6."""
     pytest.importorskip("torch")
     default = codec.encode(photo, 40, model=tiny_model)
     for e in range(effort.MIN_EFFORT, effort.MAX_EFFORT + 1):
         data = codec.encode(photo, 40, model=tiny_model, effort=e)
         decoded = codec.decode(data)
         assert decoded.size == photo.size and decoded.mode == "RGB"
-        if e <= effort.DEFAULT_EFFORT:
+        if e < effort.DEFAULT_EFFORT:
+            assert data == codec.encode(photo, 40, model=tiny_model, kappa=effort.settings(e).kappa), e
+        elif e == effort.DEFAULT_EFFORT:
             assert data == default
         else:
             assert data == codec.encode(photo, 40, model=tiny_model, effort=e), e
-        if not effort.settings(e).refine_steps:
+        if effort.DEFAULT_EFFORT <= e and not effort.settings(e).refine_steps:
             assert len(data) == len(default)
 
 
