@@ -1,4 +1,4 @@
 """The ``bbimg`` command line (installed as ``bbimg.cli``)."""
-from .main import main
+from .main import console, main
 
-__all__ = ["main"]
+__all__ = ["main", "console"]

@@ -1,3 +1,3 @@
-from .main import main
+from .main import console
 
-main(prog_name="bbimg")
+console(prog_name="bbimg")

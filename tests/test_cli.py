@@ -62,6 +62,27 @@ def test_real_pipe(tiny_model, files):
     assert "Traceback" not in proc.stderr
 
 
+def test_console_script_quick_exit_keeps_every_byte_and_status(tiny_model, files):
+    """The console script leaves without the interpreter's teardown after encode and decode: the
+    same stdout bytes and stderr lines as an in-process run, and the same exit statuses."""
+    tmp, src = files
+    exe = [sys.executable, "-m", "bbimg.cli"]
+    enc = subprocess.run(exe + ["encode", str(src), "-", "--model", tiny_model], capture_output=True, timeout=300)
+    assert enc.returncode == 0, enc.stderr
+    assert enc.stdout == run("encode", src, "-", "--model", tiny_model, "--quiet").stdout_bytes
+    assert enc.stderr.decode().startswith("stdout: ") and b"bpp" in enc.stderr  # the summary, flushed
+    dec = subprocess.run(exe + ["decode", "-", "-"], input=enc.stdout, capture_output=True, timeout=300)
+    assert dec.returncode == 0, dec.stderr
+    assert dec.stdout == CliRunner().invoke(main, ["decode", "-", "-"], input=enc.stdout).stdout_bytes
+    out = tmp / "quick.png"
+    dec = subprocess.run(exe + ["decode", "-", str(out)], input=enc.stdout, capture_output=True, timeout=300)
+    assert dec.returncode == 0 and Image.open(out).size == Image.open(src).size
+    assert dec.stderr.decode().strip() == f"{out}: {Image.open(src).width}x{Image.open(src).height} RGB"
+    bad = subprocess.run(exe + ["decode", str(src), str(tmp / "x.png")], capture_output=True, timeout=300)
+    assert bad.returncode == 1 and not (tmp / "x.png").exists()
+    assert subprocess.run(exe + ["--help"], capture_output=True, timeout=300).returncode == 0
+
+
 def test_bad_input_exits_1_without_traceback_or_output(tiny_model, files):
     tmp, src = files
     junk = tmp / "junk.png"
