@@ -16,7 +16,7 @@ import io
 import struct
 
 import numpy as np
-from PIL import Image, WebPImagePlugin
+from PIL import Image
 
 from .format import BbiError
 
@@ -98,6 +98,8 @@ def _decode_tile(data: bytes, w: int, h: int) -> np.ndarray:
         raise _corrupt(f"tile declares {tw}x{th} (version {version}), expected {w}x{h}")
     riff = b"RIFF" + struct.pack("<I", 12 + len(data) + (len(data) & 1)) + b"WEBPVP8L" + \
         struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+    from PIL import WebPImagePlugin  # here: only files with alpha need it (~5 ms of start-up)
+
     try:
         with WebPImagePlugin.WebPImageFile(io.BytesIO(riff)) as im:  # not Image.open: sizes checked here
             if im.size != (w, h) or getattr(im, "n_frames", 1) != 1:

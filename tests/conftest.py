@@ -5,6 +5,21 @@ from PIL import Image
 TINY = dict(widths=(8, 8, 8), latent_channels=8, hyper_width=8, hyper_channels=4)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_home(tmp_path_factory):
+    """The suite's caches (weights digests) go to a temporary folder, not the user's ~/.cache;
+    subprocesses inherit it."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture
 def tiny_config():
     from bbimg.models import VAEConfig
