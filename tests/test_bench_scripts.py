@@ -110,3 +110,27 @@ def test_coder_loss_is_read_off_the_ideal_curve_at_the_file_rate():
     assert coder_high_rate.psnr_at_rate(np.sqrt(2), bpp, psnr_db) == pytest.approx(34.5)
     # Past the top of the ideal curve (files cost more bits than the KL), along its last segment.
     assert coder_high_rate.psnr_at_rate(4.0, bpp, psnr_db) == pytest.approx(39.0)
+
+
+def test_encode_profile_child_accounts_for_every_stage(tmp_path):
+    """The encode profile's child process (the shipped model, a small image): every stage is
+    timed, none negative, and the file it writes is the one it reports."""
+    import json
+    import subprocess
+    import sys
+
+    from encode_profile import ENCODE_CHILD
+
+    src, out = tmp_path / "in.png", tmp_path / "out.bbi"
+    Image.fromarray(smooth_image(np.random.default_rng(3), 96, 128)).save(src)
+    proc = subprocess.run([sys.executable, "-c", ENCODE_CHILD, str(src), str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    stages = {stage: (wall, cpu) for stage, wall, cpu in result["stages"]}
+    assert list(stages) == ["import cli", "import codec", "import onnxruntime", "read image", "model load",
+                            "image preparation", "analysis transform", "hyper transform", "analysis stage, other",
+                            "y prior", "coding z (prior + REC)", "coding y (plan + REC)", "file write"]
+    assert all(wall >= 0 for wall, _ in stages.values()), stages
+    assert stages["analysis transform"][0] > 0 and stages["coding y (plan + REC)"][0] > 0
+    assert result["bytes"] == out.stat().st_size and out.read_bytes()[:4] == b"\x89BBI"
