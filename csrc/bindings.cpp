@@ -481,6 +481,19 @@ py::array_t<float> exp_weights_py(const F32& y) {
     return out;
 }
 
+// The active kernel set's first argmax of y (padded with -inf to a multiple of 8): (max, index).
+py::tuple argmax_py(const F32& y) {
+    const int64_t n = vec_len(y, "y");
+    if (n == 0) fail("argmax of an empty array");
+    const int64_t n8 = (n + 7) / 8 * 8;
+    std::vector<float> x(n8, -INFINITY);
+    std::memcpy(x.data(), y.data(), n * 4);
+    float m;
+    int64_t idx;
+    rec_kernels().argmax(x.data(), n8, &m, &idx);
+    return py::make_tuple(m, idx);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -523,6 +536,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("private_normals", &private_normals_py, py::arg("seed"), py::arg("block"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);
     m.def("exp_weights", &exp_weights_py);
+    m.def("argmax", &argmax_py);
     m.def("philox", [](uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
         const U32x4 w = philox_seed(seed, c0, c1, c2, c3);
         return py::make_tuple(w.v[0], w.v[1], w.v[2], w.v[3]);

@@ -12,6 +12,7 @@
 
 #include "detmath.h"
 #include "philox.h"
+#include "rec_select.h"
 
 #define AVX2_FN static inline __attribute__((target("avx2,fma"), always_inline))
 #define AVX2_KERNEL static __attribute__((target("avx2,fma")))
@@ -297,54 +298,38 @@ AVX2_KERNEL void weights_avx2(const float* x, int64_t rows, float m, float* w, f
     }
 }
 
-// Four independent compare/blend chains (rows 32i + 8j, j = 0..3), then a merge that keeps the
-// largest value and, among equal values, the smallest row: the generic first-argmax.
+// Two passes: the maximum over four independent max chains (rows 32i + 8j), then the first row
+// equal to it, stopping there (half the rows on average). The same result as the generic first
+// argmax: the value returned is that row's own (so -0 and +0 come out as the first one was).
+// Scores are never NaN (finite coefficients times normals, or -inf padding).
 AVX2_KERNEL void argmax_avx2(const float* x, int64_t rows, float* m, int64_t* idx) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256 best[4];
-    __m256i bidx[4];
-    int64_t r = 0;
-    const int nacc = rows >= 32 ? 4 : (int)(rows / 8);
-    for (int j = 0; j < nacc; ++j) {
-        best[j] = _mm256_loadu_ps(x + 8 * j);
-        bidx[j] = _mm256_add_epi32(lane, c32(8 * j));
+    if (rows < 32) {
+        first_argmax(x, rows, m, idx);
+        return;
     }
-    r = 8 * nacc;
-    if (nacc == 4) {
-        __m256i cur = lane;
-        for (; r + 32 <= rows; r += 32) {
-            cur = _mm256_add_epi32(cur, c32(32));
-            for (int j = 0; j < 4; ++j) {
-                const __m256 v = _mm256_loadu_ps(x + r + 8 * j);
-                const __m256 gt = _mm256_cmp_ps(v, best[j], _CMP_GT_OQ);
-                best[j] = _mm256_blendv_ps(best[j], v, gt);
-                bidx[j] = _mm256_blendv_epi8(bidx[j], _mm256_add_epi32(cur, c32(8 * j)),
-                                             _mm256_castps_si256(gt));
-            }
-        }
-        for (; r < rows; r += 8) {  // tail vectors (rows % 32 != 0) go to chain 0
-            const __m256 v = _mm256_loadu_ps(x + r);
-            const __m256 gt = _mm256_cmp_ps(v, best[0], _CMP_GT_OQ);
-            best[0] = _mm256_blendv_ps(best[0], v, gt);
-            bidx[0] = _mm256_blendv_epi8(bidx[0], _mm256_add_epi32(lane, c32((int)r)),
-                                         _mm256_castps_si256(gt));
+    __m256 b0 = _mm256_loadu_ps(x), b1 = _mm256_loadu_ps(x + 8), b2 = _mm256_loadu_ps(x + 16),
+           b3 = _mm256_loadu_ps(x + 24);
+    int64_t r = 32;
+    for (; r + 32 <= rows; r += 32) {
+        b0 = _mm256_max_ps(b0, _mm256_loadu_ps(x + r));
+        b1 = _mm256_max_ps(b1, _mm256_loadu_ps(x + r + 8));
+        b2 = _mm256_max_ps(b2, _mm256_loadu_ps(x + r + 16));
+        b3 = _mm256_max_ps(b3, _mm256_loadu_ps(x + r + 24));
+    }
+    for (; r < rows; r += 8) b0 = _mm256_max_ps(b0, _mm256_loadu_ps(x + r));  // rows % 8 == 0
+    __m256 b = _mm256_max_ps(_mm256_max_ps(b0, b1), _mm256_max_ps(b2, b3));
+    b = _mm256_max_ps(b, _mm256_permute2f128_ps(b, b, 1));
+    b = _mm256_max_ps(b, _mm256_shuffle_ps(b, b, _MM_SHUFFLE(1, 0, 3, 2)));
+    b = _mm256_max_ps(b, _mm256_shuffle_ps(b, b, _MM_SHUFFLE(2, 3, 0, 1)));  // the max in every lane
+    for (r = 0; r < rows; r += 8) {
+        const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + r), b, _CMP_EQ_OQ));
+        if (hit) {
+            *idx = r + __builtin_ctz((unsigned)hit);
+            *m = x[*idx];
+            return;
         }
     }
-    float bm = x[0];
-    int64_t bx = 0;
-    for (int j = 0; j < nacc; ++j) {
-        alignas(32) float bv[8];
-        alignas(32) int32_t bi[8];
-        _mm256_store_ps(bv, best[j]);
-        _mm256_store_si256((__m256i*)bi, bidx[j]);
-        for (int l = 0; l < 8; ++l)
-            if (bv[l] > bm || (bv[l] == bm && bi[l] < bx)) {
-                bm = bv[l];
-                bx = bi[l];
-            }
-    }
-    *m = bm;
-    *idx = bx;
+    first_argmax(x, rows, m, idx);  // not reached: some row equals the maximum
 }
 
 const RecKernels kAvx2 = {"avx2",           gen_pool_avx2,     gen_private_avx2, score_group_avx2,

@@ -71,6 +71,25 @@ def test_normals_are_standard_normal():
     assert abs((z < -2).mean() - 0.02275) < 0.0012
 
 
+@given(st.lists(st.sampled_from([0.0, -0.0, 1.5, -2.0, 7.25, 7.25, -np.inf, 3.0]) | st.floats(-1e6, 1e6, width=32),
+                min_size=1, max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_argmax_is_the_first_maximum_in_every_kernel_set(values):
+    """Each kernel set's argmax is the first index of the maximum, and returns that element's own
+    value (so among +0 and -0 the first one's sign), whatever the length (tails of 8, 32 rows)."""
+    x = np.array(values, np.float32)
+    want = int(np.argmax(x))  # numpy: the first occurrence; +0 == -0
+    for kernels in KERNEL_SETS:
+        if not _core.set_kernels(kernels):
+            continue
+        try:
+            m, idx = _core.argmax(x)
+        finally:
+            _core.set_kernels("auto")
+        assert idx == want, (kernels, idx, want)
+        assert np.float32(m).tobytes() == x[want].tobytes(), kernels
+
+
 def test_exp_weights():
     y = -np.linspace(0, 35, 2003).astype(np.float32)
     w = _core.exp_weights(y)
