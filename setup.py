@@ -96,6 +96,7 @@ EXTENSIONS = [
             "csrc/bindings.cpp",
             "csrc/rec.cpp",
             "csrc/rec_avx2.cpp",
+            "csrc/rec_vnni.cpp",
             "csrc/rec_indices.cpp",
         ],
         include_dirs=["csrc"],

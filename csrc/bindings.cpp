@@ -543,6 +543,7 @@ PYBIND11_MODULE(_core, m) {
     });
     m.def("set_kernels", [](const std::string& name) { return rec_set_kernels(name); });
     m.def("kernels", []() { return std::string(rec_kernels().name); });
+    m.attr("screen_normal_bounds") = py::make_tuple(REC_SCREEN_E_MAX, REC_SCREEN_E2_MAX);
     m.def("cuda_compiled", &rec_cuda_compiled);
     m.def("cuda_available", &rec_cuda_available);
     m.def("cuda_info", &rec_cuda_info);

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cassert>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -125,7 +127,7 @@ void weights_generic(const float* x, int64_t rows, float m, float* w, float* v) 
 
 const RecKernels kGeneric = {"generic",          gen_pool_generic, gen_private_generic,
                              score_group_generic, score_single_generic, weights_generic,
-                             first_argmax};
+                             first_argmax,        nullptr};
 
 std::atomic<const RecKernels*> g_kernels{nullptr};
 
@@ -152,8 +154,73 @@ void chunk_stat(const RecKernels& K, const float* x, int64_t rows, bool sample, 
     st.n = n_base + (uint32_t)pick_in_weights(w, v, nv, t);
 }
 
+void atomic_max(std::atomic<float>& a, float v) {
+    float cur = a.load(std::memory_order_relaxed);
+    while (v > cur && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+    }
+}
+
+// A block's weights for the integer screen. Screened score = (sum_k qA_k q2_k + qC_k q1_k) / K with
+// q1 = round(4096 e), q2 = round(512 e^2) (|q1| <= 23,636, q2 <= 17,049), qA = round(A K / 512),
+// qC = round(C K / 4096). K is as large as int16 weights and exact int32 sums allow. `err` bounds
+// |screened - exact| in score units: the rounding of each weight and tile entry, times the
+// largest factor it multiplies (|e| <= 5.7703, e^2 <= 33.297), plus the exact fp32 chain's own
+// 2P roundings, and 1/1000 on top for the double arithmetic here.
+struct ScreenBlock {
+    double K = 1.0;
+    double err = 0.0;
+};
+
+ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int64_t P, int16_t* qa,
+                           int16_t* qc) {
+    constexpr double kE = REC_SCREEN_E_MAX, kE2 = REC_SCREEN_E2_MAX;
+    constexpr double kQ1 = 23636.0, kQ2 = 17049.0;  // >= round(4096 kE), round(512 kE2)
+    static_assert(kQ1 >= 4096.0 * kE + 0.5 && kQ2 >= 512.0 * kE2 + 0.5 && kQ1 < 32768.0, "tile words");
+    constexpr double kLimit = 2147483647.0;
+    double sa = 0.0, sc = 0.0, ma = 0.0, mc = 0.0;
+    for (int64_t k = 0; k < P; ++k) {
+        const double a = std::fabs((double)wa[k * stride]), c = std::fabs((double)wc[k * stride]);
+        sa += a;
+        sc += c;
+        ma = std::max(ma, a);
+        mc = std::max(mc, c);
+    }
+    ScreenBlock out;
+    if (sa + sc == 0.0) {
+        for (int64_t k = 0; k < P; ++k) qa[k] = qc[k] = 0;
+        return out;  // every score is exactly 0 both ways
+    }
+    double K = (0.999 * kLimit - 0.5 * (double)P * (kQ1 + kQ2)) / (sa * kQ2 / 512.0 + sc * kQ1 / 4096.0);
+    if (ma > 0.0) K = std::min(K, 32766.0 * 512.0 / ma);
+    if (mc > 0.0) K = std::min(K, 32766.0 * 4096.0 / mc);
+    for (;;) {  // shrink until the exact worst-case sum fits int32 (normally the first pass)
+        double worst = 0.0;
+        for (int64_t k = 0; k < P; ++k) {
+            qa[k] = (int16_t)std::lrint((double)wa[k * stride] * K / 512.0);
+            qc[k] = (int16_t)std::lrint((double)wc[k * stride] * K / 4096.0);
+            worst += std::fabs((double)qa[k]) * kQ2 + std::fabs((double)qc[k]) * kQ1;
+        }
+        if (worst <= kLimit) break;
+        K *= 0.9;
+    }
+    double err = 0.0;
+    for (int64_t k = 0; k < P; ++k) {
+        const double a = (double)wa[k * stride], c = (double)wc[k * stride];
+        err += std::fabs((double)qa[k] * 512.0 / K - a) * (kE2 + 1.0 / 1024.0) + std::fabs(a) / 1024.0;
+        err += std::fabs((double)qc[k] * 4096.0 / K - c) * (kE + 1.0 / 8192.0) + std::fabs(c) / 8192.0;
+    }
+    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24);
+    err += n * u / (1.0 - n * u) * (sa * kE2 + sc * kE) + 1e-35 * n;
+    out.K = K;
+    out.err = 1.001 * err;
+    return out;
+}
+
 struct Buffers {
     std::vector<float> E, E2, S, w, v;
+    std::vector<uint32_t> EB;             // screen: packed int16 tile
+    std::vector<int32_t> SI, SM, rows, groups;  // screen: integer scores, their maxima, rows to rescore
+    std::vector<float> ex;                  // screen: exact scores of those groups
     void need(int64_t tile, int64_t scores) {
         if ((int64_t)E.size() < tile) {
             E.resize(tile);
@@ -172,32 +239,44 @@ struct Buffers {
 // ---------------------------------------------------------------------------------------------
 const RecKernels& rec_kernels_generic() { return kGeneric; }
 
+// The AVX2 set with the VNNI screen, or nullptr.
+const RecKernels* rec_kernels_vnni() {
+    static const RecKernels* set = []() -> const RecKernels* {
+        const RecKernels* a = rec_kernels_avx2();
+        const RecScreen* s = rec_screen_vnni();
+        if (!a || !s) return nullptr;
+        static RecKernels k = *a;
+        k.name = "avx512vnni";
+        k.screen = s;
+        return &k;
+    }();
+    return set;
+}
+
+static const RecKernels* best_kernels() {
+    if (const RecKernels* b = rec_kernels_vnni()) return b;
+    if (const RecKernels* a = rec_kernels_avx2()) return a;
+    return &kGeneric;
+}
+
 const RecKernels& rec_kernels() {
     const RecKernels* k = g_kernels.load();
     if (!k) {
-        const RecKernels* a = rec_kernels_avx2();
-        k = a ? a : &kGeneric;
+        k = best_kernels();
         g_kernels.store(k);
     }
     return *k;
 }
 
 bool rec_set_kernels(const std::string& name) {
-    if (name == "generic") {
-        g_kernels.store(&kGeneric);
-        return true;
-    }
-    const RecKernels* a = rec_kernels_avx2();
-    if (name == "avx2") {
-        if (!a) return false;
-        g_kernels.store(a);
-        return true;
-    }
-    if (name == "auto") {
-        g_kernels.store(a ? a : &kGeneric);
-        return true;
-    }
-    return false;
+    const RecKernels* k = name == "generic"      ? &kGeneric
+                          : name == "avx2"       ? rec_kernels_avx2()
+                          : name == "avx512vnni" ? rec_kernels_vnni()
+                          : name == "auto"       ? best_kernels()
+                                                 : nullptr;
+    if (!k) return false;
+    g_kernels.store(k);
+    return true;
 }
 
 void block_perm_signs(uint64_t seed, uint64_t b, int32_t len, int32_t* perm, float* sign) {
@@ -323,6 +402,83 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
     }
 }
 
+namespace {
+
+// Temperature-0 statistics of chunk c for groups [ga, gz) through the screen: for each block,
+// the chunk's exact maximum and its first row, or m = -inf when the chunk provably cannot hold
+// the block's maximum (its screened maximum plus the bound stays below an exact maximum already
+// found in another chunk). rec_combine then picks the same candidate as from exact statistics:
+// the chunk holding the block's maximum is never skipped, and within a chunk every row that can
+// equal its maximum or beat the best found is rescored exactly, in ascending order (first on
+// ties).
+void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga, int64_t gz,
+                  int64_t cols4, const std::vector<float>& WA, const std::vector<float>& WC,
+                  const std::vector<uint32_t>& WB, const std::vector<ScreenBlock>& sb,
+                  const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
+                  std::atomic<float>* best, Buffers& B, std::vector<ChunkStat>& stats) {
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
+    B.EB.resize(REC_CHUNK * cols4);
+    B.SI.resize(REC_CHUNK * REC_GROUP);
+    B.SM.resize(16 * REC_GROUP);
+    B.rows.resize(REC_CHUNK);
+    B.groups.resize(REC_CHUNK / 8);
+    B.ex.resize(REC_CHUNK);
+    scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, cols4, B.EB.data());
+    for (int64_t g = ga; g < gz; ++g) {
+        const int64_t P = S.group_P[g], Gp = gp[g];
+        const float* wa = WA.data() + gw_off[g];
+        const float* wc = WC.data() + gw_off[g];
+        scr.score_group(B.EB.data(), REC_CHUNK, P, WB.data() + gw_off[g], Gp, B.SI.data(), REC_CHUNK,
+                        B.SM.data());
+        for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+            const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
+            const int32_t* x = B.SI.data() + gi * REC_CHUNK;
+            ChunkStat& st = stats[S.stat_off[b] + c];
+            st.s = 0.0;
+            const double K = sb[q].K, e = sb[q].err * K;  // the bound in integer units
+            const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
+            const double found = (double)best[b].load(std::memory_order_relaxed) * K;
+            if (mi + e < found) {
+                st.m = -kInf;
+                st.n = n0;
+                continue;
+            }
+            const double thr = std::floor(std::max(mi - 2.0 * e, found - e));
+            const int32_t t = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
+            const int64_t nr = scr.rows_at_least(x, REC_CHUNK, t, B.rows.data());
+            int64_t ng = 0;
+            for (int64_t i = 0; i < nr; ++i) {
+                const int32_t grp = B.rows[i] >> 3;
+                if (ng == 0 || B.groups[ng - 1] != grp) B.groups[ng++] = grp;
+            }
+            scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, Gp, gi, B.groups.data(), ng,
+                           B.ex.data());
+            float m = -kInf;
+            int64_t am = -1;
+            for (int64_t i = 0, j = 0; i < nr; ++i) {
+                const int32_t r = B.rows[i];
+                while (B.groups[j] != (r >> 3)) ++j;
+                const float v = B.ex[8 * j + (r & 7)];
+                if (am < 0 || v > m) {
+                    m = v;
+                    am = r;
+                }
+            }
+            if (am < 0) {  // the bound ruled out every row (none can reach the best found)
+                st.m = -kInf;
+                st.n = n0;
+                continue;
+            }
+            st.m = m;
+            st.n = n0 + (uint32_t)am;
+            atomic_max(best[b], m);
+        }
+    }
+}
+
+}  // namespace
+
 void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats) {
     const RecKernels& K = rec_kernels();
     stats.assign(S.n_stats, ChunkStat{0.0f, 0u, 0.0});
@@ -344,6 +500,31 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
                 WC[gw_off[g] + k * gp[g] + gi] = S.C[S.start[b] + k];
             }
         }
+    // The screen (temperature 0 only: tempered sampling needs every weight): integer weight
+    // pairs at each block's scale, and per block the best exact chunk maximum found so far, which
+    // lets a chunk whose bound cannot reach it skip its exact rescoring.
+    const RecScreen* screen = sample ? nullptr : K.screen;
+    std::vector<uint32_t> WB;
+    std::vector<ScreenBlock> sb;
+    std::unique_ptr<std::atomic<float>[]> best;
+    if (screen) {
+        WB.assign(gw_off[G], 0u);
+        sb.resize(S.pool_blocks.size());
+        std::vector<int16_t> qa, qc;
+        for (int64_t g = 0; g < G; ++g) {
+            const int64_t P = S.group_P[g];
+            qa.resize(P);
+            qc.resize(P);
+            for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+                const int64_t gi = q - S.group_begin[g], o = gw_off[g] + gi;
+                sb[q] = screen_weights(WA.data() + o, WC.data() + o, gp[g], P, qa.data(), qc.data());
+                for (int64_t k = 0; k < P; ++k)
+                    WB[o + k * gp[g]] = (uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16);
+            }
+        }
+        best.reset(new std::atomic<float>[S.B]);
+        for (int64_t b = 0; b < S.B; ++b) best[b].store(-std::numeric_limits<float>::infinity());
+    }
     // Work items: (chunk, slice of active groups) for the pool; batches of private blocks.
     struct Item {
         int kind;
@@ -410,6 +591,11 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
             B.need(tile, Gpmax * REC_CHUNK);
             if (RT == REC_CHUNK)
                 K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data());
+            if (screen && RT == REC_CHUNK) {
+                screen_chunk(S, *screen, I.c, I.a, I.z, cols4, WA, WC, WB, sb, gw_off, gp, best.get(),
+                             B, stats);
+                return;
+            }
             for (int64_t g = I.a; g < I.z; ++g) {
                 const float* wa = WA.data() + gw_off[g];
                 const float* wc = WC.data() + gw_off[g];

@@ -100,6 +100,37 @@ void rec_decode(const float* mu_p, const float* sg_p, const PlanView& plan, uint
 void block_perm_signs(uint64_t seed, uint64_t b, int32_t len, int32_t* perm, float* sign);
 
 // ---------------------------------------------------------------------------------------------
+// Screen of the temperature-0 pool search (rec_vnni.cpp): integer scores, a bound on their
+// error, and exact scores of the rows that can still win (docs/rec.md section 4).
+constexpr float REC_SCREEN_E_SCALE = 4096.0f;  // tile word high half: round(4096 e)
+constexpr float REC_SCREEN_E2_SCALE = 512.0f;  // low half: round(512 e^2)
+// Bounds on |e| and e^2 for every normal the generator can produce (its radius is cut at
+// sqrt(33.2711); tests enumerate every radius and angle class). The screen's error bound and
+// int32 headroom rest on them.
+constexpr double REC_SCREEN_E_MAX = 5.7703;
+constexpr double REC_SCREEN_E2_MAX = 33.297;
+struct RecScreen {
+    // EB[k * rows + r] = (round(512 E2) & 0xFFFF) | round(4096 E) << 16 for k < cols, r < rows
+    // (rows % 16 == 0), from E/E2[k * ld + r].
+    void (*pack_tile)(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t cols,
+                      uint32_t* EB);
+    // Integer scores S[g * ld_s + r] = sum_k of the int16 pair products of EB and WB, for
+    // r < rows (rows % 64 == 0), g < Gp (Gp % 3 == 0); WB[k * Gp + g] = qA | qC << 16. M[16 g + i]
+    // is the maximum of column g's rows r with r % 16 == i.
+    void (*score_group)(const uint32_t* EB, int64_t rows, int64_t P, const uint32_t* WB, int64_t Gp,
+                        int32_t* S, int64_t ld_s, int32_t* M);
+    int32_t (*max16)(const int32_t* m);  // the largest of m[0..16)
+    // The rows r < rows (rows % 16 == 0) with x[r] >= t, ascending, into out; returns the count.
+    int64_t (*rows_at_least)(const int32_t* x, int64_t rows, int32_t t, int32_t* out);
+    // Exact scores (score_group's fp32 chain for block column g) of the 8-row groups listed in
+    // groups (row 8 groups[i] + j goes to out[8 i + j]).
+    void (*exact_rows)(const float* E, const float* E2, int64_t ld, int64_t P, const float* WA,
+                       const float* WC, int64_t Gp, int64_t g, const int32_t* groups, int64_t n,
+                       float* out);
+};
+const RecScreen* rec_screen_vnni();  // nullptr when not compiled in or the CPU lacks AVX512-VNNI
+
+// ---------------------------------------------------------------------------------------------
 // Kernels with two implementations (generic scalar, AVX2+FMA) that give identical bits.
 struct RecKernels {
     const char* name;
@@ -121,12 +152,15 @@ struct RecKernels {
     void (*weights)(const float* x, int64_t rows, float m, float* w, float* v);
     // max and first argmax of x[0..rows) (rows % 8 == 0).
     void (*argmax)(const float* x, int64_t rows, float* m, int64_t* idx);
+    // The temperature-0 pool screen, or nullptr: every chunk then scored exactly.
+    const RecScreen* screen;
 };
 
 const RecKernels& rec_kernels_generic();
 const RecKernels* rec_kernels_avx2();  // nullptr when not compiled in or CPU lacks AVX2/FMA
+const RecKernels* rec_kernels_vnni();  // avx2 plus the VNNI screen; nullptr when either is missing
 const RecKernels& rec_kernels();       // the active set
-// "auto", "generic" or "avx2"; returns false if the requested set is unavailable.
+// "auto", "generic", "avx2" or "avx512vnni" (avx2 with the VNNI screen); returns false if the requested set is unavailable.
 bool rec_set_kernels(const std::string& name);
 
 // Debug helpers (tests): scores of all candidates of block b through the encoder's kernels;

@@ -16,7 +16,7 @@ from bbimg.rec import reference as R
 from bbimg.rec._sources import source_hash
 
 #: The kernel sets a build may have, the reference first; a test skips those this CPU lacks.
-KERNEL_SETS = ("generic", "avx2")
+KERNEL_SETS = ("generic", "avx2", "avx512vnni")
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -214,6 +214,71 @@ def test_kernel_sets_give_the_same_scores_and_indices(blocks, tau, seed):
             assert np.array_equal(idx, want_idx), kernels
     finally:
         _core.set_kernels("auto")
+
+
+def test_normals_stay_inside_the_screen_bounds():
+    """The integer screen's int32 headroom and error bound assume |e| and e^2 below
+    _core.screen_normal_bounds. Every radius class (2^23) and every angle in the two octant kinds
+    (the others are exact swaps and sign flips) stays inside."""
+    e_max, e2_max = _core.screen_normal_bounds
+    r2 = R._neg2log(np.arange(2**23, dtype=np.uint32) << np.uint32(9)).max()
+    t = np.arange(2**21 + 1, dtype=np.uint32) << np.uint32(8)
+    trig = max(float(np.abs(v).max()) for w in (t, t | np.uint32(1 << 29)) for v in R._sincos(w))
+    assert r2 < 33.2711 and trig <= 1.0
+    z = np.float32(np.sqrt(r2)) * np.float32(trig)
+    assert z < e_max and np.float32(z * z) < e2_max
+
+
+def _indices_in_every_kernel_set(mq, sq, mp, sp, plan, seed, tau):
+    """The generic set's indices, after checking every other set this CPU has gives the same."""
+    _core.set_kernels("generic")
+    try:
+        want = rec.encode(mq, sq, mp, sp, plan, seed=seed, temperature=tau)
+        for kernels in KERNEL_SETS[1:]:
+            if _core.set_kernels(kernels):
+                for threads in (1, 2):
+                    got = rec.encode(mq, sq, mp, sp, plan, seed=seed, temperature=tau, threads=threads)
+                    assert np.array_equal(got, want), (kernels, threads)
+    finally:
+        _core.set_kernels("auto")
+    return want
+
+
+@given(st.integers(1, 700), st.integers(10, 13), st.floats(-12, 3), st.floats(0, 6),
+       st.sampled_from([None, 0.0]), st.integers(0, 2**32))
+@settings(max_examples=30, deadline=None)
+def test_screened_search_picks_the_exact_argmax(length, k, log_ratio, log_shift, tau, seed):
+    """The integer screen (avx512vnni) rescales each block's weights to fit int16 and exact int32
+    sums, then rescores exactly only the rows its error bound cannot rule out. Posteriors from
+    10^-12 to 10^3 prior widths and mean shifts up to 10^6 prior widths (weights up to the 1e30
+    clamp), blocks of 1 to 700 dims: the index is the exact argmax, the generic set's."""
+    rng = np.random.default_rng(seed % 2**32)
+    n = 3 * length
+    mp = rng.normal(0, 1, n).astype(np.float32)
+    sp = np.exp(rng.normal(0, 0.5, n)).astype(np.float32)
+    sq = (sp * 10.0 ** (log_ratio + rng.uniform(-1, 0, n))).astype(np.float32)
+    mq = (mp + sp * rng.normal(0, 1, n) * 10.0 ** (log_shift * rng.uniform(0, 1, n))).astype(np.float32)
+    plan = BlockPlan(np.full(3, length, np.int32), np.full(3, k, np.uint8), 16)
+    idx = _indices_in_every_kernel_set(mq, sq, mp, sp, plan, seed, tau)
+    for b in range(3):
+        x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, seed, tau, b)
+        assert int(idx[b]) == int(np.argmax(x))  # numpy's argmax is the first maximum too
+
+
+def test_screened_search_keeps_the_first_of_tied_candidates():
+    """Blocks whose posterior equals the prior in every dim but one nearly-flat dim: many candidates
+    score alike (exact ties on the float grid included), and the first of the maximum must win."""
+    n = 64
+    mp = np.zeros(n, np.float32)
+    sp = np.ones(n, np.float32)
+    mq, sq = mp.copy(), sp.copy()
+    sq[::8] = 0.999
+    plan = BlockPlan(np.full(8, 8, np.int32), np.full(8, 12, np.uint8), 16)
+    for tau in (None, 0.0):
+        idx = _indices_in_every_kernel_set(mq, sq, mp, sp, plan, 5, tau)
+        for b in range(8):
+            x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, 5, tau, b)
+            assert int(idx[b]) == int(np.argmax(x))
 
 
 @pytest.mark.parametrize("tau", [None, 1.0])

@@ -1,0 +1,188 @@
+// AVX512-VNNI screen for the temperature-0 pool search (docs/rec.md section 4).
+//
+// The screen scores a chunk in 16-bit integers (VPDPWSSD: twice the multiply-adds per
+// instruction of the fp32 FMA kernel, half the tile bytes, and exact int32 sums), bounds how far
+// those scores can be from the exact ones, and rescores exactly only the rows that can still
+// hold the block's maximum. Exact scores come from the same fp32 FMA chain as the other kernel
+// sets, so the chunk statistics that decide an index, and therefore the files, are the same bit
+// for bit.
+//
+// As in rec_avx2.cpp, only these functions carry a target attribute; the set is used only when
+// the running CPU reports AVX512F, AVX512VL, AVX512BW and AVX512_VNNI.
+#include "rec.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__clang__) || __GNUC__ >= 10)
+#include <immintrin.h>
+
+#include <climits>
+
+// GCC 12 reports the self-initialised _mm512_undefined_* inside its own AVX-512 intrinsics as
+// uninitialised when they are inlined into target-attribute functions (a false positive).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define VNNI_KERNEL static __attribute__((target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma")))
+
+namespace bbimg {
+namespace {
+
+// Tile words: (round(512 e^2), round(4096 e)) as int16 pairs. |e| <= 5.7703 (the generator cuts
+// the tail there), so |4096 e| <= 23,636 and 512 e^2 <= 17,049: both fit. Rounding to nearest is
+// exact arithmetic up to the final rounding (the scalings are powers of two).
+VNNI_KERNEL void pack_tile_vnni(const float* E, const float* E2, int64_t ld, int64_t rows,
+                                int64_t cols, uint32_t* EB) {
+    const __m512 s1 = _mm512_set1_ps(REC_SCREEN_E_SCALE), s2 = _mm512_set1_ps(REC_SCREEN_E2_SCALE);
+    const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
+    for (int64_t k = 0; k < cols; ++k) {
+        const float* e = E + k * ld;
+        const float* e2 = E2 + k * ld;
+        uint32_t* out = EB + k * rows;
+        for (int64_t r = 0; r < rows; r += 16) {
+            const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(e + r), s1));
+            const __m512i q2 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(e2 + r), s2));
+            _mm512_storeu_si512(out + r, _mm512_or_si512(_mm512_and_si512(q2, lo16), _mm512_slli_epi32(q1, 16)));
+        }
+    }
+}
+
+// 64 rows x 3 blocks register tile: 12 zmm accumulators. Word k of a row pairs (e^2, e); word k
+// of a block pairs (A', C') at the block's scale, so one VPDPWSSD adds both terms of a column.
+// The block scales keep every partial sum inside int32, so the sums are exact.
+VNNI_KERNEL void score_group_vnni(const uint32_t* EB, int64_t rows, int64_t P, const uint32_t* WB,
+                                  int64_t Gp, int32_t* S, int64_t ld_s, int32_t* M) {
+    for (int64_t g = 0; g < Gp; ++g) _mm512_storeu_si512(M + 16 * g, _mm512_set1_epi32(INT32_MIN));
+    for (int64_t r = 0; r < rows; r += 64)
+        for (int64_t g = 0; g < Gp; g += 3) {
+            __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,
+                    a12 = a00, a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+            const uint32_t* ep = EB + r;
+            const uint32_t* w = WB + g;
+            for (int64_t k = 0; k < P; ++k) {
+                const __m512i w0 = _mm512_set1_epi32((int)w[0]);
+                const __m512i w1 = _mm512_set1_epi32((int)w[1]);
+                const __m512i w2 = _mm512_set1_epi32((int)w[2]);
+                __m512i x = _mm512_loadu_si512(ep);
+                a00 = _mm512_dpwssd_epi32(a00, x, w0);
+                a01 = _mm512_dpwssd_epi32(a01, x, w1);
+                a02 = _mm512_dpwssd_epi32(a02, x, w2);
+                x = _mm512_loadu_si512(ep + 16);
+                a10 = _mm512_dpwssd_epi32(a10, x, w0);
+                a11 = _mm512_dpwssd_epi32(a11, x, w1);
+                a12 = _mm512_dpwssd_epi32(a12, x, w2);
+                x = _mm512_loadu_si512(ep + 32);
+                a20 = _mm512_dpwssd_epi32(a20, x, w0);
+                a21 = _mm512_dpwssd_epi32(a21, x, w1);
+                a22 = _mm512_dpwssd_epi32(a22, x, w2);
+                x = _mm512_loadu_si512(ep + 48);
+                a30 = _mm512_dpwssd_epi32(a30, x, w0);
+                a31 = _mm512_dpwssd_epi32(a31, x, w1);
+                a32 = _mm512_dpwssd_epi32(a32, x, w2);
+                ep += rows;
+                w += Gp;
+            }
+            int32_t* s0 = S + g * ld_s + r;
+            int32_t* s1 = s0 + ld_s;
+            int32_t* s2 = s1 + ld_s;
+            _mm512_storeu_si512(s0, a00);
+            _mm512_storeu_si512(s0 + 16, a10);
+            _mm512_storeu_si512(s0 + 32, a20);
+            _mm512_storeu_si512(s0 + 48, a30);
+            _mm512_storeu_si512(s1, a01);
+            _mm512_storeu_si512(s1 + 16, a11);
+            _mm512_storeu_si512(s1 + 32, a21);
+            _mm512_storeu_si512(s1 + 48, a31);
+            _mm512_storeu_si512(s2, a02);
+            _mm512_storeu_si512(s2 + 16, a12);
+            _mm512_storeu_si512(s2 + 32, a22);
+            _mm512_storeu_si512(s2 + 48, a32);
+            int32_t* m = M + 16 * g;
+            const __m512i m0 = _mm512_max_epi32(_mm512_max_epi32(a00, a10), _mm512_max_epi32(a20, a30));
+            const __m512i m1 = _mm512_max_epi32(_mm512_max_epi32(a01, a11), _mm512_max_epi32(a21, a31));
+            const __m512i m2 = _mm512_max_epi32(_mm512_max_epi32(a02, a12), _mm512_max_epi32(a22, a32));
+            _mm512_storeu_si512(m, _mm512_max_epi32(_mm512_loadu_si512(m), m0));
+            _mm512_storeu_si512(m + 16, _mm512_max_epi32(_mm512_loadu_si512(m + 16), m1));
+            _mm512_storeu_si512(m + 32, _mm512_max_epi32(_mm512_loadu_si512(m + 32), m2));
+        }
+}
+
+VNNI_KERNEL int32_t max16_vnni(const int32_t* m) { return _mm512_reduce_max_epi32(_mm512_loadu_si512(m)); }
+
+VNNI_KERNEL int64_t rows_at_least_vnni(const int32_t* x, int64_t rows, int32_t t, int32_t* out) {
+    const __m512i tv = _mm512_set1_epi32(t);
+    int64_t n = 0;
+    for (int64_t r = 0; r < rows; r += 16) {
+        uint32_t hit = (uint32_t)_mm512_cmpge_epi32_mask(_mm512_loadu_si512(x + r), tv);
+        while (hit) {
+            out[n++] = (int32_t)(r + __builtin_ctz(hit));
+            hit &= hit - 1;
+        }
+    }
+    return n;
+}
+
+// Exact scores of the 8-row groups listed in `groups` (ascending, distinct): out[8 i + j] is row
+// 8 groups[i] + j. Each lane runs score_group_generic's chain (fma(WA, e^2), then fma(WC, e), over
+// k < P), four groups at a time to hide the FMA latency.
+VNNI_KERNEL void exact_rows_vnni(const float* E, const float* E2, int64_t ld, int64_t P,
+                                 const float* WA, const float* WC, int64_t Gp, int64_t g,
+                                 const int32_t* groups, int64_t n, float* out) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const int64_t r0 = 8 * (int64_t)groups[i], r1 = 8 * (int64_t)groups[i + 1],
+                      r2 = 8 * (int64_t)groups[i + 2], r3 = 8 * (int64_t)groups[i + 3];
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < P; ++k) {
+            const __m256 wa = _mm256_broadcast_ss(WA + k * Gp + g);
+            const __m256 wc = _mm256_broadcast_ss(WC + k * Gp + g);
+            const float* e2 = E2 + k * ld;
+            const float* e = E + k * ld;
+            a0 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r0), a0);
+            a1 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r1), a1);
+            a2 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r2), a2);
+            a3 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r3), a3);
+            a0 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r0), a0);
+            a1 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r1), a1);
+            a2 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r2), a2);
+            a3 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r3), a3);
+        }
+        _mm256_storeu_ps(out + 8 * i, a0);
+        _mm256_storeu_ps(out + 8 * i + 8, a1);
+        _mm256_storeu_ps(out + 8 * i + 16, a2);
+        _mm256_storeu_ps(out + 8 * i + 24, a3);
+    }
+    for (; i < n; ++i) {
+        const int64_t r0 = 8 * (int64_t)groups[i];
+        __m256 a0 = _mm256_setzero_ps();
+        for (int64_t k = 0; k < P; ++k) {
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(WA + k * Gp + g), _mm256_loadu_ps(E2 + k * ld + r0), a0);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(WC + k * Gp + g), _mm256_loadu_ps(E + k * ld + r0), a0);
+        }
+        _mm256_storeu_ps(out + 8 * i, a0);
+    }
+}
+
+const RecScreen kScreen = {pack_tile_vnni, score_group_vnni, max16_vnni, rows_at_least_vnni,
+                           exact_rows_vnni};
+
+}  // namespace
+
+const RecScreen* rec_screen_vnni() {
+    static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                           __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") &&
+                           __builtin_cpu_supports("fma");
+    return ok ? &kScreen : nullptr;
+}
+
+}  // namespace bbimg
+
+#else
+
+namespace bbimg {
+const RecScreen* rec_screen_vnni() { return nullptr; }
+}  // namespace bbimg
+
+#endif
