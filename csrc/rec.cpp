@@ -538,11 +538,20 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
         total += gnch[g] * (int64_t)S.group_P[g] * gp[g];
     }
     const int64_t target = std::max<int64_t>(1, total / (8 * std::max(1, threads)));
+    // Groups wider than a full-chunk tile (tile_rows < REC_CHUNK) are scored in row slices, in
+    // items of their own: sharing one would send every narrow group of the item down that path
+    // too (slices as narrow as the widest group's, and no screen).
+    auto wide = [&](int64_t g) { return tile_rows(round4(S.group_P[g]), REC_CHUNK) != REC_CHUNK; };
     const int64_t maxch = G ? gnch[0] : 0;
     for (int64_t c = 0; c < maxch; ++c) {
         int64_t a = 0, acc = 0;
         int64_t g = 0;
         for (; g < G && gnch[g] > c; ++g) {
+            if (g > a && wide(g) != wide(g - 1)) {
+                items.push_back({0, c, a, g});
+                a = g;
+                acc = 0;
+            }
             acc += (int64_t)S.group_P[g] * gp[g];
             if (acc >= target) {
                 items.push_back({0, c, a, g + 1});
@@ -580,37 +589,43 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
             const int64_t cols4 = round4(Pmax);
             const int64_t RT = tile_rows(cols4, REC_CHUNK);
             const uint32_t n0 = (uint32_t)(I.c * REC_CHUNK);
-            // A narrower group can take a taller tile than the widest one (power-of-two rows):
-            // the tile buffer must hold the largest rows x columns of any group in the item.
-            int64_t tile = RT * cols4;
-            if (RT != REC_CHUNK)
-                for (int64_t g = I.a; g < I.z; ++g) {
-                    const int64_t c4 = round4(S.group_P[g]);
-                    tile = std::max(tile, tile_rows(c4, REC_CHUNK) * c4);
+            if (RT != REC_CHUNK) {
+                // Groups too wide for a full-chunk tile (an item of their own): row slices of one
+                // tile as wide as the widest group, each generated once and scored by every group.
+                int64_t nscores = 0;
+                for (int64_t g = I.a; g < I.z; ++g) nscores += gp[g] * REC_CHUNK;
+                B.need(RT * cols4, nscores);
+                for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += RT) {
+                    K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data());
+                    float* out = B.S.data() + r0;
+                    for (int64_t g = I.a; g < I.z; ++g) {
+                        K.score_group(B.E.data(), B.E2.data(), RT, RT, S.group_P[g],
+                                      WA.data() + gw_off[g], WC.data() + gw_off[g], gp[g], out,
+                                      REC_CHUNK);
+                        out += gp[g] * REC_CHUNK;
+                    }
                 }
-            B.need(tile, Gpmax * REC_CHUNK);
-            if (RT == REC_CHUNK)
-                K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data());
-            if (screen && RT == REC_CHUNK) {
+                const float* x = B.S.data();
+                for (int64_t g = I.a; g < I.z; ++g) {
+                    for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+                        const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
+                        chunk_stat(K, x + gi * REC_CHUNK, REC_CHUNK, sample, S.seed, (uint64_t)b,
+                                   (uint32_t)I.c, n0, B.w.data(), B.v.data(), stats[S.stat_off[b] + I.c]);
+                    }
+                    x += gp[g] * REC_CHUNK;
+                }
+                return;
+            }
+            B.need(RT * cols4, Gpmax * REC_CHUNK);
+            K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data());
+            if (screen) {
                 screen_chunk(S, *screen, I.c, I.a, I.z, cols4, WA, WC, WB, sb, gw_off, gp, best.get(),
                              B, stats);
                 return;
             }
             for (int64_t g = I.a; g < I.z; ++g) {
-                const float* wa = WA.data() + gw_off[g];
-                const float* wc = WC.data() + gw_off[g];
-                if (RT == REC_CHUNK) {
-                    K.score_group(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, S.group_P[g], wa,
-                                  wc, gp[g], B.S.data(), REC_CHUNK);
-                } else {
-                    const int64_t c4 = round4(S.group_P[g]);
-                    const int64_t rt = tile_rows(c4, REC_CHUNK);
-                    for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += rt) {
-                        K.gen_pool(S.seed, n0 + (uint32_t)r0, rt, c4, rt, B.E.data(), B.E2.data());
-                        K.score_group(B.E.data(), B.E2.data(), rt, rt, S.group_P[g], wa, wc, gp[g],
-                                      B.S.data() + r0, REC_CHUNK);
-                    }
-                }
+                K.score_group(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, S.group_P[g],
+                              WA.data() + gw_off[g], WC.data() + gw_off[g], gp[g], B.S.data(), REC_CHUNK);
                 for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
                     const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
                     chunk_stat(K, B.S.data() + gi * REC_CHUNK, REC_CHUNK, sample, S.seed,

@@ -265,6 +265,22 @@ def test_screened_search_picks_the_exact_argmax(length, k, log_ratio, log_shift,
         assert int(idx[b]) == int(np.argmax(x))  # numpy's argmax is the first maximum too
 
 
+@pytest.mark.parametrize("tau", [None, 0.5])
+def test_wide_and_narrow_groups_in_one_chunk(tau):
+    """Pool blocks too wide for a full-chunk tile (> 1024 dims) are scored in row slices of one
+    shared tile, in work items apart from the narrow ones (which keep the full tile and the
+    screen): every kernel set picks the exact argmax."""
+    lengths = np.array([20, 1500, 30, 2600, 1100, 8, 1300, 40, 1030], np.int32)
+    exps = np.array([12, 12, 12, 11, 12, 10, 11, 11, 12], np.uint8)
+    plan = BlockPlan(lengths, exps, 16)
+    mq, sq, mp, sp = problem(int(lengths.sum()), 60.0, seed=4)
+    idx = _indices_in_every_kernel_set(mq, sq, mp, sp, plan, 3, tau)
+    if tau is None:
+        for b in range(plan.n_blocks):
+            x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, 3, tau, b)
+            assert int(idx[b]) == int(np.argmax(x))
+
+
 def test_screened_search_keeps_the_first_of_tied_candidates():
     """Blocks whose posterior equals the prior in every dim but one nearly-flat dim: many candidates
     score alike (exact ties on the float grid included), and the first of the maximum must win."""
