@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cassert>
-#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -174,8 +174,10 @@ struct ScreenBlock {
 ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int64_t P, int16_t* qa,
                            int16_t* qc) {
     constexpr double kE = REC_SCREEN_E_MAX, kE2 = REC_SCREEN_E2_MAX;
-    constexpr double kQ1 = 23636.0, kQ2 = 17049.0;  // >= round(4096 kE), round(512 kE2)
-    static_assert(kQ1 >= 4096.0 * kE + 0.5 && kQ2 >= 512.0 * kE2 + 0.5 && kQ1 < 32768.0, "tile words");
+    constexpr double s1 = REC_SCREEN_E_SCALE, s2 = REC_SCREEN_E2_SCALE;  // tile scales of e, e^2
+    constexpr double kQ1 = 23636.0, kQ2 = 17049.0;  // >= round(s1 kE), round(s2 kE2)
+    static_assert(kQ1 >= s1 * kE + 0.5 && kQ2 >= s2 * kE2 + 0.5 && kQ2 < 32768.0 && kQ1 < 32768.0,
+                  "tile words");
     constexpr double kLimit = 2147483647.0;
     double sa = 0.0, sc = 0.0, ma = 0.0, mc = 0.0;
     for (int64_t k = 0; k < P; ++k) {
@@ -190,14 +192,14 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
         for (int64_t k = 0; k < P; ++k) qa[k] = qc[k] = 0;
         return out;  // every score is exactly 0 both ways
     }
-    double K = (0.999 * kLimit - 0.5 * (double)P * (kQ1 + kQ2)) / (sa * kQ2 / 512.0 + sc * kQ1 / 4096.0);
-    if (ma > 0.0) K = std::min(K, 32766.0 * 512.0 / ma);
-    if (mc > 0.0) K = std::min(K, 32766.0 * 4096.0 / mc);
+    double K = (0.999 * kLimit - 0.5 * (double)P * (kQ1 + kQ2)) / (sa * kQ2 / s2 + sc * kQ1 / s1);
+    if (ma > 0.0) K = std::min(K, 32766.0 * s2 / ma);
+    if (mc > 0.0) K = std::min(K, 32766.0 * s1 / mc);
     for (;;) {  // shrink until the exact worst-case sum fits int32 (normally the first pass)
         double worst = 0.0;
         for (int64_t k = 0; k < P; ++k) {
-            qa[k] = (int16_t)std::lrint((double)wa[k * stride] * K / 512.0);
-            qc[k] = (int16_t)std::lrint((double)wc[k * stride] * K / 4096.0);
+            qa[k] = (int16_t)std::lrint((double)wa[k * stride] * K / s2);
+            qc[k] = (int16_t)std::lrint((double)wc[k * stride] * K / s1);
             worst += std::fabs((double)qa[k]) * kQ2 + std::fabs((double)qc[k]) * kQ1;
         }
         if (worst <= kLimit) break;
@@ -206,8 +208,9 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
     double err = 0.0;
     for (int64_t k = 0; k < P; ++k) {
         const double a = (double)wa[k * stride], c = (double)wc[k * stride];
-        err += std::fabs((double)qa[k] * 512.0 / K - a) * (kE2 + 1.0 / 1024.0) + std::fabs(a) / 1024.0;
-        err += std::fabs((double)qc[k] * 4096.0 / K - c) * (kE + 1.0 / 8192.0) + std::fabs(c) / 8192.0;
+        // weight rounding times the largest tile value, and tile rounding (half a step) times |weight|
+        err += std::fabs((double)qa[k] * s2 / K - a) * (kE2 + 0.5 / s2) + std::fabs(a) * 0.5 / s2;
+        err += std::fabs((double)qc[k] * s1 / K - c) * (kE + 0.5 / s1) + std::fabs(c) * 0.5 / s1;
     }
     const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24);
     err += n * u / (1.0 - n * u) * (sa * kE2 + sc * kE) + 1e-35 * n;
@@ -439,11 +442,9 @@ void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga
             const double K = sb[q].K, e = sb[q].err * K;  // the bound in integer units
             const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
             const double found = (double)best[b].load(std::memory_order_relaxed) * K;
-            if (mi + e < found) {
-                st.m = -kInf;
-                st.n = n0;
-                continue;
-            }
+            st.m = -kInf;  // until a row that can matter is rescored
+            st.n = n0;
+            if (mi + e < found) continue;
             const double thr = std::floor(std::max(mi - 2.0 * e, found - e));
             const int32_t t = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
             const int64_t nr = scr.rows_at_least(x, REC_CHUNK, t, B.rows.data());
@@ -454,25 +455,16 @@ void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga
             }
             scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, Gp, gi, B.groups.data(), ng,
                            B.ex.data());
-            float m = -kInf;
-            int64_t am = -1;
             for (int64_t i = 0, j = 0; i < nr; ++i) {
                 const int32_t r = B.rows[i];
                 while (B.groups[j] != (r >> 3)) ++j;
                 const float v = B.ex[8 * j + (r & 7)];
-                if (am < 0 || v > m) {
-                    m = v;
-                    am = r;
+                if (i == 0 || v > st.m) {
+                    st.m = v;
+                    st.n = n0 + (uint32_t)r;
                 }
             }
-            if (am < 0) {  // the bound ruled out every row (none can reach the best found)
-                st.m = -kInf;
-                st.n = n0;
-                continue;
-            }
-            st.m = m;
-            st.n = n0 + (uint32_t)am;
-            atomic_max(best[b], m);
+            if (nr > 0) atomic_max(best[b], st.m);  // none: no row could reach the best found
         }
     }
 }

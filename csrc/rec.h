@@ -160,7 +160,8 @@ const RecKernels& rec_kernels_generic();
 const RecKernels* rec_kernels_avx2();  // nullptr when not compiled in or CPU lacks AVX2/FMA
 const RecKernels* rec_kernels_vnni();  // avx2 plus the VNNI screen; nullptr when either is missing
 const RecKernels& rec_kernels();       // the active set
-// "auto", "generic", "avx2" or "avx512vnni" (avx2 with the VNNI screen); returns false if the requested set is unavailable.
+// "auto", "generic", "avx2" or "avx512vnni" (avx2 with the VNNI screen); returns false if the
+// requested set is unavailable.
 bool rec_set_kernels(const std::string& name);
 
 // Debug helpers (tests): scores of all candidates of block b through the encoder's kernels;

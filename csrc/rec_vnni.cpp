@@ -15,7 +15,7 @@
     (defined(__clang__) || __GNUC__ >= 10)
 #include <immintrin.h>
 
-#include <climits>
+#include <cstdint>
 
 // GCC 12 reports the self-initialised _mm512_undefined_* inside its own AVX-512 intrinsics as
 // uninitialised when they are inlined into target-attribute functions (a false positive).
