@@ -508,23 +508,33 @@ def decode(input, output, fmt, device, max_pixels, fast, force, quiet) -> None:
             # --max-pixels 0: up to the format's own limit, i.e. no extra limit
             limit = None if max_pixels is None else (max_pixels or codec.MAX_PIXELS)
             image = codec.decode(data, device=device, max_pixels=limit, progress=progress, fast=fast)
-    # zlib level 1: a decoded photo is viewed, not archived. On Kodak, level 1 writes a PNG in 60% of
-    # level 3's time and a quarter of Pillow's default 6's, for files 2% larger
-    options = {"compress_level": 1} if fmt == "PNG" else {}
-    if image.info.get("icc_profile") and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
-        options["icc_profile"] = image.info["icc_profile"]
-    encoded = io.BytesIO()
     try:
-        image.save(encoded, format=fmt, **options)
+        encoded = _encode_image(image, fmt)
     except MemoryError as exc:
         raise CliError(f"cannot write {_name(output)}: out of memory") from exc
     except (KeyError, ValueError, OSError) as exc:
         raise CliError(f"cannot write {fmt} to {output if output != '-' else 'stdout'}: "
                        f"{_clean(exc, output)}") from exc
-    _write_output(output, encoded.getbuffer())
+    _write_output(output, encoded)
     _leave_now()
     if not quiet and output != "-":
         click.echo(f"{output}: {image.width}x{image.height} {image.mode}", err=True)
+
+
+def _encode_image(image, fmt: str):
+    """The bytes of the decoded ``image`` in format ``fmt``, with its ICC profile where the format
+    holds one. PNG goes through ``bbimg.png`` (its rows deflated on every core: a decoded photo is
+    viewed, not archived); every other format through Pillow."""
+    icc = image.info.get("icc_profile") if fmt in ("PNG", "JPEG", "WEBP", "TIFF") else None
+    if fmt == "PNG":
+        import numpy as np
+
+        from bbimg import png
+        if image.mode in png.MODES:
+            return png.encode(np.asarray(image), image.mode, icc_profile=icc)
+    encoded = io.BytesIO()
+    image.save(encoded, format=fmt, **({"icc_profile": icc} if icc else {}))
+    return encoded.getbuffer()
 
 
 @main.command()
