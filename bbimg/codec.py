@@ -12,16 +12,14 @@ import io
 import math
 import os
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Union
+from typing import TYPE_CHECKING, BinaryIO, Callable, Union
 
 import numpy as np
 from PIL import Image
 
 from . import format as bbi
 from . import runtime
-from .defaults import DEFAULT_QUALITY
-from .effort import DEFAULT_EFFORT, EncoderSearch
-from .effort import settings as effort_settings
+from .defaults import DEFAULT_EFFORT, DEFAULT_QUALITY
 from .alpha import decode_alpha, encode_alpha
 from .geometry import LATENT_STRIDE, padded_size
 from .image import COLOUR_GREY, PreparedImage, prepare, restore
@@ -31,6 +29,9 @@ from .model_files import DEFAULT_MODEL, find_by_hash
 from .rec import DEFAULT_KAPPA, DEFAULT_TEMPERATURE, plan_prior, prior_skip
 from .rec.channel_plan import DEFAULT_BLOCK_RATIO
 from .transforms import load_transforms
+
+if TYPE_CHECKING:
+    from .effort import EncoderSearch
 
 __all__ = ["encode", "decode", "info", "model_of", "quality_to_t", "WRITE_VERSION", "EncodeStats", "ImageTooLargeError",
            "DEFAULT_QUALITY", "DEFAULT_KAPPA", "DEFAULT_TEMPERATURE", "MAX_PIXELS", "MAX_DECODE_PIXELS",
@@ -219,6 +220,8 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
         raise ValueError(f"skip_ratio must be in [0, 10], got {skip_ratio}")
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
         raise ValueError(f"target bpp must be a positive number, got {bpp}")
+    from .effort import EncoderSearch, settings as effort_settings  # encoding only: a decode does not import it
+
     search_settings = effort_settings(effort)
     kappa = search_settings.kappa if kappa is None else kappa
     if search_settings.needs_torch and temperature is not None:

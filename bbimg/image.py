@@ -36,7 +36,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 __all__ = ["PreparedImage", "BbimgWarning", "prepare", "restore", "source_bit_depth", "fill_transparent",
            "COLOUR_RGB", "COLOUR_GREY"]
@@ -179,6 +179,8 @@ def prepare(image: Image.Image, *, exact: bool = False) -> PreparedImage:
             exif.load(source_exif.tobytes())
     except Exception:  # malformed EXIF must not stop an encode
         exif = None
+    from PIL import ImageOps  # encoding only: not imported by a decode
+
     image = ImageOps.exif_transpose(image) or image
     if exif:
         exif[_EXIF_ORIENTATION] = 1

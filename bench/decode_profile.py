@@ -14,8 +14,9 @@ each stage with ``perf_counter`` (wall) and ``process_time`` (CPU, all threads):
 CLI module, the codec, ONNX Runtime), reading the file, loading the model (its hash and the first
 ONNX Runtime session), the other sessions, then ``bbimg.codec.decode`` itself split at its
 progress reports (checks; decoding z; decoding y; synthesis with the crop to uint8), the z and y
-priors timed inside their stages (the rest of a stage is REC), and writing the PNG (zlib level 1,
-as ``bbimg decode`` does). Around them: the
+priors timed inside their stages (the rest of a stage is REC), and writing the PNG (with the
+CLI's own writer, ``cli.main._encode_image``; Pillow at zlib level 1 in trees without it). The other
+codecs' PNGs are Pillow's at zlib level 1. Around them: the
 interpreter's start-up (``python -c pass``), the whole process, and ``bbimg decode`` itself (the
 console script, not a shell shim). The other codecs get the same process: imports, read,
 decode, PNG write. ``python -X importtime`` splits the imports by top-level package (the modules' own times).
@@ -117,10 +118,15 @@ _T += [("checks",) + span["checks"],
        ("y prior",) + spent["y_prior"], ("REC y",) + minus(span["decoding y"], spent["y_prior"]),
        ("synthesis",) + span["synthesis"]]
 _w, _c = marks[-1][1:]
-buf = io.BytesIO()
-image.save(buf, format="PNG", compress_level=1)
+write = getattr(sys.modules["bbimg.cli.main"], "_encode_image", None)  # the CLI's own PNG writer, if any
+if write is not None:
+    encoded = write(image, "PNG")
+else:  # older trees: Pillow at zlib level 1
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    encoded = buf.getbuffer()
 with open(out, "wb") as f:
-    f.write(buf.getbuffer())
+    f.write(encoded)
 lap("png write")
 rss = 0
 with open("/proc/self/status") as f:

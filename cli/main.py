@@ -313,7 +313,20 @@ def _leave_now() -> None:
 
 
 class _Group(click.Group):
-    """Failures that can happen anywhere become one line: out of memory, a closed pipe, Ctrl-C, a bug."""
+    """Failures that can happen anywhere become one line: out of memory, a closed pipe, Ctrl-C, a bug.
+    Commands in :data:`_LAZY_COMMANDS` are imported when named (or listed by ``--help``), not by
+    every ``bbimg decode``."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in _LAZY_COMMANDS and name not in self.commands:
+            module, attr = _LAZY_COMMANDS[name]
+            import importlib
+
+            self.add_command(getattr(importlib.import_module(module, __package__), attr), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -594,9 +607,8 @@ def models(as_json) -> None:
                    + (", fast synthesis (decode --fast)" if r["fast_synthesis"] else ""))
 
 
-from .train_cmd import train  # noqa: E402  (the `train` command, in its own module)
-
-main.add_command(train)
+#: Commands in modules of their own, imported when used: name -> (module, attribute).
+_LAZY_COMMANDS = {"train": (".train_cmd", "train")}
 
 
 @main.command("eval")

@@ -5,7 +5,6 @@ setup.py bakes it into ``bbimg._core`` (it loads this file by path, without impo
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 #: File suffixes that make up the native sources.
@@ -14,6 +13,8 @@ SOURCE_SUFFIXES = (".h", ".cpp", ".cu", ".cuh")
 
 def source_hash(csrc: Path) -> str:
     """16 hex digits over the names and contents (LF line ends) of csrc's source files, sorted."""
+    import hashlib  # only where csrc/ is at hand (a source tree): an installed package never hashes
+
     h = hashlib.sha256()
     for p in sorted(Path(csrc).iterdir()):
         if p.suffix in SOURCE_SUFFIXES:
