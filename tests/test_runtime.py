@@ -224,6 +224,44 @@ def test_interleaved_phases_equal_depth_to_space(channels, height, width):
     assert np.array_equal(got, want)
 
 
+def _phase_gdn_graph(channels: int, seed: int):
+    """Four phases -> Concat -> DepthToSpace -> the inverse GDN x * Conv1x1(|x|), as exported."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    gamma = np.abs(rng.standard_normal((channels, channels, 1, 1))).astype(np.float32)
+    beta = (1 + rng.random(channels)).astype(np.float32)
+    proto = _phase_graph(channels)
+    proto.graph.output[0].name = "gdn"
+    proto.graph.node.extend([helper.make_node("Abs", ["out"], ["abs"]),
+                             helper.make_node("Conv", ["abs", "gamma", "beta"], ["norm"]),
+                             helper.make_node("Mul", ["out", "norm"], ["gdn"])])
+    proto.graph.initializer.extend([numpy_helper.from_array(gamma, "gamma"), numpy_helper.from_array(beta, "beta")])
+    return proto
+
+
+@given(st.integers(1, 5), st.integers(1, 9), st.integers(1, 9))
+@settings(max_examples=15, deadline=None)
+def test_gdn_moved_before_the_interleave_gives_the_same_bits(channels, height, width):
+    import onnxruntime as ort
+    from bbimg.models.onnx_export import _activation_per_phase, _interleave_phases
+
+    proto = _phase_gdn_graph(channels, seed=channels + 7 * height + 11 * width)
+    rng = np.random.default_rng(height * 10 + width)
+    feeds = {f"p{i}": rng.standard_normal((1, channels, height, width)).astype(np.float32) for i in range(4)}
+    run = lambda: ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    want = run()
+    assert _activation_per_phase(proto) == 0  # only after an interleave
+    assert _interleave_phases(proto) == 1 and _activation_per_phase(proto) == 1
+    assert _activation_per_phase(proto) == 0  # a rewritten graph is left as it is
+    made_by = {o: n for n in proto.graph.node for o in n.output}
+    assert [n.op_type for n in proto.graph.node].count("Abs") == 4
+    assert all(made_by[n.input[0]].op_type == "Mul" for n in proto.graph.node if n.op_type == "Unsqueeze")
+    got = run()
+    assert got.shape == (1, channels, 2 * height, 2 * width)
+    assert np.array_equal(got, want)
+
+
 def test_export_and_shipped_synthesis_interleave_without_depth_to_space(wide_onnx_model, tmp_path):
     """Only the single-convolution layers (few output channels) keep a DepthToSpace, in a fresh
     export and in the shipped graphs; --upgrade rewrites an older file in place, equal outputs."""
@@ -240,6 +278,10 @@ def test_export_and_shipped_synthesis_interleave_without_depth_to_space(wide_onn
     assert depth_to_space_after_concat(folder / "wide.synthesis.onnx") == 0
     shipped = [Path(codec.__file__).parent / "weights" / f"bbimg-hvae-v5.{p}.onnx" for p in ("synthesis", "synthesis-fast")]
     assert [depth_to_space_after_concat(p) for p in shipped] == [0, 0]
+    for path in [folder / "wide.synthesis.onnx", *shipped]:  # no Abs reads an interleaved tensor
+        proto = onnx.load(str(path), load_external_data=False)
+        made_by = {o: n.op_type for n in proto.graph.node for o in n.output}
+        assert not any(n.op_type == "Abs" and made_by.get(n.input[0]) == "Reshape" for n in proto.graph.node), path
 
     old = tmp_path / "old.onnx"
     onnx.save(_phase_graph(3), str(old))

@@ -17,6 +17,9 @@ torch model up to float summation order):
 * In the file, each Concat + DepthToSpace of four phases is two Concats that interleave them
   (:func:`_interleave_phases`): the same values, moved 3x faster than ONNX Runtime's DepthToSpace
   (a single-threaded 6-D transpose, a fifth of a Kodak synthesis).
+* The inverse GDN after each of them is applied to the four phases before they are interleaved
+  (:func:`_activation_per_phase`): per pixel, so the same values, but computed in ONNX Runtime's
+  NCHWc layout next to the phase convolutions.
 * ``t`` is not an input but an initializer given when the session loads
   (:data:`QUALITY_AT_LOAD`, ``bbimg.runtime``): the FiLM network is then constant-folded and its
   gains and biases, and the 1/latent_gain input scale, are folded into the convolutions' weights.
@@ -274,6 +277,70 @@ def _interleave_phases(model) -> int:
     return count
 
 
+def _activation_per_phase(model) -> int:
+    """Move each ``X * Conv(|X|)`` (the inverse GDN) that follows an interleave of four phases
+    (:func:`_interleave_phases`) in front of it: applied to each phase, then interleaved. The GDN
+    is per pixel, so the values are the same to the bit, but ONNX Runtime then runs it in its
+    blocked NCHWc layout, beside the phase convolutions, instead of reordering the whole
+    interleaved tensor to NCHW and back (Kodak-size synthesis ~4% faster). Returns how many
+    were moved; a graph already rewritten is left as it is."""
+    from onnx import helper
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    count = 0
+    for mul in list(graph.node):
+        if mul.op_type != "Mul" or len(mul.input) != 2:
+            continue
+        x, norm = mul.input
+        pre = f"{x}/interleave"
+        conv = producer.get(norm)
+        absx = producer.get(conv.input[0]) if conv is not None and conv.op_type == "Conv" else None
+        unsqueezes = [producer.get(f"{pre}/{r}{c}") for r in (0, 1) for c in (0, 1)]
+        if absx is None or absx.op_type != "Abs" or absx.input[0] != x or \
+                getattr(producer.get(x), "op_type", None) != "Reshape" or \
+                any(u is None or u.op_type != "Unsqueeze" for u in unsqueezes) or \
+                sorted(id(n) for n in users[x]) != sorted((id(absx), id(mul))) or \
+                len(users[conv.input[0]]) != 1 or len(users[norm]) != 1:
+            continue
+        for u, rc in zip(unsqueezes, ("00", "01", "10", "11")):
+            phase, at = u.input[0], f"{pre}/gdn{rc}"
+            graph.node.extend([
+                helper.make_node("Abs", [phase], [f"{at}/abs"]),
+                helper.make_node("Conv", [f"{at}/abs", *conv.input[1:]], [f"{at}/norm"], name=f"{at}/conv"),
+                helper.make_node("Mul", [phase, f"{at}/norm"], [f"{at}/out"])])
+            graph.node[-2].attribute.extend(conv.attribute)
+            u.input[0] = f"{at}/out"
+        producer[x].output[0] = mul.output[0]  # the interleave now yields the GDN's output
+        for node in (absx, conv, mul):
+            graph.node.remove(node)
+        count += 1
+    if count:
+        _sort_nodes(graph)
+    return count
+
+
+def _sort_nodes(graph) -> None:
+    """Put ``graph``'s nodes in an order where each follows the producers of its inputs (ONNX
+    requires it), keeping the present order where it already does."""
+    made = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in made for i in n.input)]
+        if not ready:
+            raise ValueError("the graph has a cycle or an input nothing produces")
+        for node in ready:
+            made.update(node.output)
+        ordered += ready
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def _write_graph(path: Path, module, args, inputs, outputs, axes, props: dict, quality_at_load: bool) -> Path:
     """Export one graph with fp16 weights (and the quality as a load-time initializer), its
     metadata ``props``; written to a temporary name, then renamed."""
@@ -287,6 +354,7 @@ def _write_graph(path: Path, module, args, inputs, outputs, axes, props: dict, q
     proto = onnx.load(str(tmp))
     _fp16_weights(proto)
     _interleave_phases(proto)
+    _activation_per_phase(proto)
     if quality_at_load:
         _quality_at_load(proto)
     onnx.helper.set_model_props(proto, props)
@@ -326,11 +394,11 @@ def export_fast_synthesis(name: str, light: HierarchicalVAE, facts: dict | None 
 
 def upgrade(path: Path) -> int:
     """Apply the file-level rewrites of :func:`_write_graph` to an exported graph in place (a part
-    whose training state is not at hand, such as a fast synthesis); returns how many nodes changed."""
+    whose training state is not at hand, such as a fast synthesis); returns how many were made."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)  # the load-time quality stays external
-    count = _interleave_phases(proto)
+    count = _interleave_phases(proto) + _activation_per_phase(proto)
     if count:
         tmp = path.with_suffix(".tmp")
         onnx.save(proto, str(tmp))
@@ -347,7 +415,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.upgrade:
         for path in args.upgrade:
-            print(f"{path}: {upgrade(path)} interleaves rewritten")
+            print(f"{path}: {upgrade(path)} rewrites")
         return
     if not args.name:
         parser.error("name a model, or give --upgrade FILES")
