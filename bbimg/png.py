@@ -116,9 +116,14 @@ def encode(pixels: np.ndarray, mode: str, icc_profile: bytes | None = None, leve
     helpers = [threading.Thread(target=work, name="bbimg-png") for _ in range(min(threads, len(bands)) - 1)]
     for helper in helpers:
         helper.start()
-    work()
-    for helper in helpers:
-        helper.join()
+    try:
+        work()
+        for helper in helpers:
+            helper.join()
+    except BaseException as exc:  # Ctrl-C while waiting: the helpers stop after their band
+        failure.append(exc)
+        for helper in helpers:
+            helper.join()
     if failure:
         raise failure[0]
 

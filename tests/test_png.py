@@ -122,3 +122,20 @@ def test_a_failure_in_a_band_reaches_the_caller(monkeypatch):
     monkeypatch.setattr(png.zlib, "compressobj", Broken)
     with pytest.raises(MemoryError):
         png.encode(np.zeros((64, 64, 3), np.uint8), "RGB", threads=2)
+
+
+def test_ctrl_c_stops_the_helper_threads(monkeypatch):
+    import threading
+
+    real = zlib.compressobj
+
+    def interrupted_in_the_main_thread(*args):
+        if threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(png.zlib, "compressobj", interrupted_in_the_main_thread)
+    monkeypatch.setattr(png, "BAND_BYTES", 1)  # a band per row: the helpers would have plenty left
+    with pytest.raises(KeyboardInterrupt):
+        png.encode(np.zeros((400, 64, 3), np.uint8), "RGB", threads=3)
+    assert not any(t.name == "bbimg-png" and t.is_alive() for t in threading.enumerate())
