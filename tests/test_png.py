@@ -139,3 +139,13 @@ def test_ctrl_c_stops_the_helper_threads(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         png.encode(np.zeros((400, 64, 3), np.uint8), "RGB", threads=3)
     assert not any(t.name == "bbimg-png" and t.is_alive() for t in threading.enumerate())
+
+
+def test_the_file_does_not_depend_on_the_threads():
+    pixels = np.random.default_rng(3).integers(0, 256, (512, 768, 3), np.uint8)  # a Kodak-sized image
+    data = png.encode(pixels, "RGB", threads=1)
+    assert all(png.encode(pixels, "RGB", threads=n) == data for n in (2, 3, 64))
+    idat = [payload for tag, payload in chunks(data) if tag == b"IDAT"]
+    assert len(idat) == png.MIN_BANDS  # 1.2 MB: 8 bands of 64 rows, for up to 8 threads
+    with Image.open(io.BytesIO(data)) as out:
+        assert np.array_equal(np.asarray(out), pixels)
