@@ -8,8 +8,8 @@ per-row choice among the five filters and one zlib stream. Here every row takes 
 aligned, no end-of-stream bit) so that the segments joined behind one zlib header form one stream,
 as pigz does. The Adler-32 of the whole stream is combined from the bands' own.
 
-2-core AMD EPYC, the same pixels (``bench/decode_profile.py``'s images): 12 MP photo 0.26 s and
-16.32 MB (Pillow level 1: 0.73 s, 16.33 MB); Kodak kodim05 12 ms and 814 KB (Pillow level 1:
+2-core AMD EPYC, the same pixels (``bench/decode_profile.py``'s images): 12 MP photo 0.25 s and
+16.33 MB (Pillow level 1: 0.71 s, 16.33 MB); Kodak kodim05 12 ms and 817 KB (Pillow level 1:
 30 ms, 793 KB).
 
 Only the chunks Pillow writes for these images: IHDR, iCCP (when a profile is given), IDAT, IEND.
