@@ -545,8 +545,11 @@ def _encode_image(image, fmt: str):
         from bbimg import png
         if image.mode in png.MODES:
             return png.encode(np.asarray(image), image.mode, icc_profile=icc)
+    options = {"compress_level": 1} if fmt == "PNG" else {}  # a mode bbimg.png does not write
+    if icc:
+        options["icc_profile"] = icc
     encoded = io.BytesIO()
-    image.save(encoded, format=fmt, **({"icc_profile": icc} if icc else {}))
+    image.save(encoded, format=fmt, **options)
     return encoded.getbuffer()
 
 
