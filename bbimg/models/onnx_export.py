@@ -231,6 +231,16 @@ def _quality_at_load(model) -> None:
     graph.initializer.append(init)
 
 
+def _producers_and_users(graph) -> tuple[dict, dict]:
+    """For each tensor name of ``graph``: the node that makes it, and the nodes that read it."""
+    producer = {out: node for node in graph.node for out in node.output}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    return producer, users
+
+
 def _interleave_phases(model) -> int:
     """Rewrite each ``DepthToSpace(Concat(p00, p01, p10, p11, axis=1), 2, DCR)`` as columns then
     rows interleaved by Concat: ``p_r0, p_r1`` unsqueezed on a last axis, concatenated there and
@@ -240,17 +250,13 @@ def _interleave_phases(model) -> int:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    producer, users = _producers_and_users(graph)
     count = 0
     for node in list(graph.node):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         cat = producer.get(node.input[0]) if node.op_type == "DepthToSpace" else None
         if cat is None or attrs.get("blocksize") != 2 or attrs.get("mode", b"DCR") != b"DCR" or \
-                cat.op_type != "Concat" or len(cat.input) != 4 or uses[cat.output[0]] != 1 or \
+                cat.op_type != "Concat" or len(cat.input) != 4 or len(users[cat.output[0]]) != 1 or \
                 helper.get_attribute_value(cat.attribute[0]) != 1:
             continue
         p, pre = list(cat.input), f"{node.output[0]}/interleave"
@@ -287,11 +293,7 @@ def _activation_per_phase(model) -> int:
     from onnx import helper
 
     graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    users: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    producer, users = _producers_and_users(graph)
     count = 0
     for mul in list(graph.node):
         if mul.op_type != "Mul" or len(mul.input) != 2:
