@@ -581,6 +581,14 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
             const int64_t cols4 = round4(Pmax);
             const int64_t RT = tile_rows(cols4, REC_CHUNK);
             const uint32_t n0 = (uint32_t)(I.c * REC_CHUNK);
+            // Chunk statistics of group g's blocks from its scores x (a column of REC_CHUNK per block).
+            auto group_stats = [&](int64_t g, const float* x) {
+                for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+                    const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
+                    chunk_stat(K, x + gi * REC_CHUNK, REC_CHUNK, sample, S.seed, (uint64_t)b,
+                               (uint32_t)I.c, n0, B.w.data(), B.v.data(), stats[S.stat_off[b] + I.c]);
+                }
+            };
             if (RT != REC_CHUNK) {
                 // Groups too wide for a full-chunk tile (an item of their own): row slices of one
                 // tile as wide as the widest group, each generated once and scored by every group.
@@ -599,11 +607,7 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
                 }
                 const float* x = B.S.data();
                 for (int64_t g = I.a; g < I.z; ++g) {
-                    for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
-                        const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
-                        chunk_stat(K, x + gi * REC_CHUNK, REC_CHUNK, sample, S.seed, (uint64_t)b,
-                                   (uint32_t)I.c, n0, B.w.data(), B.v.data(), stats[S.stat_off[b] + I.c]);
-                    }
+                    group_stats(g, x);
                     x += gp[g] * REC_CHUNK;
                 }
                 return;
@@ -618,12 +622,7 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
             for (int64_t g = I.a; g < I.z; ++g) {
                 K.score_group(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, S.group_P[g],
                               WA.data() + gw_off[g], WC.data() + gw_off[g], gp[g], B.S.data(), REC_CHUNK);
-                for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
-                    const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
-                    chunk_stat(K, B.S.data() + gi * REC_CHUNK, REC_CHUNK, sample, S.seed,
-                               (uint64_t)b, (uint32_t)I.c, n0, B.w.data(), B.v.data(),
-                               stats[S.stat_off[b] + I.c]);
-                }
+                group_stats(g, B.S.data());
             }
         } else {
             for (int64_t q = I.a; q < I.z; ++q) {
