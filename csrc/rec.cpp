@@ -67,11 +67,12 @@ int64_t tile_rows(int64_t cols4, int64_t cap) {
 // ---------------------------------------------------------------------------------------------
 // Generic (portable scalar) kernels. They define the arithmetic; the AVX2 set must match them.
 void gen_pool_generic(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld,
-                      float* E, float* E2) {
+                      float* E, float* E2, const int32_t* quads) {
     for (int64_t g = 0; g < cols4 / 4; ++g)
         for (int64_t r = 0; r < rows; ++r) {
             float z[4];
-            det_normal4(philox_seed(seed, (uint32_t)g, n0 + (uint32_t)r, 0u, TAG_POOL), z);
+            const uint32_t q = quads ? (uint32_t)quads[g] : (uint32_t)g;
+            det_normal4(philox_seed(seed, q, n0 + (uint32_t)r, 0u, TAG_POOL), z);
             for (int i = 0; i < 4; ++i) {
                 E[(4 * g + i) * ld + r] = z[i];
                 E2[(4 * g + i) * ld + r] = BB_FMUL(z[i], z[i]);
@@ -162,13 +163,16 @@ void atomic_max(std::atomic<float>& a, float v) {
 
 // A block's weights for the integer screen. Screened score = (sum_k qA_k q2_k + qC_k q1_k) / K with
 // q1 = round(4096 e), q2 = round(512 e^2) (|q1| <= 23,636, q2 <= 17,049), qA = round(A K / 512),
-// qC = round(C K / 4096). K is as large as int16 weights and exact int32 sums allow. `err` bounds
-// |screened - exact| in score units: the rounding of each weight and tile entry, times the
-// largest factor it multiplies (|e| <= 5.7703, e^2 <= 33.297), plus the exact fp32 chain's own
-// 2P roundings, and 1/1000 on top for the double arithmetic here.
+// qC = round(C K / 4096). K is as large as int16 weights and exact int32 sums allow. The exact
+// score lies in [screened - down, screened + up], in score units: the rounding of each weight and
+// tile entry, times the largest factor it multiplies (|e| <= 5.7703, e^2 <= 33.297), plus the
+// exact fp32 chain's own 2P roundings, and 1/1000 on top for the double arithmetic here. The
+// rounding of A multiplies q2 / 512 >= 0, so it moves the exact score one way only: A rounded up
+// (towards 0: A <= 0 under the nearest rule, and the many dims of near-zero weight round to 0)
+// can only make the exact score lower than the screened one.
 struct ScreenBlock {
     double K = 1.0;
-    double err = 0.0;
+    double up = 0.0, down = 0.0;
 };
 
 ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int64_t P, int16_t* qa,
@@ -205,25 +209,32 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
         if (worst <= kLimit) break;
         K *= 0.9;
     }
-    double err = 0.0;
+    double up = 0.0, down = 0.0, both = 0.0;
     for (int64_t k = 0; k < P; ++k) {
         const double a = (double)wa[k * stride], c = (double)wc[k * stride];
-        // weight rounding times the largest tile value, and tile rounding (half a step) times |weight|
-        err += std::fabs((double)qa[k] * s2 / K - a) * (kE2 + 0.5 / s2) + std::fabs(a) * 0.5 / s2;
-        err += std::fabs((double)qc[k] * s1 / K - c) * (kE + 0.5 / s1) + std::fabs(c) * 0.5 / s1;
+        // exact - screened = (A - qA 512 / K) q2 / 512 - A (q2 - 512 e^2) / 512 + (the same for C
+        // with q1 and e, whose sign is free): weight rounding times the largest tile value, and
+        // tile rounding (half a step) times |weight|
+        const double da = (a - (double)qa[k] * s2 / K) * (kE2 + 0.5 / s2);
+        (da > 0.0 ? up : down) += std::fabs(da);
+        both += std::fabs(a) * 0.5 / s2;
+        both += std::fabs((double)qc[k] * s1 / K - c) * (kE + 0.5 / s1) + std::fabs(c) * 0.5 / s1;
     }
     const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24);
-    err += n * u / (1.0 - n * u) * (sa * kE2 + sc * kE) + 1e-35 * n;
+    both += n * u / (1.0 - n * u) * (sa * kE2 + sc * kE) + 1e-35 * n;
     out.K = K;
-    out.err = 1.001 * err;
+    out.up = 1.001 * (up + both);
+    out.down = 1.001 * (down + both);
     return out;
 }
 
 struct Buffers {
     std::vector<float> E, E2, S, w, v;
     std::vector<uint32_t> EB;             // screen: packed int16 tile
+    std::vector<float> RE, RE2;             // screen: rows generated again for exact scores
     std::vector<int32_t> SI, SM, rows, groups;  // screen: integer scores, their maxima, rows to rescore
     std::vector<float> ex;                  // screen: exact scores of those groups
+    float ex8[8];                           // screen: exact scores of the top row's group
     void need(int64_t tile, int64_t scores) {
         if ((int64_t)E.size() < tile) {
             E.resize(tile);
@@ -407,58 +418,190 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
 
 namespace {
 
-// Temperature-0 statistics of chunk c for groups [ga, gz) through the screen: for each block,
+// What the screen adds up for each group. Per triple of blocks: the tile columns any of the
+// three weighs (score_cols3), or each block's own columns (score_cols1), whichever takes fewer
+// multiply-adds. A column a block weighs at zero (both int16 weights rounded to 0: dims of
+// near-zero weight, which low-KL blocks are mostly made of) adds exactly nothing to its integer
+// sums, so leaving it out changes no score. Groups too wide for a full-chunk tile whose blocks
+// weigh few pool columns get a tile of only those columns (kCompact, one group per work item);
+// the rows they rescore are generated again, whole. Wide groups that weigh many columns keep the
+// fp32 row slices (kNone).
+struct ScreenPlan {
+    enum Mode : int8_t { kTile = 0, kCompact = 1, kNone = 2 };
+    struct Triple {
+        int64_t c, w;    // offsets into cols, words
+        int32_t n[3];    // single: each block's column count; else n[0] columns of 3 words
+        bool single;
+    };
+    std::vector<int8_t> mode;        // [G]
+    std::vector<int64_t> quad_off;   // [G + 1] kCompact: the pool quads of its tile, ascending
+    std::vector<int32_t> quads;
+    std::vector<int64_t> tri_first;  // [G + 1] the group's triples in `tri`
+    std::vector<Triple> tri;
+    std::vector<int32_t> cols;       // tile columns (kCompact: positions in the compact tile)
+    std::vector<uint32_t> words;     // qA | qC << 16
+};
+
+// Cost of a score_cols1 column against a third of a score_cols3 column (measured on the y search
+// of a 12 MP photo, Zen 4: score_cols1 pays for loading the tile once per block).
+constexpr double kSingleColumnCost = 2.5;
+
+// Adds group g (integer words WBg[k * Gp + j]) to the plan.
+void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const std::vector<uint32_t>& WBg) {
+    std::vector<int32_t> colmap;  // tile column of pool column k (kCompact)
+    int8_t mode = ScreenPlan::kTile;
+    if (wide) {
+        std::vector<char> used((P + 3) / 4, 0);
+        for (int64_t k = 0; k < P; ++k)
+            for (int64_t j = 0; j < Gp; ++j)
+                if (WBg[k * Gp + j]) {
+                    used[k / 4] = 1;
+                    break;
+                }
+        int64_t nq = 0;
+        for (char u : used) nq += u;
+        mode = tile_rows(4 * nq, REC_CHUNK) == REC_CHUNK ? ScreenPlan::kCompact : ScreenPlan::kNone;
+        if (mode == ScreenPlan::kCompact) {
+            colmap.assign(P, -1);
+            int64_t pos = 0;
+            for (int64_t q = 0; q < (int64_t)used.size(); ++q)
+                if (used[q]) {
+                    SP.quads.push_back((int32_t)q);
+                    for (int64_t i = 0; i < 4 && 4 * q + i < P; ++i) colmap[4 * q + i] = (int32_t)(4 * pos + i);
+                    ++pos;
+                }
+        }
+    }
+    SP.mode.push_back(mode);
+    SP.quad_off.push_back((int64_t)SP.quads.size());
+    if (mode != ScreenPlan::kNone)
+        for (int64_t t = 0; t < Gp; t += 3) {
+            ScreenPlan::Triple T{(int64_t)SP.cols.size(), (int64_t)SP.words.size(), {0, 0, 0}, false};
+            int64_t u = 0, nnz = 0;
+            for (int64_t k = 0; k < P; ++k) {
+                const uint32_t* w = &WBg[k * Gp + t];
+                u += (w[0] | w[1] | w[2]) != 0;
+                nnz += (w[0] != 0) + (w[1] != 0) + (w[2] != 0);
+            }
+            T.single = kSingleColumnCost * (double)nnz < 3.0 * (double)u;
+            auto col = [&](int64_t k) { return mode == ScreenPlan::kCompact ? colmap[k] : (int32_t)k; };
+            if (T.single) {
+                for (int j = 0; j < 3; ++j)
+                    for (int64_t k = 0; k < P; ++k)
+                        if (const uint32_t w = WBg[k * Gp + t + j]) {
+                            SP.cols.push_back(col(k));
+                            SP.words.push_back(w);
+                            ++T.n[j];
+                        }
+            } else {
+                for (int64_t k = 0; k < P; ++k) {
+                    const uint32_t* w = &WBg[k * Gp + t];
+                    if ((w[0] | w[1] | w[2]) == 0) continue;
+                    SP.cols.push_back(col(k));
+                    SP.words.insert(SP.words.end(), w, w + 3);
+                    ++T.n[0];
+                }
+            }
+            SP.tri.push_back(T);
+        }
+    SP.tri_first.push_back((int64_t)SP.tri.size());
+}
+
+// Temperature-0 statistics of chunk c for groups [ga, gz) through the screen, from the tile in
+// B.E/B.E2 (tcols columns: all of the groups' columns, or a kCompact group's own): for each block,
 // the chunk's exact maximum and its first row, or m = -inf when the chunk provably cannot hold
 // the block's maximum (its screened maximum plus the bound stays below an exact maximum already
 // found in another chunk). rec_combine then picks the same candidate as from exact statistics:
 // the chunk holding the block's maximum is never skipped, and within a chunk every row that can
 // equal its maximum or beat the best found is rescored exactly, in ascending order (first on
 // ties).
-void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga, int64_t gz,
-                  int64_t cols4, const std::vector<float>& WA, const std::vector<float>& WC,
-                  const std::vector<uint32_t>& WB, const std::vector<ScreenBlock>& sb,
+void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, int64_t c, int64_t ga,
+                  int64_t gz, int64_t tcols, const std::vector<float>& WA, const std::vector<float>& WC,
+                  const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
                   const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
                   std::atomic<float>* best, Buffers& B, std::vector<ChunkStat>& stats) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
+    constexpr int64_t kRowBatch = 16;  // 8-row groups regenerated at a time (kCompact)
     const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
-    B.EB.resize(REC_CHUNK * cols4);
+    B.EB.resize(REC_CHUNK * tcols);
     B.SI.resize(REC_CHUNK * REC_GROUP);
     B.SM.resize(16 * REC_GROUP);
     B.rows.resize(REC_CHUNK);
     B.groups.resize(REC_CHUNK / 8);
     B.ex.resize(REC_CHUNK);
-    scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, cols4, B.EB.data());
-    for (int64_t g = ga; g < gz; ++g) {
+    scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
+    // Exact scores of block column gi of group g for the 8-row groups grps[0..n): from the tile,
+    // or, for a compact tile (which lacks the columns of zero integer weight that the exact
+    // scores still add), from the rows generated again over all of the group's columns.
+    auto exact_groups = [&](int64_t g, int64_t gi, const int32_t* grps, int64_t n, float* out) {
         const int64_t P = S.group_P[g], Gp = gp[g];
         const float* wa = WA.data() + gw_off[g];
         const float* wc = WC.data() + gw_off[g];
-        scr.score_group(B.EB.data(), REC_CHUNK, P, WB.data() + gw_off[g], Gp, B.SI.data(), REC_CHUNK,
-                        B.SM.data());
+        if (SP.mode[g] != ScreenPlan::kCompact) {
+            scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, Gp, gi, grps, n, out);
+            return;
+        }
+        static const int32_t kIota[kRowBatch] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        const int64_t c4 = round4(P);
+        B.RE.resize(8 * kRowBatch * c4);
+        B.RE2.resize(8 * kRowBatch * c4);
+        for (int64_t i0 = 0; i0 < n; i0 += kRowBatch) {
+            const int64_t nb = std::min(kRowBatch, n - i0), ld = 8 * nb;
+            for (int64_t i = 0; i < nb; ++i)
+                K.gen_pool(S.seed, n0 + 8 * (uint32_t)grps[i0 + i], 8, c4, ld, B.RE.data() + 8 * i,
+                           B.RE2.data() + 8 * i, nullptr);
+            scr.exact_rows(B.RE.data(), B.RE2.data(), ld, P, wa, wc, Gp, gi, kIota, nb, out + 8 * i0);
+        }
+    };
+    for (int64_t g = ga; g < gz; ++g) {
+        for (int64_t t = SP.tri_first[g]; t < SP.tri_first[g + 1]; ++t) {
+            const ScreenPlan::Triple& T = SP.tri[t];
+            const int64_t j0 = 3 * (t - SP.tri_first[g]);
+            if (!T.single) {
+                scr.score_cols3(B.EB.data(), REC_CHUNK, SP.cols.data() + T.c, SP.words.data() + T.w, T.n[0],
+                                B.SI.data() + j0 * REC_CHUNK, REC_CHUNK, B.SM.data() + 16 * j0);
+                continue;
+            }
+            for (int64_t j = 0, o = 0; j < 3; o += T.n[j], ++j)
+                scr.score_cols1(B.EB.data(), REC_CHUNK, SP.cols.data() + T.c + o, SP.words.data() + T.w + o,
+                                T.n[j], B.SI.data() + (j0 + j) * REC_CHUNK, B.SM.data() + 16 * (j0 + j));
+        }
         for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
             const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
             const int32_t* x = B.SI.data() + gi * REC_CHUNK;
             ChunkStat& st = stats[S.stat_off[b] + c];
             st.s = 0.0;
-            const double K = sb[q].K, e = sb[q].err * K;  // the bound in integer units
+            // Bounds in integer units: exact * Kb lies in [x - down, x + up].
+            const double Kb = sb[q].K, up = sb[q].up * Kb;
             const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
-            const double found = (double)best[b].load(std::memory_order_relaxed) * K;
+            const double found = (double)best[b].load(std::memory_order_relaxed) * Kb;
             st.m = -kInf;  // until a row that can matter is rescored
             st.n = n0;
-            if (mi + e < found) continue;
-            const double thr = std::floor(std::max(mi - 2.0 * e, found - e));
-            const int32_t t = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
-            const int64_t nr = scr.rows_at_least(x, REC_CHUNK, t, B.rows.data());
+            if (mi + up < found) continue;
+            // The exact score v of the first row at the screened maximum: the chunk's exact
+            // maximum is at least v, so only rows that can reach max(v, found) need theirs.
+            scr.rows_at_least(x, REC_CHUNK, (int32_t)mi, B.rows.data());
+            const int32_t top = B.rows[0] >> 3;
+            exact_groups(g, gi, &top, 1, B.ex8);
+            const double v = (double)B.ex8[B.rows[0] & 7] * Kb;
+            const double thr = std::floor(std::max(v, found) - up);
+            const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
+            const int64_t nr = scr.rows_at_least(x, REC_CHUNK, th, B.rows.data());
             int64_t ng = 0;
             for (int64_t i = 0; i < nr; ++i) {
                 const int32_t grp = B.rows[i] >> 3;
-                if (ng == 0 || B.groups[ng - 1] != grp) B.groups[ng++] = grp;
+                if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
             }
-            scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, Gp, gi, B.groups.data(), ng,
-                           B.ex.data());
+            exact_groups(g, gi, B.groups.data(), ng, B.ex.data());
             for (int64_t i = 0, j = 0; i < nr; ++i) {
                 const int32_t r = B.rows[i];
-                while (B.groups[j] != (r >> 3)) ++j;
-                const float v = B.ex[8 * j + (r & 7)];
+                float v;
+                if ((r >> 3) == top) {
+                    v = B.ex8[r & 7];
+                } else {
+                    while (B.groups[j] != (r >> 3)) ++j;
+                    v = B.ex[8 * j + (r & 7)];
+                }
                 if (i == 0 || v > st.m) {
                     st.m = v;
                     st.n = n0 + (uint32_t)r;
@@ -496,27 +639,38 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
     // pairs at each block's scale, and per block the best exact chunk maximum found so far, which
     // lets a chunk whose bound cannot reach it skip its exact rescoring.
     const RecScreen* screen = sample ? nullptr : K.screen;
-    std::vector<uint32_t> WB;
+    auto wide = [&](int64_t g) { return tile_rows(round4(S.group_P[g]), REC_CHUNK) != REC_CHUNK; };
+    ScreenPlan SP;
     std::vector<ScreenBlock> sb;
     std::unique_ptr<std::atomic<float>[]> best;
     if (screen) {
-        WB.assign(gw_off[G], 0u);
         sb.resize(S.pool_blocks.size());
+        SP.quad_off.push_back(0);
+        SP.tri_first.push_back(0);
         std::vector<int16_t> qa, qc;
+        std::vector<uint32_t> WBg;
         for (int64_t g = 0; g < G; ++g) {
             const int64_t P = S.group_P[g];
             qa.resize(P);
             qc.resize(P);
+            WBg.assign(P * gp[g], 0u);
             for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
                 const int64_t gi = q - S.group_begin[g], o = gw_off[g] + gi;
                 sb[q] = screen_weights(WA.data() + o, WC.data() + o, gp[g], P, qa.data(), qc.data());
                 for (int64_t k = 0; k < P; ++k)
-                    WB[o + k * gp[g]] = (uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16);
+                    WBg[k * gp[g] + gi] = (uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16);
             }
+            plan_screen_group(SP, P, gp[g], wide(g), WBg);
         }
         best.reset(new std::atomic<float>[S.B]);
         for (int64_t b = 0; b < S.B; ++b) best[b].store(-std::numeric_limits<float>::infinity());
     }
+    // How a group's chunks are scored: through the screen (over a tile of all its columns or of
+    // its own), or exactly in fp32 (full-chunk tiles, or row slices for groups too wide for one).
+    auto mode = [&](int64_t g) -> int8_t {
+        if (screen) return SP.mode[g];
+        return wide(g) ? ScreenPlan::kNone : ScreenPlan::kTile;
+    };
     // Work items: (chunk, slice of active groups) for the pool; batches of private blocks.
     struct Item {
         int kind;
@@ -530,16 +684,15 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
         total += gnch[g] * (int64_t)S.group_P[g] * gp[g];
     }
     const int64_t target = std::max<int64_t>(1, total / (8 * std::max(1, threads)));
-    // Groups wider than a full-chunk tile (tile_rows < REC_CHUNK) are scored in row slices, in
-    // items of their own: sharing one would send every narrow group of the item down that path
-    // too (slices as narrow as the widest group's, and no screen).
-    auto wide = [&](int64_t g) { return tile_rows(round4(S.group_P[g]), REC_CHUNK) != REC_CHUNK; };
+    // Groups scored another way than their neighbours get items of their own: sharing one would
+    // send every narrow group of the item down the row-slice path too (slices as narrow as the
+    // widest group's, and no screen). A kCompact group's tile is its own, so it is always alone.
     const int64_t maxch = G ? gnch[0] : 0;
     for (int64_t c = 0; c < maxch; ++c) {
         int64_t a = 0, acc = 0;
         int64_t g = 0;
         for (; g < G && gnch[g] > c; ++g) {
-            if (g > a && wide(g) != wide(g - 1)) {
+            if (g > a && (mode(g) != mode(g - 1) || mode(g) == ScreenPlan::kCompact)) {
                 items.push_back({0, c, a, g});
                 a = g;
                 acc = 0;
@@ -578,6 +731,7 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
                 Pmax = std::max<int64_t>(Pmax, S.group_P[g]);
                 Gpmax = std::max(Gpmax, gp[g]);
             }
+            const int8_t md = mode(I.a);  // the same for every group of the item
             const int64_t cols4 = round4(Pmax);
             const int64_t RT = tile_rows(cols4, REC_CHUNK);
             const uint32_t n0 = (uint32_t)(I.c * REC_CHUNK);
@@ -589,14 +743,22 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
                                (uint32_t)I.c, n0, B.w.data(), B.v.data(), stats[S.stat_off[b] + I.c]);
                 }
             };
-            if (RT != REC_CHUNK) {
+            if (md == ScreenPlan::kCompact) {
+                const int64_t q0 = SP.quad_off[I.a], tcols = 4 * (SP.quad_off[I.a + 1] - q0);
+                B.need(REC_CHUNK * tcols, Gpmax * REC_CHUNK);
+                K.gen_pool(S.seed, n0, REC_CHUNK, tcols, REC_CHUNK, B.E.data(), B.E2.data(), SP.quads.data() + q0);
+                screen_chunk(S, K, *screen, I.c, I.a, I.z, tcols, WA, WC, SP, sb, gw_off, gp, best.get(), B,
+                             stats);
+                return;
+            }
+            if (md == ScreenPlan::kNone) {
                 // Groups too wide for a full-chunk tile (an item of their own): row slices of one
                 // tile as wide as the widest group, each generated once and scored by every group.
                 int64_t nscores = 0;
                 for (int64_t g = I.a; g < I.z; ++g) nscores += gp[g] * REC_CHUNK;
                 B.need(RT * cols4, nscores);
                 for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += RT) {
-                    K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data());
+                    K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data(), nullptr);
                     float* out = B.S.data() + r0;
                     for (int64_t g = I.a; g < I.z; ++g) {
                         K.score_group(B.E.data(), B.E2.data(), RT, RT, S.group_P[g],
@@ -613,10 +775,10 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
                 return;
             }
             B.need(RT * cols4, Gpmax * REC_CHUNK);
-            K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data());
+            K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data(), nullptr);
             if (screen) {
-                screen_chunk(S, *screen, I.c, I.a, I.z, cols4, WA, WC, WB, sb, gw_off, gp, best.get(),
-                             B, stats);
+                screen_chunk(S, K, *screen, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, best.get(), B,
+                             stats);
                 return;
             }
             for (int64_t g = I.a; g < I.z; ++g) {
@@ -746,7 +908,7 @@ std::vector<float> rec_debug_scores(const RecSetup& S, int64_t b) {
         const int64_t rt = tile_rows(c4, REC_CHUNK);
         std::vector<float> E(rt * c4), E2(rt * c4), Sb(3 * rt);
         for (int64_t r0 = 0; r0 < N; r0 += rt) {
-            K.gen_pool(S.seed, (uint32_t)r0, rt, c4, rt, E.data(), E2.data());
+            K.gen_pool(S.seed, (uint32_t)r0, rt, c4, rt, E.data(), E2.data(), nullptr);
             K.score_group(E.data(), E2.data(), rt, rt, L, wa.data(), wc.data(), 3, Sb.data(), rt);
             std::copy(Sb.begin(), Sb.begin() + rt, out.begin() + r0);
         }
@@ -772,7 +934,7 @@ std::vector<float> rec_debug_candidate(const RecSetup& S, const float* mu_p, con
     std::vector<float> E(8 * c4), E2(8 * c4);
     const uint32_t n0 = n & ~7u;
     if (S.k[b] >= REC_POOL_MIN_BITS)
-        K.gen_pool(S.seed, n0, 8, c4, 8, E.data(), E2.data());
+        K.gen_pool(S.seed, n0, 8, c4, 8, E.data(), E2.data(), nullptr);
     else
         K.gen_private(S.seed, (uint64_t)b, n0, 8, c4, 8, E.data(), E2.data());
     std::vector<int32_t> perm(L);

@@ -114,11 +114,18 @@ struct RecScreen {
     // (rows % 16 == 0), from E/E2[k * ld + r].
     void (*pack_tile)(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t cols,
                       uint32_t* EB);
-    // Integer scores S[g * ld_s + r] = sum_k of the int16 pair products of EB and WB, for
-    // r < rows (rows % 64 == 0), g < Gp (Gp % 3 == 0); WB[k * Gp + g] = qA | qC << 16. M[16 g + i]
-    // is the maximum of column g's rows r with r % 16 == i.
-    void (*score_group)(const uint32_t* EB, int64_t rows, int64_t P, const uint32_t* WB, int64_t Gp,
-                        int32_t* S, int64_t ld_s, int32_t* M);
+    // Integer scores of three blocks over the tile columns they weigh: S[j * ld_s + r] = sum over
+    // i < n of the int16 pair products of EB[cols[i] * rows + r] and W3[3 i + j] (qA | qC << 16),
+    // for r < rows (rows % 64 == 0), j < 3. M[16 j + l] is the maximum of block j's rows r with
+    // r % 16 == l. A column a block does not weigh carries a zero word; the sums are exact, so
+    // leaving such columns out gives the same scores.
+    void (*score_cols3)(const uint32_t* EB, int64_t rows, const int32_t* cols, const uint32_t* W3,
+                        int64_t n, int32_t* S, int64_t ld_s, int32_t* M);
+    // The same for one block (rows % 128 == 0): S[r], M[l], words W[i]. Cheaper than
+    // score_cols3 only where the three blocks weigh mostly different columns (it loads the
+    // tile once per block instead of once per three).
+    void (*score_cols1)(const uint32_t* EB, int64_t rows, const int32_t* cols, const uint32_t* W,
+                        int64_t n, int32_t* S, int32_t* M);
     int32_t (*max16)(const int32_t* m);  // the largest of m[0..16)
     // The rows r < rows (rows % 16 == 0) with x[r] >= t, ascending, into out; returns the count.
     int64_t (*rows_at_least)(const int32_t* x, int64_t rows, int32_t t, int32_t* out);
@@ -135,9 +142,10 @@ const RecScreen* rec_screen_vnni();  // nullptr when not compiled in or the CPU 
 struct RecKernels {
     const char* name;
     // Pool tile: rows [n0, n0 + rows) (rows % 8 == 0), columns [0, cols4) (cols4 % 4 == 0);
-    // column-major, E[col * ld + r]; E2 = E * E.
+    // column-major, E[col * ld + r]; E2 = E * E. With quads, tile columns 4i..4i+3 hold pool
+    // columns 4 quads[i]..4 quads[i] + 3 instead (a tile of only the columns a search needs).
     void (*gen_pool)(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld, float* E,
-                     float* E2);
+                     float* E2, const int32_t* quads);
     // Private tile of block b: rows [n0, n0 + rows) (rows % 8 == 0, n0 + rows <= 2^16).
     void (*gen_private)(uint64_t seed, uint64_t b, uint32_t n0, int64_t rows, int64_t cols4,
                         int64_t ld, float* E, float* E2);

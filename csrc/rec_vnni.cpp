@@ -48,64 +48,96 @@ VNNI_KERNEL void pack_tile_vnni(const float* E, const float* E2, int64_t ld, int
     }
 }
 
-// 64 rows x 3 blocks register tile: 12 zmm accumulators. Word k of a row pairs (e^2, e); word k
-// of a block pairs (A', C') at the block's scale, so one VPDPWSSD adds both terms of a column.
-// The block scales keep every partial sum inside int32, so the sums are exact.
-VNNI_KERNEL void score_group_vnni(const uint32_t* EB, int64_t rows, int64_t P, const uint32_t* WB,
-                                  int64_t Gp, int32_t* S, int64_t ld_s, int32_t* M) {
-    for (int64_t g = 0; g < Gp; ++g) _mm512_storeu_si512(M + 16 * g, _mm512_set1_epi32(INT32_MIN));
-    for (int64_t r = 0; r < rows; r += 64)
-        for (int64_t g = 0; g < Gp; g += 3) {
-            __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,
-                    a12 = a00, a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
-            const uint32_t* ep = EB + r;
-            const uint32_t* w = WB + g;
-            for (int64_t k = 0; k < P; ++k) {
-                const __m512i w0 = _mm512_set1_epi32((int)w[0]);
-                const __m512i w1 = _mm512_set1_epi32((int)w[1]);
-                const __m512i w2 = _mm512_set1_epi32((int)w[2]);
-                __m512i x = _mm512_loadu_si512(ep);
-                a00 = _mm512_dpwssd_epi32(a00, x, w0);
-                a01 = _mm512_dpwssd_epi32(a01, x, w1);
-                a02 = _mm512_dpwssd_epi32(a02, x, w2);
-                x = _mm512_loadu_si512(ep + 16);
-                a10 = _mm512_dpwssd_epi32(a10, x, w0);
-                a11 = _mm512_dpwssd_epi32(a11, x, w1);
-                a12 = _mm512_dpwssd_epi32(a12, x, w2);
-                x = _mm512_loadu_si512(ep + 32);
-                a20 = _mm512_dpwssd_epi32(a20, x, w0);
-                a21 = _mm512_dpwssd_epi32(a21, x, w1);
-                a22 = _mm512_dpwssd_epi32(a22, x, w2);
-                x = _mm512_loadu_si512(ep + 48);
-                a30 = _mm512_dpwssd_epi32(a30, x, w0);
-                a31 = _mm512_dpwssd_epi32(a31, x, w1);
-                a32 = _mm512_dpwssd_epi32(a32, x, w2);
-                ep += rows;
-                w += Gp;
-            }
-            int32_t* s0 = S + g * ld_s + r;
-            int32_t* s1 = s0 + ld_s;
-            int32_t* s2 = s1 + ld_s;
-            _mm512_storeu_si512(s0, a00);
-            _mm512_storeu_si512(s0 + 16, a10);
-            _mm512_storeu_si512(s0 + 32, a20);
-            _mm512_storeu_si512(s0 + 48, a30);
-            _mm512_storeu_si512(s1, a01);
-            _mm512_storeu_si512(s1 + 16, a11);
-            _mm512_storeu_si512(s1 + 32, a21);
-            _mm512_storeu_si512(s1 + 48, a31);
-            _mm512_storeu_si512(s2, a02);
-            _mm512_storeu_si512(s2 + 16, a12);
-            _mm512_storeu_si512(s2 + 32, a22);
-            _mm512_storeu_si512(s2 + 48, a32);
-            int32_t* m = M + 16 * g;
-            const __m512i m0 = _mm512_max_epi32(_mm512_max_epi32(a00, a10), _mm512_max_epi32(a20, a30));
-            const __m512i m1 = _mm512_max_epi32(_mm512_max_epi32(a01, a11), _mm512_max_epi32(a21, a31));
-            const __m512i m2 = _mm512_max_epi32(_mm512_max_epi32(a02, a12), _mm512_max_epi32(a22, a32));
-            _mm512_storeu_si512(m, _mm512_max_epi32(_mm512_loadu_si512(m), m0));
-            _mm512_storeu_si512(m + 16, _mm512_max_epi32(_mm512_loadu_si512(m + 16), m1));
-            _mm512_storeu_si512(m + 32, _mm512_max_epi32(_mm512_loadu_si512(m + 32), m2));
+// 64 rows x 3 blocks register tile: 12 zmm accumulators. Word i of a row pairs (e^2, e) of tile
+// column cols[i]; word i of a block pairs (A', C') at the block's scale, so one VPDPWSSD adds both
+// terms of a column. The block scales keep every partial sum inside int32, so the sums are exact
+// and do not depend on which zero-weight columns are left out.
+VNNI_KERNEL void score_cols3_vnni(const uint32_t* EB, int64_t rows, const int32_t* cols,
+                                  const uint32_t* W3, int64_t n, int32_t* S, int64_t ld_s, int32_t* M) {
+    __m512i m0 = _mm512_set1_epi32(INT32_MIN), m1 = m0, m2 = m0;
+    for (int64_t r = 0; r < rows; r += 64) {
+        __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,
+                a12 = a00, a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+        const uint32_t* w = W3;
+        for (int64_t i = 0; i < n; ++i, w += 3) {
+            const uint32_t* ep = EB + (int64_t)cols[i] * rows + r;
+            const __m512i w0 = _mm512_set1_epi32((int)w[0]);
+            const __m512i w1 = _mm512_set1_epi32((int)w[1]);
+            const __m512i w2 = _mm512_set1_epi32((int)w[2]);
+            __m512i x = _mm512_loadu_si512(ep);
+            a00 = _mm512_dpwssd_epi32(a00, x, w0);
+            a01 = _mm512_dpwssd_epi32(a01, x, w1);
+            a02 = _mm512_dpwssd_epi32(a02, x, w2);
+            x = _mm512_loadu_si512(ep + 16);
+            a10 = _mm512_dpwssd_epi32(a10, x, w0);
+            a11 = _mm512_dpwssd_epi32(a11, x, w1);
+            a12 = _mm512_dpwssd_epi32(a12, x, w2);
+            x = _mm512_loadu_si512(ep + 32);
+            a20 = _mm512_dpwssd_epi32(a20, x, w0);
+            a21 = _mm512_dpwssd_epi32(a21, x, w1);
+            a22 = _mm512_dpwssd_epi32(a22, x, w2);
+            x = _mm512_loadu_si512(ep + 48);
+            a30 = _mm512_dpwssd_epi32(a30, x, w0);
+            a31 = _mm512_dpwssd_epi32(a31, x, w1);
+            a32 = _mm512_dpwssd_epi32(a32, x, w2);
         }
+        int32_t* s0 = S + r;
+        int32_t* s1 = s0 + ld_s;
+        int32_t* s2 = s1 + ld_s;
+        _mm512_storeu_si512(s0, a00);
+        _mm512_storeu_si512(s0 + 16, a10);
+        _mm512_storeu_si512(s0 + 32, a20);
+        _mm512_storeu_si512(s0 + 48, a30);
+        _mm512_storeu_si512(s1, a01);
+        _mm512_storeu_si512(s1 + 16, a11);
+        _mm512_storeu_si512(s1 + 32, a21);
+        _mm512_storeu_si512(s1 + 48, a31);
+        _mm512_storeu_si512(s2, a02);
+        _mm512_storeu_si512(s2 + 16, a12);
+        _mm512_storeu_si512(s2 + 32, a22);
+        _mm512_storeu_si512(s2 + 48, a32);
+        m0 = _mm512_max_epi32(m0, _mm512_max_epi32(_mm512_max_epi32(a00, a10), _mm512_max_epi32(a20, a30)));
+        m1 = _mm512_max_epi32(m1, _mm512_max_epi32(_mm512_max_epi32(a01, a11), _mm512_max_epi32(a21, a31)));
+        m2 = _mm512_max_epi32(m2, _mm512_max_epi32(_mm512_max_epi32(a02, a12), _mm512_max_epi32(a22, a32)));
+    }
+    _mm512_storeu_si512(M, m0);
+    _mm512_storeu_si512(M + 16, m1);
+    _mm512_storeu_si512(M + 32, m2);
+}
+
+// One block, 128 rows at a time in 8 zmm accumulators (enough independent chains to cover the
+// VPDPWSSD latency without the other two blocks of score_cols3).
+VNNI_KERNEL void score_cols1_vnni(const uint32_t* EB, int64_t rows, const int32_t* cols,
+                                  const uint32_t* W, int64_t n, int32_t* S, int32_t* M) {
+    __m512i m = _mm512_set1_epi32(INT32_MIN);
+    for (int64_t r = 0; r < rows; r += 128) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+                a7 = a0;
+        for (int64_t i = 0; i < n; ++i) {
+            const uint32_t* ep = EB + (int64_t)cols[i] * rows + r;
+            const __m512i w = _mm512_set1_epi32((int)W[i]);
+            a0 = _mm512_dpwssd_epi32(a0, _mm512_loadu_si512(ep), w);
+            a1 = _mm512_dpwssd_epi32(a1, _mm512_loadu_si512(ep + 16), w);
+            a2 = _mm512_dpwssd_epi32(a2, _mm512_loadu_si512(ep + 32), w);
+            a3 = _mm512_dpwssd_epi32(a3, _mm512_loadu_si512(ep + 48), w);
+            a4 = _mm512_dpwssd_epi32(a4, _mm512_loadu_si512(ep + 64), w);
+            a5 = _mm512_dpwssd_epi32(a5, _mm512_loadu_si512(ep + 80), w);
+            a6 = _mm512_dpwssd_epi32(a6, _mm512_loadu_si512(ep + 96), w);
+            a7 = _mm512_dpwssd_epi32(a7, _mm512_loadu_si512(ep + 112), w);
+        }
+        int32_t* s = S + r;
+        _mm512_storeu_si512(s, a0);
+        _mm512_storeu_si512(s + 16, a1);
+        _mm512_storeu_si512(s + 32, a2);
+        _mm512_storeu_si512(s + 48, a3);
+        _mm512_storeu_si512(s + 64, a4);
+        _mm512_storeu_si512(s + 80, a5);
+        _mm512_storeu_si512(s + 96, a6);
+        _mm512_storeu_si512(s + 112, a7);
+        m = _mm512_max_epi32(m, _mm512_max_epi32(_mm512_max_epi32(_mm512_max_epi32(a0, a1), _mm512_max_epi32(a2, a3)),
+                                                 _mm512_max_epi32(_mm512_max_epi32(a4, a5), _mm512_max_epi32(a6, a7))));
+    }
+    _mm512_storeu_si512(M, m);
 }
 
 VNNI_KERNEL int32_t max16_vnni(const int32_t* m) { return _mm512_reduce_max_epi32(_mm512_loadu_si512(m)); }
@@ -164,8 +196,8 @@ VNNI_KERNEL void exact_rows_vnni(const float* E, const float* E2, int64_t ld, in
     }
 }
 
-const RecScreen kScreen = {pack_tile_vnni, score_group_vnni, max16_vnni, rows_at_least_vnni,
-                           exact_rows_vnni};
+const RecScreen kScreen = {pack_tile_vnni, score_cols3_vnni, score_cols1_vnni, max16_vnni,
+                           rows_at_least_vnni, exact_rows_vnni};
 
 }  // namespace
 

@@ -281,6 +281,43 @@ def test_wide_and_narrow_groups_in_one_chunk(tau):
             assert int(idx[b]) == int(np.argmax(x))
 
 
+def _blocks_of_mostly_silent_dims(lengths, informative, seed, flat=False):
+    """Dims where the posterior equals the prior (the codec's prior-skipped dims: weights ~1e-7,
+    which round to 0 in the screen beside the block's informative dims), with a fraction
+    ``informative`` of dims that carry bits (``flat``: barely, so that many candidates tie)."""
+    rng = np.random.default_rng(seed)
+    n = int(np.sum(lengths))
+    mp = rng.normal(0, 1, n).astype(np.float32)
+    sp = np.exp(rng.normal(0, 0.5, n)).astype(np.float32)
+    mq, sq = mp.copy(), sp.copy()
+    on = rng.random(n) < informative
+    if flat:
+        sq[on] *= np.float32(0.999)
+    else:
+        sq[on] = sp[on] * np.float32(0.3)
+        mq[on] = mp[on] + sp[on] * rng.normal(0, 1.5, int(on.sum())).astype(np.float32)
+    return mq, sq, mp, sp
+
+
+@given(st.lists(st.integers(1025, 6000), min_size=1, max_size=5), st.sampled_from([0.002, 0.01, 0.05, 0.5]),
+       st.integers(10, 11), st.booleans(), st.integers(0, 2**32))
+@settings(max_examples=12, deadline=None)
+def test_screen_of_wide_blocks_of_mostly_silent_dims(wide, informative, k, flat, seed):
+    """Blocks wider than a full-chunk tile whose dims are mostly silent (smooth photos): the screen
+    scores them on a tile of only the pool columns they weigh and generates the rows it rescores
+    again, whole; where they weigh too many columns they keep the fp32 row slices. Narrow blocks
+    of the same kind go through the per-block column lists. Every kernel set and thread count
+    picks the exact argmax."""
+    lengths = np.array(wide + [40, 700, 300, 1000], np.int32)
+    exps = np.full(lengths.size, k, np.uint8)
+    plan = BlockPlan(lengths, exps, 16)
+    mq, sq, mp, sp = _blocks_of_mostly_silent_dims(lengths, informative, seed % 2**32, flat)
+    idx = _indices_in_every_kernel_set(mq, sq, mp, sp, plan, seed, None)
+    for b in range(plan.n_blocks):
+        x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, seed, None, b)
+        assert int(idx[b]) == int(np.argmax(x))
+
+
 def test_screened_search_on_nearly_flat_posteriors():
     """Blocks whose posterior equals the prior in every dim but one slightly narrower dim: the
     weights are tiny and many candidates score nearly alike, so the screen's bound is wide against
