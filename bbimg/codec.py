@@ -140,7 +140,7 @@ def _code_latents(prep: PreparedImage, tr, t: float, coder: _CoderSettings, prog
         y_posterior = Gaussian(*search.refine_y(*y_posterior.release(), y_prior.mean, y_prior.scale))
         choose = search.chooser()
     report("coding y")
-    y = coder.y_coder().compress(y_posterior, y_prior, size_only=size_only, choose=choose)
+    y = coder.y_coder().compress(y_posterior, y_prior, size_only=size_only, choose=choose, want_sample=False)
     stats = EncodeStats(z.kl_bits + y.kl_bits, z.index_bits + y.index_bits, z.side_bits + y.side_bits, 0,
                         z.blocks + y.blocks)
     return z.sections + y.sections, stats

@@ -74,7 +74,7 @@ Y_LEVEL = Level("Y", 0x5959_0002, skips=True)
 @dataclass
 class CodedLatent:
     sections: list            # bbi.Section: plan (with the skip code for y), indices
-    sample: np.ndarray | None  # the latent exactly as the decoder rebuilds it (None when size_only)
+    sample: np.ndarray | None  # the latent exactly as the decoder rebuilds it (None when size_only or not wanted)
     kl_bits: float            # KL(q || p): the ideal rate
     index_bits: int           # bits of candidate indices
     side_bits: int            # bits of the block plan and skip code
@@ -248,12 +248,14 @@ class LatentCoder:
         return self.level.tag + part
 
     def compress(self, posterior: Gaussian, prior: Gaussian, *, size_only: bool = False,
-                 choose: "Callable[[CandidateChoice, np.ndarray], np.ndarray] | None" = None) -> CodedLatent:
+                 choose: "Callable[[CandidateChoice, np.ndarray], np.ndarray] | None" = None,
+                 want_sample: bool = True) -> CodedLatent:
         """Code a sample of ``posterior`` against ``prior``. Both are released (their arrays freed
         as soon as they are reordered for the engine).
 
         ``size_only`` skips the candidate search: the index stream's length is known from the plan
         alone (zero bytes of the right length stand in, and no sample is returned).
+        ``want_sample=False``: no sample either (the encoder needs z's, to predict y, not y's).
         ``choose(problem, indices) -> indices``: a second look at the engine's pick (the plan, and
         so the file size, is fixed by then; see :class:`CandidateChoice`)."""
         shape = tuple(posterior.mean.shape)
@@ -277,10 +279,11 @@ class LatentCoder:
             if choose is not None:
                 indices = choose(CandidateChoice(self, mu_q, sd_q, mu_p, sd_p, mask, plan, order, shape), indices)
             del mu_q, sd_q
-            flat = rec.decode(mu_p, sd_p, plan, self.seed, indices, device=self.device)
-            if mask is not None:
-                np.copyto(flat, mu_p, where=mask)
-            sample = _unordered(flat, order, shape)
+            if want_sample:
+                flat = rec.decode(mu_p, sd_p, plan, self.seed, indices, device=self.device)
+                if mask is not None:
+                    np.copyto(flat, mu_p, where=mask)
+                sample = _unordered(flat, order, shape)
             index_bytes = rec.encode_indices(indices, plan)
         sections = plan_sections[:1] + [bbi.Section(self._tag("IDX"), index_bytes)] + plan_sections[1:]
         return CodedLatent(sections, sample, kl_total, plan.index_bits, 8 * side_bytes, plan.n_blocks)

@@ -17,12 +17,13 @@ Only the chunks Pillow writes for these images: IHDR, iCCP (when a profile is gi
 """
 from __future__ import annotations
 
-import os
 import struct
 import threading
 import zlib
 
 import numpy as np
+
+from .threads import available as available_threads
 
 __all__ = ["MODES", "encode", "adler32_combine"]
 
@@ -54,16 +55,6 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
 
 
-def _default_threads() -> int:
-    threads = int(os.environ.get("BBIMG_THREADS", "0") or 0)
-    if threads > 0:
-        return threads
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def encode(pixels: np.ndarray, mode: str, icc_profile: bytes | None = None, level: int = 2,
            threads: int | None = None) -> bytes:
     """A PNG file of ``pixels`` ((H, W) for L, (H, W, C) otherwise, uint8) in Pillow ``mode``
@@ -84,7 +75,7 @@ def encode(pixels: np.ndarray, mode: str, icc_profile: bytes | None = None, leve
     rows = np.ascontiguousarray(pixels).reshape(height, width * channels)
 
     row_bytes = width * channels + 1
-    threads = max(1, threads or _default_threads())
+    threads = max(1, threads or available_threads())
     total = height * row_bytes
     count = max(-(-total // BAND_BYTES), min(MIN_BANDS, total // MIN_BAND_BYTES))
     edges = sorted({height * i // count for i in range(count)} | {height})

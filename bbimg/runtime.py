@@ -29,6 +29,7 @@ import numpy as np
 from .geometry import MODEL_STRIDE
 
 from .model_files import find_weights, weights_sha256
+from .threads import requested as requested_threads
 
 __all__ = ["OrtTransforms", "load", "fast_synthesis_path", "PARTS", "FAST_SYNTHESIS", "QUALITY_AT_LOAD", "QUALITY_NAME", "SESSIONS_PER_PART"]
 
@@ -154,7 +155,7 @@ def _session(path: Path, quality: np.ndarray | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    threads = int(os.environ.get("BBIMG_THREADS", "0") or 0)
+    threads = requested_threads()
     if threads > 0:
         opts.intra_op_num_threads = threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -47,7 +47,7 @@ HALO_LATENTS = 2            # their context on each side: 32 pixels, the recepti
 PRIOR_TILE = 32             # kept part of a hyper/y-prior tile: 32 z positions = 2048 pixels square
 PRIOR_HALO = 2              # their context on each side, in z positions (the receptive radius is 1.75)
 THRESHOLD_PIXELS = 2048 * 2048  # padded images with more pixels than this are tiled
-KL_CHUNK = 1 << 22          # elements per chunk of the KL computation (bounds float64 temporaries)
+KL_CHUNK = 1 << 20          # elements per chunk of the KL computation (float64 temporaries in cache)
 
 
 def should_tile(height: int, width: int, stride: int = MODEL_STRIDE) -> bool:
@@ -107,15 +107,26 @@ def map_tiles(fn: Callable[[np.ndarray], Sequence[np.ndarray]], read: Read, rows
 
 def kl_bits(mu_q: np.ndarray, sd_q: np.ndarray, mu_p: np.ndarray, sd_p: np.ndarray,
             chunk: int = KL_CHUNK) -> np.ndarray:
-    """``bbimg.rec.kl_bits`` in chunks: the same values (it is elementwise), without float64
-    copies of all four inputs at once (about 1.3 GB extra at 8192x8192)."""
+    """``bbimg.rec.kl_bits`` in chunks on every CPU: the same values (it is elementwise), without
+    float64 copies of all four inputs at once (about 1.3 GB extra at 8192x8192). numpy releases
+    the GIL, and chunks whose temporaries stay in cache run several times faster than one pass:
+    a 12 MP photo's y (7.6 M dims) in 0.06-0.10 s on 2 threads against 0.35-0.63 s."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import rec
+    from .threads import available
 
     n = int(np.asarray(mu_q).shape[0])
     if n <= chunk or not all(np.asarray(a).shape == (n,) for a in (sd_q, mu_p, sd_p)):
         return rec.kl_bits(mu_q, sd_q, mu_p, sd_p)
     out = np.empty(n, np.float64)
-    for lo in range(0, n, chunk):
+
+    def part(lo: int) -> None:
         hi = min(lo + chunk, n)
         out[lo:hi] = rec.kl_bits(mu_q[lo:hi], sd_q[lo:hi], mu_p[lo:hi], sd_p[lo:hi])
+
+    starts = range(0, n, chunk)
+    with ThreadPoolExecutor(max(1, min(available(), len(starts)))) as pool:
+        for _ in pool.map(part, starts):  # re-raises a chunk's error
+            pass
     return out
