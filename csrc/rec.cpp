@@ -210,6 +210,10 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
         K *= 0.9;
     }
     double up = 0.0, down = 0.0, both = 0.0;
+    // The exact chain rounds each fma's result, by at most u times its magnitude, and after step i
+    // that is at most the largest the first i terms can add up to (prefix): the sum of those
+    // bounds is much tighter than 2P u times all terms when the heavy dims are few.
+    double prefix = 0.0, chain = 0.0;
     for (int64_t k = 0; k < P; ++k) {
         const double a = (double)wa[k * stride], c = (double)wc[k * stride];
         // exact - screened = (A - qA 512 / K) q2 / 512 - A (q2 - 512 e^2) / 512 + (the same for C
@@ -219,9 +223,14 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
         (da > 0.0 ? up : down) += std::fabs(da);
         both += std::fabs(a) * 0.5 / s2;
         both += std::fabs((double)qc[k] * s1 / K - c) * (kE + 0.5 / s1) + std::fabs(c) * 0.5 / s1;
+        prefix += std::fabs(a) * kE2;
+        chain += prefix;
+        prefix += std::fabs(c) * kE;
+        chain += prefix;
     }
-    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24);
-    both += n * u / (1.0 - n * u) * (sa * kE2 + sc * kE) + 1e-35 * n;
+    // Each partial sum is at most prefix (1 + u)^i <= prefix (1 + g), g = n u / (1 - n u).
+    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
+    both += u * (1.0 + g) * chain + 1e-35 * n;
     out.K = K;
     out.up = 1.001 * (up + both);
     out.down = 1.001 * (down + both);
@@ -558,12 +567,12 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
             const ScreenPlan::Triple& T = SP.tri[t];
             const int64_t j0 = 3 * (t - SP.tri_first[g]);
             if (!T.single) {
-                scr.score_cols3(B.EB.data(), REC_CHUNK, SP.cols.data() + T.c, SP.words.data() + T.w, T.n[0],
+                scr.score_cols3(B.EB.data(), REC_CHUNK, tcols, SP.cols.data() + T.c, SP.words.data() + T.w, T.n[0],
                                 B.SI.data() + j0 * REC_CHUNK, REC_CHUNK, B.SM.data() + 16 * j0);
                 continue;
             }
             for (int64_t j = 0, o = 0; j < 3; o += T.n[j], ++j)
-                scr.score_cols1(B.EB.data(), REC_CHUNK, SP.cols.data() + T.c + o, SP.words.data() + T.w + o,
+                scr.score_cols1(B.EB.data(), REC_CHUNK, tcols, SP.cols.data() + T.c + o, SP.words.data() + T.w + o,
                                 T.n[j], B.SI.data() + (j0 + j) * REC_CHUNK, B.SM.data() + 16 * (j0 + j));
         }
         for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {

@@ -110,22 +110,24 @@ constexpr float REC_SCREEN_E2_SCALE = 512.0f;  // low half: round(512 e^2)
 constexpr double REC_SCREEN_E_MAX = 5.7703;
 constexpr double REC_SCREEN_E2_MAX = 33.297;
 struct RecScreen {
-    // EB[k * rows + r] = (round(512 E2) & 0xFFFF) | round(4096 E) << 16 for k < cols, r < rows
-    // (rows % 16 == 0), from E/E2[k * ld + r].
+    // Strips of 64 rows, each column after column: EB[(r / 64) * 64 cols + 64 k + r % 64] =
+    // (round(512 E2) & 0xFFFF) | round(4096 E) << 16 for k < cols, r < rows (rows % 64 == 0), from
+    // E/E2[k * ld + r]. The scoring kernels then read a strip's columns in one sequential stream.
     void (*pack_tile)(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t cols,
                       uint32_t* EB);
     // Integer scores of three blocks over the tile columns they weigh: S[j * ld_s + r] = sum over
-    // i < n of the int16 pair products of EB[cols[i] * rows + r] and W3[3 i + j] (qA | qC << 16),
+    // i < n of the int16 pair products of tile word (r, cols[i]) of EB (pack_tile's layout, `width`
+    // columns) and W3[3 i + j] (qA | qC << 16),
     // for r < rows (rows % 64 == 0), j < 3. M[16 j + l] is the maximum of block j's rows r with
     // r % 16 == l. A column a block does not weigh carries a zero word; the sums are exact, so
     // leaving such columns out gives the same scores.
-    void (*score_cols3)(const uint32_t* EB, int64_t rows, const int32_t* cols, const uint32_t* W3,
-                        int64_t n, int32_t* S, int64_t ld_s, int32_t* M);
+    void (*score_cols3)(const uint32_t* EB, int64_t rows, int64_t width, const int32_t* cols,
+                        const uint32_t* W3, int64_t n, int32_t* S, int64_t ld_s, int32_t* M);
     // The same for one block (rows % 128 == 0): S[r], M[l], words W[i]. Cheaper than
     // score_cols3 only where the three blocks weigh mostly different columns (it loads the
     // tile once per block instead of once per three).
-    void (*score_cols1)(const uint32_t* EB, int64_t rows, const int32_t* cols, const uint32_t* W,
-                        int64_t n, int32_t* S, int32_t* M);
+    void (*score_cols1)(const uint32_t* EB, int64_t rows, int64_t width, const int32_t* cols,
+                        const uint32_t* W, int64_t n, int32_t* S, int32_t* M);
     int32_t (*max16)(const int32_t* m);  // the largest of m[0..16)
     // The rows r < rows (rows % 16 == 0) with x[r] >= t, ascending, into out; returns the count.
     int64_t (*rows_at_least)(const int32_t* x, int64_t rows, int32_t t, int32_t* out);

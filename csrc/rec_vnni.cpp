@@ -39,11 +39,11 @@ VNNI_KERNEL void pack_tile_vnni(const float* E, const float* E2, int64_t ld, int
     for (int64_t k = 0; k < cols; ++k) {
         const float* e = E + k * ld;
         const float* e2 = E2 + k * ld;
-        uint32_t* out = EB + k * rows;
         for (int64_t r = 0; r < rows; r += 16) {
             const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(e + r), s1));
             const __m512i q2 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(e2 + r), s2));
-            _mm512_storeu_si512(out + r, _mm512_or_si512(_mm512_and_si512(q2, lo16), _mm512_slli_epi32(q1, 16)));
+            uint32_t* out = EB + (r >> 6) * 64 * cols + 64 * k + (r & 63);
+            _mm512_storeu_si512(out, _mm512_or_si512(_mm512_and_si512(q2, lo16), _mm512_slli_epi32(q1, 16)));
         }
     }
 }
@@ -52,15 +52,16 @@ VNNI_KERNEL void pack_tile_vnni(const float* E, const float* E2, int64_t ld, int
 // column cols[i]; word i of a block pairs (A', C') at the block's scale, so one VPDPWSSD adds both
 // terms of a column. The block scales keep every partial sum inside int32, so the sums are exact
 // and do not depend on which zero-weight columns are left out.
-VNNI_KERNEL void score_cols3_vnni(const uint32_t* EB, int64_t rows, const int32_t* cols,
+VNNI_KERNEL void score_cols3_vnni(const uint32_t* EB, int64_t rows, int64_t width, const int32_t* cols,
                                   const uint32_t* W3, int64_t n, int32_t* S, int64_t ld_s, int32_t* M) {
     __m512i m0 = _mm512_set1_epi32(INT32_MIN), m1 = m0, m2 = m0;
     for (int64_t r = 0; r < rows; r += 64) {
         __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,
                 a12 = a00, a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
         const uint32_t* w = W3;
+        const uint32_t* strip = EB + r * width;
         for (int64_t i = 0; i < n; ++i, w += 3) {
-            const uint32_t* ep = EB + (int64_t)cols[i] * rows + r;
+            const uint32_t* ep = strip + 64 * (int64_t)cols[i];
             const __m512i w0 = _mm512_set1_epi32((int)w[0]);
             const __m512i w1 = _mm512_set1_epi32((int)w[1]);
             const __m512i w2 = _mm512_set1_epi32((int)w[2]);
@@ -107,23 +108,26 @@ VNNI_KERNEL void score_cols3_vnni(const uint32_t* EB, int64_t rows, const int32_
 
 // One block, 128 rows at a time in 8 zmm accumulators (enough independent chains to cover the
 // VPDPWSSD latency without the other two blocks of score_cols3).
-VNNI_KERNEL void score_cols1_vnni(const uint32_t* EB, int64_t rows, const int32_t* cols,
+VNNI_KERNEL void score_cols1_vnni(const uint32_t* EB, int64_t rows, int64_t width, const int32_t* cols,
                                   const uint32_t* W, int64_t n, int32_t* S, int32_t* M) {
     __m512i m = _mm512_set1_epi32(INT32_MIN);
     for (int64_t r = 0; r < rows; r += 128) {
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
                 a7 = a0;
+        const uint32_t* strip0 = EB + r * width;  // rows r..r+63, then r+64..r+127
+        const uint32_t* strip1 = strip0 + 64 * width;
         for (int64_t i = 0; i < n; ++i) {
-            const uint32_t* ep = EB + (int64_t)cols[i] * rows + r;
+            const uint32_t* ep = strip0 + 64 * (int64_t)cols[i];
+            const uint32_t* eq = strip1 + 64 * (int64_t)cols[i];
             const __m512i w = _mm512_set1_epi32((int)W[i]);
             a0 = _mm512_dpwssd_epi32(a0, _mm512_loadu_si512(ep), w);
             a1 = _mm512_dpwssd_epi32(a1, _mm512_loadu_si512(ep + 16), w);
             a2 = _mm512_dpwssd_epi32(a2, _mm512_loadu_si512(ep + 32), w);
             a3 = _mm512_dpwssd_epi32(a3, _mm512_loadu_si512(ep + 48), w);
-            a4 = _mm512_dpwssd_epi32(a4, _mm512_loadu_si512(ep + 64), w);
-            a5 = _mm512_dpwssd_epi32(a5, _mm512_loadu_si512(ep + 80), w);
-            a6 = _mm512_dpwssd_epi32(a6, _mm512_loadu_si512(ep + 96), w);
-            a7 = _mm512_dpwssd_epi32(a7, _mm512_loadu_si512(ep + 112), w);
+            a4 = _mm512_dpwssd_epi32(a4, _mm512_loadu_si512(eq), w);
+            a5 = _mm512_dpwssd_epi32(a5, _mm512_loadu_si512(eq + 16), w);
+            a6 = _mm512_dpwssd_epi32(a6, _mm512_loadu_si512(eq + 32), w);
+            a7 = _mm512_dpwssd_epi32(a7, _mm512_loadu_si512(eq + 48), w);
         }
         int32_t* s = S + r;
         _mm512_storeu_si512(s, a0);
