@@ -163,16 +163,17 @@ void atomic_max(std::atomic<float>& a, float v) {
 
 // A block's weights for the integer screen. Screened score = (sum_k qA_k q2_k + qC_k q1_k) / K with
 // q1 = round(4096 e), q2 = round(512 e^2) (|q1| <= 23,636, q2 <= 17,049), qA = round(A K / 512),
-// qC = round(C K / 4096). K is as large as int16 weights and exact int32 sums allow. The exact
-// score lies in [screened - down, screened + up], in score units: the rounding of each weight and
-// tile entry, times the largest factor it multiplies (|e| <= 5.7703, e^2 <= 33.297), plus the
-// exact fp32 chain's own 2P roundings, and 1/1000 on top for the double arithmetic here. The
-// rounding of A multiplies q2 / 512 >= 0, so it moves the exact score one way only: A rounded up
-// (towards 0: A <= 0 under the nearest rule, and the many dims of near-zero weight round to 0)
-// can only make the exact score lower than the screened one.
+// qC = round(C K / 4096). K is as large as int16 weights and exact int32 sums allow. `up` bounds
+// how far the exact score can exceed the screened one, in score units (the search needs no
+// other side: screen_chunk): the rounding of each weight and tile entry, times the largest factor
+// it multiplies (|e| <= 5.7703, e^2 <= 33.297), plus the exact fp32 chain's own 2P roundings,
+// and 1/1000 on top for the double arithmetic here. The rounding of A multiplies q2 / 512 >= 0,
+// so it moves the exact score one way only: A rounded up (towards 0: A <= 0 under the nearest
+// rule, and the many dims of near-zero weight round to 0) can only make the exact score lower
+// than the screened one, and does not count.
 struct ScreenBlock {
     double K = 1.0;
-    double up = 0.0, down = 0.0;
+    double up = 0.0;
 };
 
 ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int64_t P, int16_t* qa,
@@ -209,7 +210,7 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
         if (worst <= kLimit) break;
         K *= 0.9;
     }
-    double up = 0.0, down = 0.0, both = 0.0;
+    double up = 0.0;
     // The exact chain rounds each fma's result, by at most u times its magnitude, and after step i
     // that is at most the largest the first i terms can add up to (prefix): the sum of those
     // bounds is much tighter than 2P u times all terms when the heavy dims are few.
@@ -220,9 +221,9 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
         // with q1 and e, whose sign is free): weight rounding times the largest tile value, and
         // tile rounding (half a step) times |weight|
         const double da = (a - (double)qa[k] * s2 / K) * (kE2 + 0.5 / s2);
-        (da > 0.0 ? up : down) += std::fabs(da);
-        both += std::fabs(a) * 0.5 / s2;
-        both += std::fabs((double)qc[k] * s1 / K - c) * (kE + 0.5 / s1) + std::fabs(c) * 0.5 / s1;
+        up += std::max(da, 0.0);
+        up += std::fabs(a) * 0.5 / s2;
+        up += std::fabs((double)qc[k] * s1 / K - c) * (kE + 0.5 / s1) + std::fabs(c) * 0.5 / s1;
         prefix += std::fabs(a) * kE2;
         chain += prefix;
         prefix += std::fabs(c) * kE;
@@ -230,10 +231,9 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
     }
     // Each partial sum is at most prefix (1 + u)^i <= prefix (1 + g), g = n u / (1 - n u).
     const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
-    both += u * (1.0 + g) * chain + 1e-35 * n;
+    up += u * (1.0 + g) * chain + 1e-35 * n;
     out.K = K;
-    out.up = 1.001 * (up + both);
-    out.down = 1.001 * (down + both);
+    out.up = 1.001 * up;
     return out;
 }
 
@@ -580,7 +580,7 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
             const int32_t* x = B.SI.data() + gi * REC_CHUNK;
             ChunkStat& st = stats[S.stat_off[b] + c];
             st.s = 0.0;
-            // Bounds in integer units: exact * Kb lies in [x - down, x + up].
+            // In integer units: exact * Kb <= x + up.
             const double Kb = sb[q].K, up = sb[q].up * Kb;
             const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
             const double found = (double)best[b].load(std::memory_order_relaxed) * Kb;
