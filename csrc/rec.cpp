@@ -530,7 +530,7 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
                   const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
                   std::atomic<float>* best, Buffers& B, std::vector<ChunkStat>& stats) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
-    constexpr int64_t kRowBatch = 16;  // 8-row groups regenerated at a time (kCompact)
+    constexpr int64_t kRowBatch = 4;  // 8-row groups regenerated at a time (kCompact)
     const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
     B.EB.resize(REC_CHUNK * tcols);
     B.SI.resize(REC_CHUNK * REC_GROUP);
@@ -550,7 +550,7 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
             scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, Gp, gi, grps, n, out);
             return;
         }
-        static const int32_t kIota[kRowBatch] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        static const int32_t kIota[kRowBatch] = {0, 1, 2, 3};
         const int64_t c4 = round4(P);
         B.RE.resize(8 * kRowBatch * c4);
         B.RE2.resize(8 * kRowBatch * c4);
