@@ -370,12 +370,13 @@ py::array_t<uint32_t> encode_py(const F32& mu_q, const F32& sg_q, const F32& mu_
         py::gil_scoped_release nogil;
         RecSetup S;
         rec_setup(c.in, c.plan, seed, rule.tau, rule.nearest, threads, S);
-        std::vector<ChunkStat> stats;
-        if (device == "cuda")
+        if (device == "cuda") {
+            std::vector<ChunkStat> stats;
             rec_stats_cuda(S, stats);
-        else
-            rec_stats_cpu(S, threads, stats);
-        rec_combine(S, stats, o);
+            rec_combine(S, stats, o);
+        } else {
+            rec_search_cpu(S, threads, o);
+        }
     }
     return out;
 }

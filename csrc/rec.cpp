@@ -427,6 +427,49 @@ void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double 
 
 namespace {
 
+// Where the CPU search's chunk statistics go: per (block, chunk) for tempered sampling, which
+// rec_combine picks from, or at temperature 0 straight into each block's winner. rec_combine's
+// temperature-0 pick is the largest score, the first chunk on ties, and a chunk's statistic is its
+// first maximal row, so the winner is the largest (score, -candidate index): one 64-bit key
+// (order-preserving bits of the score, then the complement of the index) that threads merge with
+// an atomic max. That saves the table of 16 bytes per chunk (360 MB for a 12 MP photo's y).
+class ChunkSink {
+  public:
+    ChunkSink(const RecSetup& S, std::vector<ChunkStat>* stats) : S_(S), stats_(stats) {
+        if (stats_) {
+            stats_->assign(S.n_stats, ChunkStat{0.0f, 0u, 0.0});
+            return;
+        }
+        keys_.reset(new std::atomic<uint64_t>[S.B]);
+        const uint64_t none = key(-std::numeric_limits<float>::infinity(), 0u);  // index 0
+        for (int64_t b = 0; b < S.B; ++b) keys_[b].store(none, std::memory_order_relaxed);
+    }
+    void put(int64_t b, int64_t c, const ChunkStat& st) {
+        if (stats_) {
+            (*stats_)[S_.stat_off[b] + c] = st;
+            return;
+        }
+        if (st.m == -std::numeric_limits<float>::infinity()) return;  // cannot hold the pick
+        const uint64_t k = key(st.m, st.n);
+        uint64_t cur = keys_[b].load(std::memory_order_relaxed);
+        while (k > cur && !keys_[b].compare_exchange_weak(cur, k, std::memory_order_relaxed)) {
+        }
+    }
+    uint32_t index(int64_t b) const { return 0xFFFFFFFFu - (uint32_t)keys_[b].load(std::memory_order_relaxed); }
+
+  private:
+    static uint64_t key(float m, uint32_t n) {
+        uint32_t u;
+        const float z = m == 0.0f ? 0.0f : m;  // -0 ties with +0, as in rec_combine
+        std::memcpy(&u, &z, sizeof u);
+        u = (u >> 31) ? ~u : (u | 0x80000000u);
+        return ((uint64_t)u << 32) | (uint64_t)(0xFFFFFFFFu - n);
+    }
+    const RecSetup& S_;
+    std::vector<ChunkStat>* stats_;
+    std::unique_ptr<std::atomic<uint64_t>[]> keys_;
+};
+
 // What the screen adds up for each group. Per triple of blocks: the tile columns any of the
 // three weighs (score_cols3), or each block's own columns (score_cols1), whichever takes fewer
 // multiply-adds. A column a block weighs at zero (both int16 weights rounded to 0: dims of
@@ -528,7 +571,7 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
                   int64_t gz, int64_t tcols, const std::vector<float>& WA, const std::vector<float>& WC,
                   const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
                   const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
-                  std::atomic<float>* best, Buffers& B, std::vector<ChunkStat>& stats) {
+                  std::atomic<float>* best, Buffers& B, ChunkSink& sink) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     constexpr int64_t kRowBatch = 4;  // 8-row groups regenerated at a time (kCompact)
     const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
@@ -578,15 +621,17 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
         for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
             const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
             const int32_t* x = B.SI.data() + gi * REC_CHUNK;
-            ChunkStat& st = stats[S.stat_off[b] + c];
-            st.s = 0.0;
+            ChunkStat st{0.0f, 0u, 0.0};
             // In integer units: exact * Kb <= x + up.
             const double Kb = sb[q].K, up = sb[q].up * Kb;
             const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
             const double found = (double)best[b].load(std::memory_order_relaxed) * Kb;
             st.m = -kInf;  // until a row that can matter is rescored
             st.n = n0;
-            if (mi + up < found) continue;
+            if (mi + up < found) {
+                sink.put(b, c, st);
+                continue;
+            }
             // The exact score v of the first row at the screened maximum: the chunk's exact
             // maximum is at least v, so only rows that can reach max(v, found) need theirs.
             scr.rows_at_least(x, REC_CHUNK, (int32_t)mi, B.rows.data());
@@ -617,15 +662,17 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
                 }
             }
             if (nr > 0) atomic_max(best[b], st.m);  // none: no row could reach the best found
+            sink.put(b, c, st);
         }
     }
 }
 
 }  // namespace
 
-void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats) {
+namespace {
+
+void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
     const RecKernels& K = rec_kernels();
-    stats.assign(S.n_stats, ChunkStat{0.0f, 0u, 0.0});
     const bool sample = S.tau > 0.0;
     const int64_t G = (int64_t)S.group_P.size();
     // Group weight matrices WA/WC[k * Gp + g] (zero padding to a multiple of 3 blocks).
@@ -748,8 +795,10 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
             auto group_stats = [&](int64_t g, const float* x) {
                 for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
                     const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
+                    ChunkStat st;
                     chunk_stat(K, x + gi * REC_CHUNK, REC_CHUNK, sample, S.seed, (uint64_t)b,
-                               (uint32_t)I.c, n0, B.w.data(), B.v.data(), stats[S.stat_off[b] + I.c]);
+                               (uint32_t)I.c, n0, B.w.data(), B.v.data(), st);
+                    sink.put(b, I.c, st);
                 }
             };
             if (md == ScreenPlan::kCompact) {
@@ -757,7 +806,7 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
                 B.need(REC_CHUNK * tcols, Gpmax * REC_CHUNK);
                 K.gen_pool(S.seed, n0, REC_CHUNK, tcols, REC_CHUNK, B.E.data(), B.E2.data(), SP.quads.data() + q0);
                 screen_chunk(S, K, *screen, I.c, I.a, I.z, tcols, WA, WC, SP, sb, gw_off, gp, best.get(), B,
-                             stats);
+                             sink);
                 return;
             }
             if (md == ScreenPlan::kNone) {
@@ -787,7 +836,7 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
             K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data(), nullptr);
             if (screen) {
                 screen_chunk(S, K, *screen, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, best.get(), B,
-                             stats);
+                             sink);
                 return;
             }
             for (int64_t g = I.a; g < I.z; ++g) {
@@ -810,11 +859,28 @@ void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats
                                    S.C.data() + S.start[b], B.S.data() + r0);
                 }
                 for (int64_t r = N; r < Np; ++r) B.S[r] = -std::numeric_limits<float>::infinity();
+                ChunkStat st;
                 chunk_stat(K, B.S.data(), Np, sample, S.seed, (uint64_t)b, 0u, 0u, B.w.data(),
-                           B.v.data(), stats[S.stat_off[b]]);
+                           B.v.data(), st);
+                sink.put(b, 0, st);
             }
         }
     });
+}
+
+}  // namespace
+
+void rec_search_cpu(const RecSetup& S, int threads, uint32_t* idx) {
+    if (S.tau > 0.0) {
+        std::vector<ChunkStat> stats;
+        ChunkSink sink(S, &stats);
+        search_cpu(S, threads, sink);
+        rec_combine(S, stats, idx);
+        return;
+    }
+    ChunkSink sink(S, nullptr);
+    search_cpu(S, threads, sink);
+    for (int64_t b = 0; b < S.B; ++b) idx[b] = S.k[b] == 0 ? 0u : sink.index(b);
 }
 
 void rec_combine(const RecSetup& S, const std::vector<ChunkStat>& stats, uint32_t* idx) {

@@ -84,7 +84,11 @@ constexpr double REC_NEAREST_SHIFT = 2.0;         // measured on Kodak, docs/rec
 // REQUIRES: inputs valid, plan valid for inputs.n, tau >= 0 finite, tau == 0 when nearest.
 void rec_setup(const RecInputs& in, const PlanView& plan, uint64_t seed, double tau, bool nearest,
                int threads, RecSetup& S);
-void rec_stats_cpu(const RecSetup& S, int threads, std::vector<ChunkStat>& stats);
+// The indices of the search on the CPU (B of them). At temperature 0 each block's winner is kept
+// as its chunks are scored, with no table of chunk statistics; tempered sampling collects them
+// and picks through rec_combine.
+void rec_search_cpu(const RecSetup& S, int threads, uint32_t* idx);
+// The indices from per-chunk statistics (the CUDA path, and tempered sampling on the CPU).
 void rec_combine(const RecSetup& S, const std::vector<ChunkStat>& stats, uint32_t* idx);
 bool rec_cuda_compiled();
 bool rec_cuda_available();
