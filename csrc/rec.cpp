@@ -621,13 +621,11 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
         for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
             const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
             const int32_t* x = B.SI.data() + gi * REC_CHUNK;
-            ChunkStat st{0.0f, 0u, 0.0};
+            ChunkStat st{-kInf, n0, 0.0};  // m = -inf until a row that can matter is rescored
             // In integer units: exact * Kb <= x + up.
             const double Kb = sb[q].K, up = sb[q].up * Kb;
             const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
             const double found = (double)best[b].load(std::memory_order_relaxed) * Kb;
-            st.m = -kInf;  // until a row that can matter is rescored
-            st.n = n0;
             if (mi + up < found) {
                 sink.put(b, c, st);
                 continue;

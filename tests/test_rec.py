@@ -318,6 +318,22 @@ def test_screen_of_wide_blocks_of_mostly_silent_dims(wide, informative, k, flat,
         assert int(idx[b]) == int(np.argmax(x))
 
 
+def test_every_candidate_scoring_alike_picks_the_first():
+    """Posteriors 1e30 times wider than the prior with its mean: every weight rounds to 0 in
+    float32, so every candidate of every chunk scores exactly 0. The pick is candidate 0 (the first
+    chunk, its first row) with every kernel set, whether a block's chunks go through a table of
+    chunk statistics or straight into its running winner."""
+    lengths = np.array([5, 40, 1100, 3], np.int32)
+    plan = BlockPlan(lengths, np.array([12, 11, 10, 9], np.uint8), 16)
+    n = int(lengths.sum())
+    mp = np.linspace(-1, 1, n).astype(np.float32)
+    sp = np.full(n, 0.5, np.float32)
+    for tau in (0.0, 1.0):
+        idx = _indices_in_every_kernel_set(mp, sp * np.float32(1e30), mp, sp, plan, 11, tau)
+        if tau == 0.0:
+            assert idx.tolist() == [0, 0, 0, 0]
+
+
 def test_screened_search_on_nearly_flat_posteriors():
     """Blocks whose posterior equals the prior in every dim but one slightly narrower dim: the
     weights are tiny and many candidates score nearly alike, so the screen's bound is wide against
