@@ -706,6 +706,10 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
     B.ex.resize(REC_CHUNK);
     const int64_t q0 = S.group_begin[ga], nq = S.group_begin[gz] - q0;
     B.st.assign(nq, ChunkStat{-kInf, n0, 0.0});
+    auto exact = [&](int64_t g, int64_t gi, const int32_t* grps, int64_t n, float* out) {
+        scr.exact_rows(B.E.data(), B.E2.data(), RT, S.group_P[g], WA.data() + gw_off[g], WC.data() + gw_off[g],
+                       gp[g], gi, grps, n, out);
+    };
     for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += RT) {
         K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data(), nullptr);
         scr.pack_tile(B.E.data(), B.E2.data(), RT, RT, cols4, B.EB.data());
@@ -726,24 +730,35 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
                 const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
                 ChunkStat& st = B.st[q - q0];
                 // Rows whose exact score can reach max(found, this chunk's best so far); in
-                // integer units, exact * K <= x + up.
+                // integer units, exact * K <= x + up. As in screen_chunk, the exact score of the
+                // slice's first row at its screened maximum narrows them first.
+                const int32_t* x = B.SI.data() + gi * RT;
                 const double Kb = sb[q].K, up = sb[q].up * Kb;
-                const double found = (double)std::max(best[b].load(std::memory_order_relaxed), st.m) * Kb;
+                double found = (double)std::max(best[b].load(std::memory_order_relaxed), st.m) * Kb;
+                const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
+                if (mi + up < found) continue;
+                scr.rows_at_least(x, RT, (int32_t)mi, B.rows.data());
+                const int32_t top = B.rows[0] >> 3;
+                exact(g, gi, &top, 1, B.ex8);
+                found = std::max(found, (double)B.ex8[B.rows[0] & 7] * Kb);
                 const double thr = std::floor(found - up);
                 const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
-                const int64_t nr = scr.rows_at_least(B.SI.data() + gi * RT, RT, th, B.rows.data());
-                if (nr == 0) continue;
+                const int64_t nr = scr.rows_at_least(x, RT, th, B.rows.data());
                 int64_t ng = 0;
                 for (int64_t i = 0; i < nr; ++i) {
                     const int32_t grp = B.rows[i] >> 3;
-                    if (ng == 0 || B.groups[ng - 1] != grp) B.groups[ng++] = grp;
+                    if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
                 }
-                scr.exact_rows(B.E.data(), B.E2.data(), RT, S.group_P[g], WA.data() + gw_off[g],
-                               WC.data() + gw_off[g], gp[g], gi, B.groups.data(), ng, B.ex.data());
+                exact(g, gi, B.groups.data(), ng, B.ex.data());
                 for (int64_t i = 0, j = 0; i < nr; ++i) {
                     const int32_t r = B.rows[i];
-                    while (B.groups[j] != (r >> 3)) ++j;
-                    const float v = B.ex[8 * j + (r & 7)];
+                    float v;
+                    if ((r >> 3) == top) {
+                        v = B.ex8[r & 7];
+                    } else {
+                        while (B.groups[j] != (r >> 3)) ++j;
+                        v = B.ex[8 * j + (r & 7)];
+                    }
                     if (v > st.m) {
                         st.m = v;
                         st.n = n0 + (uint32_t)(r0 + r);
