@@ -69,6 +69,16 @@ def legacy_codec(monkeypatch):
     monkeypatch.setattr(codec, "LatentCoder", functools.partial(LatentCoder, legacy=True))
 
 
+def test_a_coder_asked_for_no_sample_writes_the_same_sections():
+    """The encoder does not need y's decoded sample: without it the sections are the same bytes."""
+    rng = np.random.default_rng(4)
+    q, p = level_with_prior_skip(rng)
+    with_sample = _y_coder(1.25).compress(Gaussian(*(a.copy() for a in q)), Gaussian(*(a.copy() for a in p)))
+    without = _y_coder(1.25).compress(Gaussian(*q), Gaussian(*p), want_sample=False)
+    assert without.sample is None and with_sample.sample is not None
+    assert [(s.tag, bytes(s.payload)) for s in without.sections] == [(s.tag, bytes(s.payload)) for s in with_sample.sections]
+
+
 def test_skipped_dims_decode_as_the_prior_mean_on_both_sides():
     """The encoder's reconstruction equals the decoder's, and every skipped dim is mu_p exactly."""
     rng = np.random.default_rng(3)
