@@ -576,6 +576,66 @@ void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const s
     SP.tri_first.push_back((int64_t)SP.tri.size());
 }
 
+// Integer scores of group g's blocks for the `rows` rows held by EB (`width` tile columns):
+// block column j's at SI[j * ld_s ...], their lane maxima at SM[16 j ...].
+void score_triples(const RecScreen& scr, const ScreenPlan& SP, int64_t g, const uint32_t* EB, int64_t rows,
+                   int64_t width, int32_t* SI, int64_t ld_s, int32_t* SM) {
+    for (int64_t t = SP.tri_first[g]; t < SP.tri_first[g + 1]; ++t) {
+        const ScreenPlan::Triple& T = SP.tri[t];
+        const int64_t j0 = 3 * (t - SP.tri_first[g]);
+        if (!T.single) {
+            scr.score_cols3(EB, rows, width, SP.cols.data() + T.c, SP.words.data() + T.w, T.n[0], SI + j0 * ld_s,
+                            ld_s, SM + 16 * j0);
+            continue;
+        }
+        for (int64_t j = 0, o = 0; j < 3; o += T.n[j], ++j)
+            scr.score_cols1(EB, rows, width, SP.cols.data() + T.c + o, SP.words.data() + T.w + o, T.n[j],
+                            SI + (j0 + j) * ld_s, SM + 16 * (j0 + j));
+    }
+}
+
+// Folds into st (ascending rows, the first on ties) the exact scores of the rows of one block's
+// integer scores x[0..rows) (lane maxima M) that can reach max(found, st.m), `found` being the
+// best exact maximum of the block so far; candidate index n_base + row. In integer units
+// exact * Kb <= x + up. The exact score v of the first row at the screened maximum comes first:
+// the rows' maximum is at least v, so only rows within `up` of max(v, found) need theirs.
+// exact(groups, n, out): exact scores of 8-row groups. Returns false when no row can reach found.
+template <class Exact>
+bool rescore_rows(const RecScreen& scr, const int32_t* x, int64_t rows, const int32_t* M, double Kb, double up,
+                  float found, uint32_t n_base, Exact&& exact, Buffers& B, ChunkStat& st) {
+    double f = (double)std::max(found, st.m) * Kb;
+    const double mi = (double)scr.max16(M);
+    if (mi + up < f) return false;
+    scr.rows_at_least(x, rows, (int32_t)mi, B.rows.data());
+    const int32_t top = B.rows[0] >> 3;
+    exact(&top, 1, B.ex8);
+    f = std::max(f, (double)B.ex8[B.rows[0] & 7] * Kb);
+    const double thr = std::floor(f - up);
+    const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
+    const int64_t nr = scr.rows_at_least(x, rows, th, B.rows.data());
+    int64_t ng = 0;
+    for (int64_t i = 0; i < nr; ++i) {
+        const int32_t grp = B.rows[i] >> 3;
+        if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
+    }
+    exact(B.groups.data(), ng, B.ex.data());
+    for (int64_t i = 0, j = 0; i < nr; ++i) {
+        const int32_t r = B.rows[i];
+        float v;
+        if ((r >> 3) == top) {
+            v = B.ex8[r & 7];
+        } else {
+            while (B.groups[j] != (r >> 3)) ++j;
+            v = B.ex[8 * j + (r & 7)];
+        }
+        if (v > st.m) {
+            st.m = v;
+            st.n = n_base + (uint32_t)r;
+        }
+    }
+    return true;
+}
+
 // Temperature-0 statistics of chunk c for groups [ga, gz) through the screen, from the tile in
 // B.E/B.E2 (tcols columns: all of the groups' columns, or a kCompact group's own): for each block,
 // the chunk's exact maximum and its first row, or m = -inf when the chunk provably cannot hold
@@ -623,60 +683,14 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
         }
     };
     for (int64_t g = ga; g < gz; ++g) {
-        for (int64_t t = SP.tri_first[g]; t < SP.tri_first[g + 1]; ++t) {
-            const ScreenPlan::Triple& T = SP.tri[t];
-            const int64_t j0 = 3 * (t - SP.tri_first[g]);
-            if (!T.single) {
-                scr.score_cols3(B.EB.data(), REC_CHUNK, tcols, SP.cols.data() + T.c, SP.words.data() + T.w, T.n[0],
-                                B.SI.data() + j0 * REC_CHUNK, REC_CHUNK, B.SM.data() + 16 * j0);
-                continue;
-            }
-            for (int64_t j = 0, o = 0; j < 3; o += T.n[j], ++j)
-                scr.score_cols1(B.EB.data(), REC_CHUNK, tcols, SP.cols.data() + T.c + o, SP.words.data() + T.w + o,
-                                T.n[j], B.SI.data() + (j0 + j) * REC_CHUNK, B.SM.data() + 16 * (j0 + j));
-        }
+        score_triples(scr, SP, g, B.EB.data(), REC_CHUNK, tcols, B.SI.data(), REC_CHUNK, B.SM.data());
         for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
             const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
-            const int32_t* x = B.SI.data() + gi * REC_CHUNK;
-            ChunkStat st{-kInf, n0, 0.0};  // m = -inf until a row that can matter is rescored
-            // In integer units: exact * Kb <= x + up.
-            const double Kb = sb[q].K, up = sb[q].up * Kb;
-            const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
-            const double found = (double)best[b].load(std::memory_order_relaxed) * Kb;
-            if (mi + up < found) {
-                sink.put(b, c, st);
-                continue;
-            }
-            // The exact score v of the first row at the screened maximum: the chunk's exact
-            // maximum is at least v, so only rows that can reach max(v, found) need theirs.
-            scr.rows_at_least(x, REC_CHUNK, (int32_t)mi, B.rows.data());
-            const int32_t top = B.rows[0] >> 3;
-            exact_groups(g, gi, &top, 1, B.ex8);
-            const double v = (double)B.ex8[B.rows[0] & 7] * Kb;
-            const double thr = std::floor(std::max(v, found) - up);
-            const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
-            const int64_t nr = scr.rows_at_least(x, REC_CHUNK, th, B.rows.data());
-            int64_t ng = 0;
-            for (int64_t i = 0; i < nr; ++i) {
-                const int32_t grp = B.rows[i] >> 3;
-                if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
-            }
-            exact_groups(g, gi, B.groups.data(), ng, B.ex.data());
-            for (int64_t i = 0, j = 0; i < nr; ++i) {
-                const int32_t r = B.rows[i];
-                float v;
-                if ((r >> 3) == top) {
-                    v = B.ex8[r & 7];
-                } else {
-                    while (B.groups[j] != (r >> 3)) ++j;
-                    v = B.ex[8 * j + (r & 7)];
-                }
-                if (i == 0 || v > st.m) {
-                    st.m = v;
-                    st.n = n0 + (uint32_t)r;
-                }
-            }
-            if (nr > 0) atomic_max(best[b], st.m);  // none: no row could reach the best found
+            ChunkStat st{-kInf, n0, 0.0};  // m = -inf: no row that can matter
+            auto exact = [&](const int32_t* grps, int64_t n, float* out) { exact_groups(g, gi, grps, n, out); };
+            if (rescore_rows(scr, B.SI.data() + gi * REC_CHUNK, REC_CHUNK, B.SM.data() + 16 * gi, sb[q].K,
+                             sb[q].up * sb[q].K, best[b].load(std::memory_order_relaxed), n0, exact, B, st))
+                atomic_max(best[b], st.m);
             sink.put(b, c, st);
         }
     }
@@ -685,10 +699,9 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
 // Temperature-0 statistics of chunk c for the kSliced groups [ga, gz): row slices of one tile as
 // wide as the widest of them (cols4 columns), each generated once, screened by every group and
 // rescored while it is at hand. A row's exact score is needed only where it can reach the best
-// exact maximum found so far (`found`, read again for each slice): a chunk whose rows all fall
-// short reports m = -inf, and one that holds the block's maximum reports it with its first row,
-// as its rows at or above `found` are all rescored, in ascending order. Where nothing is found
-// yet (a block's first chunks), every row is rescored: the fp32 work of kNone, once or twice.
+// exact maximum found so far (`found`, read again for each slice) or this chunk's best so far: a
+// chunk whose rows all fall short reports m = -inf, and one that holds the block's maximum reports
+// it with its first row, as its rows that can reach `found` are all rescored, in ascending order.
 void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K, int64_t c, int64_t ga,
                    int64_t gz, int64_t cols4, const std::vector<float>& WA, const std::vector<float>& WC,
                    const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
@@ -706,64 +719,19 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
     B.ex.resize(REC_CHUNK);
     const int64_t q0 = S.group_begin[ga], nq = S.group_begin[gz] - q0;
     B.st.assign(nq, ChunkStat{-kInf, n0, 0.0});
-    auto exact = [&](int64_t g, int64_t gi, const int32_t* grps, int64_t n, float* out) {
-        scr.exact_rows(B.E.data(), B.E2.data(), RT, S.group_P[g], WA.data() + gw_off[g], WC.data() + gw_off[g],
-                       gp[g], gi, grps, n, out);
-    };
     for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += RT) {
         K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data(), nullptr);
         scr.pack_tile(B.E.data(), B.E2.data(), RT, RT, cols4, B.EB.data());
         for (int64_t g = ga; g < gz; ++g) {
-            for (int64_t t = SP.tri_first[g]; t < SP.tri_first[g + 1]; ++t) {
-                const ScreenPlan::Triple& T = SP.tri[t];
-                const int64_t j0 = 3 * (t - SP.tri_first[g]);
-                if (!T.single) {
-                    scr.score_cols3(B.EB.data(), RT, cols4, SP.cols.data() + T.c, SP.words.data() + T.w, T.n[0],
-                                    B.SI.data() + j0 * RT, RT, B.SM.data() + 16 * j0);
-                    continue;
-                }
-                for (int64_t j = 0, o = 0; j < 3; o += T.n[j], ++j)
-                    scr.score_cols1(B.EB.data(), RT, cols4, SP.cols.data() + T.c + o, SP.words.data() + T.w + o,
-                                    T.n[j], B.SI.data() + (j0 + j) * RT, B.SM.data() + 16 * (j0 + j));
-            }
+            score_triples(scr, SP, g, B.EB.data(), RT, cols4, B.SI.data(), RT, B.SM.data());
             for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
                 const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
-                ChunkStat& st = B.st[q - q0];
-                // Rows whose exact score can reach max(found, this chunk's best so far); in
-                // integer units, exact * K <= x + up. As in screen_chunk, the exact score of the
-                // slice's first row at its screened maximum narrows them first.
-                const int32_t* x = B.SI.data() + gi * RT;
-                const double Kb = sb[q].K, up = sb[q].up * Kb;
-                double found = (double)std::max(best[b].load(std::memory_order_relaxed), st.m) * Kb;
-                const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
-                if (mi + up < found) continue;
-                scr.rows_at_least(x, RT, (int32_t)mi, B.rows.data());
-                const int32_t top = B.rows[0] >> 3;
-                exact(g, gi, &top, 1, B.ex8);
-                found = std::max(found, (double)B.ex8[B.rows[0] & 7] * Kb);
-                const double thr = std::floor(found - up);
-                const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
-                const int64_t nr = scr.rows_at_least(x, RT, th, B.rows.data());
-                int64_t ng = 0;
-                for (int64_t i = 0; i < nr; ++i) {
-                    const int32_t grp = B.rows[i] >> 3;
-                    if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
-                }
-                exact(g, gi, B.groups.data(), ng, B.ex.data());
-                for (int64_t i = 0, j = 0; i < nr; ++i) {
-                    const int32_t r = B.rows[i];
-                    float v;
-                    if ((r >> 3) == top) {
-                        v = B.ex8[r & 7];
-                    } else {
-                        while (B.groups[j] != (r >> 3)) ++j;
-                        v = B.ex[8 * j + (r & 7)];
-                    }
-                    if (v > st.m) {
-                        st.m = v;
-                        st.n = n0 + (uint32_t)(r0 + r);
-                    }
-                }
+                auto exact = [&](const int32_t* grps, int64_t n, float* out) {
+                    scr.exact_rows(B.E.data(), B.E2.data(), RT, S.group_P[g], WA.data() + gw_off[g],
+                                   WC.data() + gw_off[g], gp[g], gi, grps, n, out);
+                };
+                rescore_rows(scr, B.SI.data() + gi * RT, RT, B.SM.data() + 16 * gi, sb[q].K, sb[q].up * sb[q].K,
+                             best[b].load(std::memory_order_relaxed), n0 + (uint32_t)r0, exact, B, B.st[q - q0]);
             }
         }
     }
