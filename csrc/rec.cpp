@@ -277,8 +277,23 @@ const RecKernels* rec_kernels_vnni() {
     return set;
 }
 
+// The AVX2 set with the AVX2 screen, or nullptr.
+const RecKernels* rec_kernels_avx2screen() {
+    static const RecKernels* set = []() -> const RecKernels* {
+        const RecKernels* a = rec_kernels_avx2();
+        const RecScreen* s = rec_screen_avx2();
+        if (!a || !s) return nullptr;
+        static RecKernels k = *a;
+        k.name = "avx2screen";
+        k.screen = s;
+        return &k;
+    }();
+    return set;
+}
+
 static const RecKernels* best_kernels() {
     if (const RecKernels* b = rec_kernels_vnni()) return b;
+    if (const RecKernels* s = rec_kernels_avx2screen()) return s;
     if (const RecKernels* a = rec_kernels_avx2()) return a;
     return &kGeneric;
 }
@@ -295,6 +310,7 @@ const RecKernels& rec_kernels() {
 bool rec_set_kernels(const std::string& name) {
     const RecKernels* k = name == "generic"      ? &kGeneric
                           : name == "avx2"       ? rec_kernels_avx2()
+                          : name == "avx2screen" ? rec_kernels_avx2screen()
                           : name == "avx512vnni" ? rec_kernels_vnni()
                           : name == "auto"       ? best_kernels()
                                                  : nullptr;

@@ -142,6 +142,12 @@ struct RecScreen {
                        float* out);
 };
 const RecScreen* rec_screen_vnni();  // nullptr when not compiled in or the CPU lacks AVX512-VNNI
+const RecScreen* rec_screen_avx2();  // the same scores with AVX2 (VPMADDWD); nullptr without AVX2/FMA
+// The screens' exact rescoring (RecScreen::exact_rows) with AVX2+FMA; call only where the CPU has
+// both (rec_screen_avx2() is not null).
+void rec_exact_rows_avx2(const float* E, const float* E2, int64_t ld, int64_t P, const float* WA,
+                         const float* WC, int64_t Gp, int64_t g, const int32_t* groups, int64_t n,
+                         float* out);
 
 // ---------------------------------------------------------------------------------------------
 // Kernels with two implementations (generic scalar, AVX2+FMA) that give identical bits.
@@ -173,9 +179,10 @@ struct RecKernels {
 const RecKernels& rec_kernels_generic();
 const RecKernels* rec_kernels_avx2();  // nullptr when not compiled in or CPU lacks AVX2/FMA
 const RecKernels* rec_kernels_vnni();  // avx2 plus the VNNI screen; nullptr when either is missing
+const RecKernels* rec_kernels_avx2screen();  // avx2 plus the AVX2 screen; nullptr without AVX2/FMA
 const RecKernels& rec_kernels();       // the active set
-// "auto", "generic", "avx2" or "avx512vnni" (avx2 with the VNNI screen); returns false if the
-// requested set is unavailable.
+// "auto", "generic", "avx2" (fp32 only), "avx2screen" (avx2 with the screen on VPMADDWD) or
+// "avx512vnni" (avx2 with the VNNI screen); returns false if the requested set is unavailable.
 bool rec_set_kernels(const std::string& name);
 
 // Debug helpers (tests): scores of all candidates of block b through the encoder's kernels;

@@ -4,8 +4,8 @@
 // instruction of the fp32 FMA kernel, half the tile bytes, and exact int32 sums), bounds how far
 // those scores can be from the exact ones, and rescores exactly only the rows that can still
 // hold the block's maximum. Exact scores come from the same fp32 FMA chain as the other kernel
-// sets, so the chunk statistics that decide an index, and therefore the files, are the same bit
-// for bit.
+// sets (rec_exact_rows_avx2, shared with the AVX2 screen), so the chunk statistics that decide an
+// index, and therefore the files, are the same bit for bit.
 //
 // As in rec_avx2.cpp, only these functions carry a target attribute; the set is used only when
 // the running CPU reports AVX512F, AVX512VL, AVX512BW and AVX512_VNNI.
@@ -159,49 +159,8 @@ VNNI_KERNEL int64_t rows_at_least_vnni(const int32_t* x, int64_t rows, int32_t t
     return n;
 }
 
-// Exact scores of the 8-row groups listed in `groups` (ascending, distinct): out[8 i + j] is row
-// 8 groups[i] + j. Each lane runs score_group_generic's chain (fma(WA, e^2), then fma(WC, e), over
-// k < P), four groups at a time to hide the FMA latency.
-VNNI_KERNEL void exact_rows_vnni(const float* E, const float* E2, int64_t ld, int64_t P,
-                                 const float* WA, const float* WC, int64_t Gp, int64_t g,
-                                 const int32_t* groups, int64_t n, float* out) {
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const int64_t r0 = 8 * (int64_t)groups[i], r1 = 8 * (int64_t)groups[i + 1],
-                      r2 = 8 * (int64_t)groups[i + 2], r3 = 8 * (int64_t)groups[i + 3];
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t k = 0; k < P; ++k) {
-            const __m256 wa = _mm256_broadcast_ss(WA + k * Gp + g);
-            const __m256 wc = _mm256_broadcast_ss(WC + k * Gp + g);
-            const float* e2 = E2 + k * ld;
-            const float* e = E + k * ld;
-            a0 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r0), a0);
-            a1 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r1), a1);
-            a2 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r2), a2);
-            a3 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r3), a3);
-            a0 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r0), a0);
-            a1 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r1), a1);
-            a2 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r2), a2);
-            a3 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r3), a3);
-        }
-        _mm256_storeu_ps(out + 8 * i, a0);
-        _mm256_storeu_ps(out + 8 * i + 8, a1);
-        _mm256_storeu_ps(out + 8 * i + 16, a2);
-        _mm256_storeu_ps(out + 8 * i + 24, a3);
-    }
-    for (; i < n; ++i) {
-        const int64_t r0 = 8 * (int64_t)groups[i];
-        __m256 a0 = _mm256_setzero_ps();
-        for (int64_t k = 0; k < P; ++k) {
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(WA + k * Gp + g), _mm256_loadu_ps(E2 + k * ld + r0), a0);
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(WC + k * Gp + g), _mm256_loadu_ps(E + k * ld + r0), a0);
-        }
-        _mm256_storeu_ps(out + 8 * i, a0);
-    }
-}
-
 const RecScreen kScreen = {pack_tile_vnni, score_cols3_vnni, score_cols1_vnni, max16_vnni,
-                           rows_at_least_vnni, exact_rows_vnni};
+                           rows_at_least_vnni, rec_exact_rows_avx2};
 
 }  // namespace
 

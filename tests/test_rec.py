@@ -16,7 +16,7 @@ from bbimg.rec import reference as R
 from bbimg.rec._sources import source_hash
 
 #: The kernel sets a build may have, the reference first; a test skips those this CPU lacks.
-KERNEL_SETS = ("generic", "avx2", "avx512vnni")
+KERNEL_SETS = ("generic", "avx2", "avx2screen", "avx512vnni")
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
