@@ -155,8 +155,9 @@ void chunk_stat(const RecKernels& K, const float* x, int64_t rows, bool sample, 
     st.n = n_base + (uint32_t)pick_in_weights(w, v, nv, t);
 }
 
-void atomic_max(std::atomic<float>& a, float v) {
-    float cur = a.load(std::memory_order_relaxed);
+template <class T>
+void atomic_max(std::atomic<T>& a, T v) {
+    T cur = a.load(std::memory_order_relaxed);
     while (v > cur && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
     }
 }
@@ -245,6 +246,15 @@ struct Buffers {
     std::vector<float> ex;                  // screen: exact scores of those groups
     std::vector<ChunkStat> st;              // screen: statistics of a sliced item's blocks
     float ex8[8];                           // screen: exact scores of the top row's group
+    // The screen's buffers, for a packed tile of `words` words.
+    void need_screen(int64_t words) {
+        EB.resize(words);
+        SI.resize(REC_CHUNK * REC_GROUP);
+        SM.resize(16 * REC_GROUP);
+        rows.resize(REC_CHUNK);
+        groups.resize(REC_CHUNK / 8);
+        ex.resize(REC_CHUNK);
+    }
     void need(int64_t tile, int64_t scores) {
         if ((int64_t)E.size() < tile) {
             E.resize(tile);
@@ -263,31 +273,25 @@ struct Buffers {
 // ---------------------------------------------------------------------------------------------
 const RecKernels& rec_kernels_generic() { return kGeneric; }
 
-// The AVX2 set with the VNNI screen, or nullptr.
+// The AVX2 set with `screen`, named `name`, in `slot`; nullptr when either is missing.
+static const RecKernels* with_screen(RecKernels& slot, const char* name, const RecScreen* screen) {
+    const RecKernels* a = rec_kernels_avx2();
+    if (!a || !screen) return nullptr;
+    slot = *a;
+    slot.name = name;
+    slot.screen = screen;
+    return &slot;
+}
+
 const RecKernels* rec_kernels_vnni() {
-    static const RecKernels* set = []() -> const RecKernels* {
-        const RecKernels* a = rec_kernels_avx2();
-        const RecScreen* s = rec_screen_vnni();
-        if (!a || !s) return nullptr;
-        static RecKernels k = *a;
-        k.name = "avx512vnni";
-        k.screen = s;
-        return &k;
-    }();
+    static RecKernels slot;
+    static const RecKernels* set = with_screen(slot, "avx512vnni", rec_screen_vnni());
     return set;
 }
 
-// The AVX2 set with the AVX2 screen, or nullptr.
 const RecKernels* rec_kernels_avx2screen() {
-    static const RecKernels* set = []() -> const RecKernels* {
-        const RecKernels* a = rec_kernels_avx2();
-        const RecScreen* s = rec_screen_avx2();
-        if (!a || !s) return nullptr;
-        static RecKernels k = *a;
-        k.name = "avx2screen";
-        k.screen = s;
-        return &k;
-    }();
+    static RecKernels slot;
+    static const RecKernels* set = with_screen(slot, "avx2screen", rec_screen_avx2());
     return set;
 }
 
@@ -467,12 +471,19 @@ class ChunkSink {
             return;
         }
         if (st.m == -std::numeric_limits<float>::infinity()) return;  // cannot hold the pick
-        const uint64_t k = key(st.m, st.n);
-        uint64_t cur = keys_[b].load(std::memory_order_relaxed);
-        while (k > cur && !keys_[b].compare_exchange_weak(cur, k, std::memory_order_relaxed)) {
-        }
+        atomic_max(keys_[b], key(st.m, st.n));
     }
     uint32_t index(int64_t b) const { return 0xFFFFFFFFu - (uint32_t)keys_[b].load(std::memory_order_relaxed); }
+    // Temperature 0: the block's best exact score so far (-inf before any), against which the
+    // screen holds its bound.
+    float best(int64_t b) const {
+        assert(!stats_);
+        uint32_t u = (uint32_t)(keys_[b].load(std::memory_order_relaxed) >> 32);
+        u = (u >> 31) ? (u & 0x7FFFFFFFu) : ~u;
+        float m;
+        std::memcpy(&m, &u, sizeof m);
+        return m;
+    }
 
   private:
     static uint64_t key(float m, uint32_t n) {
@@ -664,16 +675,11 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
                   int64_t gz, int64_t tcols, const std::vector<float>& WA, const std::vector<float>& WC,
                   const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
                   const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
-                  std::atomic<float>* best, Buffers& B, ChunkSink& sink) {
+                  Buffers& B, ChunkSink& sink) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     constexpr int64_t kRowBatch = 4;  // 8-row groups regenerated at a time (kCompact)
     const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
-    B.EB.resize(REC_CHUNK * tcols);
-    B.SI.resize(REC_CHUNK * REC_GROUP);
-    B.SM.resize(16 * REC_GROUP);
-    B.rows.resize(REC_CHUNK);
-    B.groups.resize(REC_CHUNK / 8);
-    B.ex.resize(REC_CHUNK);
+    B.need_screen(REC_CHUNK * tcols);
     scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
     // Exact scores of block column gi of group g for the 8-row groups grps[0..n): from the tile,
     // or, for a compact tile (which lacks the columns of zero integer weight that the exact
@@ -704,9 +710,8 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
             const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
             ChunkStat st{-kInf, n0, 0.0};  // m = -inf: no row that can matter
             auto exact = [&](const int32_t* grps, int64_t n, float* out) { exact_groups(g, gi, grps, n, out); };
-            if (rescore_rows(scr, B.SI.data() + gi * REC_CHUNK, REC_CHUNK, B.SM.data() + 16 * gi, sb[q].K,
-                             sb[q].up * sb[q].K, best[b].load(std::memory_order_relaxed), n0, exact, B, st))
-                atomic_max(best[b], st.m);
+            rescore_rows(scr, B.SI.data() + gi * REC_CHUNK, REC_CHUNK, B.SM.data() + 16 * gi, sb[q].K,
+                         sb[q].up * sb[q].K, sink.best(b), n0, exact, B, st);
             sink.put(b, c, st);
         }
     }
@@ -722,17 +727,12 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
                    int64_t gz, int64_t cols4, const std::vector<float>& WA, const std::vector<float>& WC,
                    const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
                    const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
-                   std::atomic<float>* best, Buffers& B, ChunkSink& sink) {
+                   Buffers& B, ChunkSink& sink) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
     const int64_t RT = std::max<int64_t>(128, tile_rows(cols4, REC_CHUNK));
     B.need(RT * cols4, 0);
-    B.EB.resize(RT * cols4);
-    B.SI.resize(REC_CHUNK * REC_GROUP);
-    B.SM.resize(16 * REC_GROUP);
-    B.rows.resize(REC_CHUNK);
-    B.groups.resize(REC_CHUNK / 8);
-    B.ex.resize(REC_CHUNK);
+    B.need_screen(RT * cols4);
     const int64_t q0 = S.group_begin[ga], nq = S.group_begin[gz] - q0;
     B.st.assign(nq, ChunkStat{-kInf, n0, 0.0});
     for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += RT) {
@@ -747,16 +747,11 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
                                    WC.data() + gw_off[g], gp[g], gi, grps, n, out);
                 };
                 rescore_rows(scr, B.SI.data() + gi * RT, RT, B.SM.data() + 16 * gi, sb[q].K, sb[q].up * sb[q].K,
-                             best[b].load(std::memory_order_relaxed), n0 + (uint32_t)r0, exact, B, B.st[q - q0]);
+                             sink.best(b), n0 + (uint32_t)r0, exact, B, B.st[q - q0]);
             }
         }
     }
-    for (int64_t q = q0; q < q0 + nq; ++q) {
-        const int64_t b = S.pool_blocks[q];
-        const ChunkStat& st = B.st[q - q0];
-        if (st.m != -kInf) atomic_max(best[b], st.m);
-        sink.put(b, c, st);
-    }
+    for (int64_t q = q0; q < q0 + nq; ++q) sink.put(S.pool_blocks[q], c, B.st[q - q0]);
 }
 
 }  // namespace
@@ -784,13 +779,12 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
             }
         }
     // The screen (temperature 0 only: tempered sampling needs every weight): integer weight
-    // pairs at each block's scale, and per block the best exact chunk maximum found so far, which
-    // lets a chunk whose bound cannot reach it skip its exact rescoring.
+    // pairs at each block's scale. The sink's running winner of each block, the best exact
+    // maximum found so far, lets a chunk whose bound cannot reach it skip its exact rescoring.
     const RecScreen* screen = sample ? nullptr : K.screen;
     auto wide = [&](int64_t g) { return tile_rows(round4(S.group_P[g]), REC_CHUNK) != REC_CHUNK; };
     ScreenPlan SP;
     std::vector<ScreenBlock> sb;
-    std::unique_ptr<std::atomic<float>[]> best;
     if (screen) {
         sb.resize(S.pool_blocks.size());
         SP.quad_off.push_back(0);
@@ -810,8 +804,6 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
             }
             plan_screen_group(SP, P, gp[g], wide(g), WBg);
         }
-        best.reset(new std::atomic<float>[S.B]);
-        for (int64_t b = 0; b < S.B; ++b) best[b].store(-std::numeric_limits<float>::infinity());
     }
     // How a group's chunks are scored: through the screen (over a tile of all its columns or of
     // its own), or exactly in fp32 (full-chunk tiles, or row slices for groups too wide for one).
@@ -897,12 +889,12 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 const int64_t q0 = SP.quad_off[I.a], tcols = 4 * (SP.quad_off[I.a + 1] - q0);
                 B.need(REC_CHUNK * tcols, Gpmax * REC_CHUNK);
                 K.gen_pool(S.seed, n0, REC_CHUNK, tcols, REC_CHUNK, B.E.data(), B.E2.data(), SP.quads.data() + q0);
-                screen_chunk(S, K, *screen, I.c, I.a, I.z, tcols, WA, WC, SP, sb, gw_off, gp, best.get(), B,
+                screen_chunk(S, K, *screen, I.c, I.a, I.z, tcols, WA, WC, SP, sb, gw_off, gp, B,
                              sink);
                 return;
             }
             if (md == ScreenPlan::kSliced) {
-                screen_slices(S, *screen, K, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, best.get(), B,
+                screen_slices(S, *screen, K, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, B,
                               sink);
                 return;
             }
@@ -932,7 +924,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
             B.need(RT * cols4, Gpmax * REC_CHUNK);
             K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data(), nullptr);
             if (screen) {
-                screen_chunk(S, K, *screen, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, best.get(), B,
+                screen_chunk(S, K, *screen, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, B,
                              sink);
                 return;
             }
