@@ -408,8 +408,8 @@ def main() -> None:
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
               help="Seed of the shared randomness; the same input and seed give the same bytes.")
 @click.option("-e", "--effort", type=click.IntRange(1, 9), default=DEFAULT_EFFORT, show_default=True,
-              help="Encoder effort. 1-4: faster, with fewer candidates per block (1: ~2.3x faster, ~9% more "
-                   "bits for the same quality on Kodak; 4: ~1.4x, ~2%). 6: candidates chosen by the decoded image "
+              help="Encoder effort. 1-4: faster, with fewer candidates per block (1: ~1.9x faster, ~9% more "
+                   "bits for the same quality on Kodak; 4: ~1.3x, ~2%). 6: candidates chosen by the decoded image "
                    "(same size, better quality; ~3x the time). 7-9: also refine the latents for this image "
                    "(9: ~10% fewer bits on Kodak, ~15x the time). Above 5 needs bbimg[torch]; every effort "
                    "decodes the same way, at the same speed.")
