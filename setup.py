@@ -97,6 +97,7 @@ EXTENSIONS = [
             "csrc/rec.cpp",
             "csrc/rec_avx2.cpp",
             "csrc/rec_vnni.cpp",
+            "csrc/rec_gen_avx512.cpp",
             "csrc/rec_screen_avx2.cpp",
             "csrc/rec_indices.cpp",
         ],

@@ -446,7 +446,7 @@ py::array_t<float> pool_normals_py(uint64_t seed, uint32_t n0, int64_t rows, int
     }
     const int64_t R8 = (rows + 7) / 8 * 8, C4 = (cols + 3) / 4 * 4;
     std::vector<float> E(R8 * C4), E2(R8 * C4);
-    if (R8 && C4) rec_kernels().gen_pool(seed, n0, R8, C4, R8, E.data(), E2.data(), nullptr);
+    if (R8 && C4) rec_kernels().gen_pool(seed, n0, R8, C4, R8, E.data(), E2.data(), nullptr, nullptr);
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < cols; ++c) o[r * cols + c] = E[c * R8 + r];
     return out;

@@ -67,12 +67,13 @@ int64_t tile_rows(int64_t cols4, int64_t cap) {
 // ---------------------------------------------------------------------------------------------
 // Generic (portable scalar) kernels. They define the arithmetic; the AVX2 set must match them.
 void gen_pool_generic(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld,
-                      float* E, float* E2, const int32_t* quads) {
+                      float* E, float* E2, const int32_t* quads, const uint32_t* starts) {
     for (int64_t g = 0; g < cols4 / 4; ++g)
         for (int64_t r = 0; r < rows; ++r) {
             float z[4];
             const uint32_t q = quads ? (uint32_t)quads[g] : (uint32_t)g;
-            det_normal4(philox_seed(seed, q, n0 + (uint32_t)r, 0u, TAG_POOL), z);
+            const uint32_t n = starts ? starts[r >> 3] + (uint32_t)(r & 7) : n0 + (uint32_t)r;
+            det_normal4(philox_seed(seed, q, n, 0u, TAG_POOL), z);
             for (int i = 0; i < 4; ++i) {
                 E[(4 * g + i) * ld + r] = z[i];
                 E2[(4 * g + i) * ld + r] = BB_FMUL(z[i], z[i]);
@@ -273,19 +274,26 @@ struct Buffers {
 // ---------------------------------------------------------------------------------------------
 const RecKernels& rec_kernels_generic() { return kGeneric; }
 
-// The AVX2 set with `screen`, named `name`, in `slot`; nullptr when either is missing.
-static const RecKernels* with_screen(RecKernels& slot, const char* name, const RecScreen* screen) {
+// The AVX2 set with `screen` (and the tile generators `gen` where given), named `name`, in
+// `slot`; nullptr when the AVX2 set or the screen is missing.
+static const RecKernels* with_screen(RecKernels& slot, const char* name, const RecScreen* screen,
+                                     const RecGenerators* gen = nullptr) {
     const RecKernels* a = rec_kernels_avx2();
     if (!a || !screen) return nullptr;
     slot = *a;
     slot.name = name;
     slot.screen = screen;
+    if (gen) {
+        slot.gen_pool = gen->pool;
+        slot.gen_private = gen->priv;
+    }
     return &slot;
 }
 
 const RecKernels* rec_kernels_vnni() {
     static RecKernels slot;
-    static const RecKernels* set = with_screen(slot, "avx512vnni", rec_screen_vnni());
+    static const RecKernels* set =
+        with_screen(slot, "avx512vnni", rec_screen_vnni(), rec_generators_avx512());
     return set;
 }
 
@@ -698,9 +706,9 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
         B.RE2.resize(8 * kRowBatch * c4);
         for (int64_t i0 = 0; i0 < n; i0 += kRowBatch) {
             const int64_t nb = std::min(kRowBatch, n - i0), ld = 8 * nb;
-            for (int64_t i = 0; i < nb; ++i)
-                K.gen_pool(S.seed, n0 + 8 * (uint32_t)grps[i0 + i], 8, c4, ld, B.RE.data() + 8 * i,
-                           B.RE2.data() + 8 * i, nullptr);
+            uint32_t starts[kRowBatch];
+            for (int64_t i = 0; i < nb; ++i) starts[i] = n0 + 8 * (uint32_t)grps[i0 + i];
+            K.gen_pool(S.seed, 0u, ld, c4, ld, B.RE.data(), B.RE2.data(), nullptr, starts);
             scr.exact_rows(B.RE.data(), B.RE2.data(), ld, P, wa, wc, Gp, gi, kIota, nb, out + 8 * i0);
         }
     };
@@ -736,7 +744,7 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
     const int64_t q0 = S.group_begin[ga], nq = S.group_begin[gz] - q0;
     B.st.assign(nq, ChunkStat{-kInf, n0, 0.0});
     for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += RT) {
-        K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data(), nullptr);
+        K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data(), nullptr, nullptr);
         scr.pack_tile(B.E.data(), B.E2.data(), RT, RT, cols4, B.EB.data());
         for (int64_t g = ga; g < gz; ++g) {
             score_triples(scr, SP, g, B.EB.data(), RT, cols4, B.SI.data(), RT, B.SM.data());
@@ -888,7 +896,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
             if (md == ScreenPlan::kCompact) {
                 const int64_t q0 = SP.quad_off[I.a], tcols = 4 * (SP.quad_off[I.a + 1] - q0);
                 B.need(REC_CHUNK * tcols, Gpmax * REC_CHUNK);
-                K.gen_pool(S.seed, n0, REC_CHUNK, tcols, REC_CHUNK, B.E.data(), B.E2.data(), SP.quads.data() + q0);
+                K.gen_pool(S.seed, n0, REC_CHUNK, tcols, REC_CHUNK, B.E.data(), B.E2.data(), SP.quads.data() + q0, nullptr);
                 screen_chunk(S, K, *screen, I.c, I.a, I.z, tcols, WA, WC, SP, sb, gw_off, gp, B,
                              sink);
                 return;
@@ -905,7 +913,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 for (int64_t g = I.a; g < I.z; ++g) nscores += gp[g] * REC_CHUNK;
                 B.need(RT * cols4, nscores);
                 for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += RT) {
-                    K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data(), nullptr);
+                    K.gen_pool(S.seed, n0 + (uint32_t)r0, RT, cols4, RT, B.E.data(), B.E2.data(), nullptr, nullptr);
                     float* out = B.S.data() + r0;
                     for (int64_t g = I.a; g < I.z; ++g) {
                         K.score_group(B.E.data(), B.E2.data(), RT, RT, S.group_P[g],
@@ -922,7 +930,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 return;
             }
             B.need(RT * cols4, Gpmax * REC_CHUNK);
-            K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data(), nullptr);
+            K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data(), nullptr, nullptr);
             if (screen) {
                 screen_chunk(S, K, *screen, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, B,
                              sink);
@@ -1072,7 +1080,7 @@ std::vector<float> rec_debug_scores(const RecSetup& S, int64_t b) {
         const int64_t rt = tile_rows(c4, REC_CHUNK);
         std::vector<float> E(rt * c4), E2(rt * c4), Sb(3 * rt);
         for (int64_t r0 = 0; r0 < N; r0 += rt) {
-            K.gen_pool(S.seed, (uint32_t)r0, rt, c4, rt, E.data(), E2.data(), nullptr);
+            K.gen_pool(S.seed, (uint32_t)r0, rt, c4, rt, E.data(), E2.data(), nullptr, nullptr);
             K.score_group(E.data(), E2.data(), rt, rt, L, wa.data(), wc.data(), 3, Sb.data(), rt);
             std::copy(Sb.begin(), Sb.begin() + rt, out.begin() + r0);
         }
@@ -1098,7 +1106,7 @@ std::vector<float> rec_debug_candidate(const RecSetup& S, const float* mu_p, con
     std::vector<float> E(8 * c4), E2(8 * c4);
     const uint32_t n0 = n & ~7u;
     if (S.k[b] >= REC_POOL_MIN_BITS)
-        K.gen_pool(S.seed, n0, 8, c4, 8, E.data(), E2.data(), nullptr);
+        K.gen_pool(S.seed, n0, 8, c4, 8, E.data(), E2.data(), nullptr, nullptr);
     else
         K.gen_private(S.seed, (uint64_t)b, n0, 8, c4, 8, E.data(), E2.data());
     std::vector<int32_t> perm(L);

@@ -151,16 +151,29 @@ void rec_exact_rows_avx2(const float* E, const float* E2, int64_t ld, int64_t P,
 
 // ---------------------------------------------------------------------------------------------
 // Kernels with two implementations (generic scalar, AVX2+FMA) that give identical bits.
+// Pool tile: rows [n0, n0 + rows) (rows % 8 == 0), columns [0, cols4) (cols4 % 4 == 0);
+// column-major, E[col * ld + r]; E2 = E * E. With quads, tile columns 4i..4i+3 hold pool
+// columns 4 quads[i]..4 quads[i] + 3 instead (a tile of only the columns a search needs). With
+// starts, tile rows 8i..8i+7 are pool rows starts[i]..starts[i] + 7 instead of n0 + 8i.. (rows
+// generated again for their exact scores, several 8-row groups in one call).
+using GenPoolFn = void (*)(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld, float* E,
+                           float* E2, const int32_t* quads, const uint32_t* starts);
+// Private tile of block b: rows [n0, n0 + rows) (rows % 8 == 0, n0 + rows <= 2^16).
+using GenPrivateFn = void (*)(uint64_t seed, uint64_t b, uint32_t n0, int64_t rows, int64_t cols4,
+                              int64_t ld, float* E, float* E2);
+
+// Tile generators of an instruction set that has no scoring kernels of its own.
+struct RecGenerators {
+    GenPoolFn pool;
+    GenPrivateFn priv;
+};
+// AVX-512F twins of the AVX2 generators (rec_gen_avx512.cpp); nullptr without AVX512F.
+const RecGenerators* rec_generators_avx512();
+
 struct RecKernels {
     const char* name;
-    // Pool tile: rows [n0, n0 + rows) (rows % 8 == 0), columns [0, cols4) (cols4 % 4 == 0);
-    // column-major, E[col * ld + r]; E2 = E * E. With quads, tile columns 4i..4i+3 hold pool
-    // columns 4 quads[i]..4 quads[i] + 3 instead (a tile of only the columns a search needs).
-    void (*gen_pool)(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld, float* E,
-                     float* E2, const int32_t* quads);
-    // Private tile of block b: rows [n0, n0 + rows) (rows % 8 == 0, n0 + rows <= 2^16).
-    void (*gen_private)(uint64_t seed, uint64_t b, uint32_t n0, int64_t rows, int64_t cols4,
-                        int64_t ld, float* E, float* E2);
+    GenPoolFn gen_pool;
+    GenPrivateFn gen_private;
     // Scores of a group: S[g * ld_s + r] for r < rows (rows % 32 == 0), g < Gp (Gp % 3 == 0);
     // WA/WC[k * Gp + g] for k < P.
     void (*score_group)(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t P,

@@ -130,12 +130,12 @@ AVX2_FN void normals_store(__m256i w0, __m256i w1, __m256i w2, __m256i w3, float
 }
 
 AVX2_KERNEL void gen_pool_avx2(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld,
-                               float* E, float* E2, const int32_t* quads) {
+                               float* E, float* E2, const int32_t* quads, const uint32_t* starts) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int64_t g = 0; g < cols4 / 4; ++g)
         for (int64_t r = 0; r < rows; r += 8) {
             __m256i c0 = c32(quads ? (uint32_t)quads[g] : (uint32_t)g);
-            __m256i c1 = _mm256_add_epi32(c32(n0 + (uint32_t)r), lane);
+            __m256i c1 = _mm256_add_epi32(c32(starts ? starts[r >> 3] : n0 + (uint32_t)r), lane);
             __m256i c2 = _mm256_setzero_si256();
             __m256i c3 = c32(TAG_POOL);
             philox8(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));

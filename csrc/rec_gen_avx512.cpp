@@ -1,0 +1,195 @@
+// AVX-512F twins of the AVX2 tile generators (rec_avx2.cpp): the same operation sequence on 16
+// lanes, so the same normals bit for bit (tests compare every kernel set with the scalar ones).
+// Zen 4 executes a 512-bit operation as two 256-bit halves, yet these run ~1.5x faster than the
+// AVX2 ones there (1.0 against 1.5 ns a normal and core): half the instructions to issue, mask
+// registers in place of VBLENDVPS, and VPTERNLOGD for Philox's three-way XOR.
+//
+// As in rec_avx2.cpp, only these functions carry a target attribute; the kernel sets that use
+// them (avx512vnni) are chosen only where the CPU reports AVX512F.
+#include "rec.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__clang__) || __GNUC__ >= 10)
+#include <immintrin.h>
+
+#include "detmath.h"
+#include "philox.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define Z_FN static inline __attribute__((target("avx512f"), always_inline))
+#define Z_KERNEL static __attribute__((target("avx512f")))
+
+namespace bbimg {
+namespace {
+
+Z_FN __m512i c32(uint32_t x) { return _mm512_set1_epi32((int)x); }
+Z_FN __m512 cf(float x) { return _mm512_set1_ps(x); }
+
+Z_FN void mulhilo16(__m512i a, __m512i M, __m512i& hi, __m512i& lo) {
+    const __m512i pe = _mm512_mul_epu32(a, M);
+    const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), M);
+    lo = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+    hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
+}
+
+Z_FN void philox16(__m512i& c0, __m512i& c1, __m512i& c2, __m512i& c3, uint32_t k0, uint32_t k1) {
+    const __m512i M0 = c32(PHILOX_M0), M1 = c32(PHILOX_M1);
+    for (int r = 0; r < 10; ++r) {
+        if (r > 0) {
+            k0 += PHILOX_W0;
+            k1 += PHILOX_W1;
+        }
+        __m512i hi0, lo0, hi1, lo1;
+        mulhilo16(c0, M0, hi0, lo0);
+        mulhilo16(c2, M1, hi1, lo1);
+        const __m512i n0 = _mm512_ternarylogic_epi32(hi1, c1, c32(k0), 0x96);  // a ^ b ^ c
+        const __m512i n2 = _mm512_ternarylogic_epi32(hi0, c3, c32(k1), 0x96);
+        c0 = n0;
+        c1 = lo1;
+        c2 = n2;
+        c3 = lo0;
+    }
+}
+
+Z_FN __m512 neg2log16(__m512i w) {
+    const __m512i k = _mm512_srli_epi32(w, 9);
+    const __m512i t = _mm512_or_si512(_mm512_slli_epi32(k, 1), c32(1));
+    const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(t), cf(DM_TWO_M24));
+    const __m512i bits = _mm512_castps_si512(u);
+    __m512i e = _mm512_sub_epi32(_mm512_srli_epi32(bits, 23), c32(127));
+    // (bits & 0x007FFFFF) | 0x3F800000: VPTERNLOGD 0xEA is (a & b) | c.
+    __m512 m = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(bits, c32(0x007FFFFFu), c32(0x3F800000u), 0xEA));
+    const __mmask16 big = _mm512_cmp_ps_mask(m, cf(DM_SQRT2), _CMP_GT_OQ);
+    m = _mm512_mask_mul_ps(m, big, m, cf(0.5f));
+    e = _mm512_mask_add_epi32(e, big, e, c32(1));
+    const __m512 s = _mm512_div_ps(_mm512_sub_ps(m, cf(1.0f)), _mm512_add_ps(m, cf(1.0f)));
+    const __m512 s2 = _mm512_mul_ps(s, s);
+    __m512 p = cf(DM_L9);
+    p = _mm512_add_ps(_mm512_mul_ps(p, s2), cf(DM_L7));
+    p = _mm512_add_ps(_mm512_mul_ps(p, s2), cf(DM_L5));
+    p = _mm512_add_ps(_mm512_mul_ps(p, s2), cf(DM_L3));
+    p = _mm512_add_ps(_mm512_mul_ps(p, s2), cf(1.0f));
+    const __m512 lnm = _mm512_mul_ps(_mm512_mul_ps(cf(2.0f), s), p);
+    const __m512 lnu = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(e), cf(DM_LN2)), lnm);
+    const __m512 r2 = _mm512_mul_ps(cf(-2.0f), lnu);
+    return _mm512_max_ps(r2, _mm512_setzero_ps());
+}
+
+Z_FN void sincos16(__m512i w, __m512& s_out, __m512& c_out) {
+    const __m512i oct = _mm512_srli_epi32(w, 29);
+    __m512i t = _mm512_and_si512(_mm512_srli_epi32(w, 8), c32(0x001FFFFFu));
+    const __mmask16 odd = _mm512_test_epi32_mask(oct, c32(1));
+    t = _mm512_mask_sub_epi32(t, odd, c32(0x00200000u), t);
+    const __m512 phi = _mm512_mul_ps(_mm512_cvtepi32_ps(t), cf(DM_PI4_2M21));
+    const __m512 p2 = _mm512_mul_ps(phi, phi);
+    __m512 sp = cf(DM_S9);
+    sp = _mm512_add_ps(_mm512_mul_ps(sp, p2), cf(DM_S7));
+    sp = _mm512_add_ps(_mm512_mul_ps(sp, p2), cf(DM_S5));
+    sp = _mm512_add_ps(_mm512_mul_ps(sp, p2), cf(DM_S3));
+    sp = _mm512_add_ps(_mm512_mul_ps(sp, p2), cf(1.0f));
+    const __m512 sphi = _mm512_mul_ps(phi, sp);
+    __m512 cp = cf(DM_C10);
+    cp = _mm512_add_ps(_mm512_mul_ps(cp, p2), cf(DM_C8));
+    cp = _mm512_add_ps(_mm512_mul_ps(cp, p2), cf(DM_C6));
+    cp = _mm512_add_ps(_mm512_mul_ps(cp, p2), cf(DM_C4));
+    cp = _mm512_add_ps(_mm512_mul_ps(cp, p2), cf(DM_C2));
+    const __m512 cphi = _mm512_add_ps(_mm512_mul_ps(cp, p2), cf(1.0f));
+    const __m512 sa = _mm512_mask_blend_ps(odd, sphi, cphi);  // sin of the angle within the quadrant
+    const __m512 ca = _mm512_mask_blend_ps(odd, cphi, sphi);
+    const __m512i q = _mm512_srli_epi32(oct, 1);
+    const __mmask16 swap = _mm512_test_epi32_mask(q, c32(1));
+    const __m512 c0 = _mm512_mask_blend_ps(swap, ca, sa);
+    const __m512 s0 = _mm512_mask_blend_ps(swap, sa, ca);
+    const __m512i cneg =
+        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(_mm512_add_epi32(q, c32(1)), 1), c32(1)), 31);
+    const __m512i sneg = _mm512_slli_epi32(_mm512_srli_epi32(q, 1), 31);
+    c_out = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(c0), cneg));
+    s_out = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(s0), sneg));
+}
+
+// Four normals per lane from a Philox output, stored to columns 4g..4g+3, rows [r, r+16) (the
+// lanes of `keep` only: a tile's rows are a multiple of 8, not of 16).
+Z_FN void normals_store16(__m512i w0, __m512i w1, __m512i w2, __m512i w3, float* E, float* E2,
+                          int64_t g, int64_t ld, int64_t r, __mmask16 keep) {
+    __m512 s, c;
+    const __m512 r0 = _mm512_sqrt_ps(neg2log16(w0));
+    sincos16(w1, s, c);
+    const __m512 z0 = _mm512_mul_ps(r0, c), z1 = _mm512_mul_ps(r0, s);
+    const __m512 r1 = _mm512_sqrt_ps(neg2log16(w2));
+    sincos16(w3, s, c);
+    const __m512 z2 = _mm512_mul_ps(r1, c), z3 = _mm512_mul_ps(r1, s);
+    float* e = E + 4 * g * ld + r;
+    float* e2 = E2 + 4 * g * ld + r;
+    _mm512_mask_storeu_ps(e, keep, z0);
+    _mm512_mask_storeu_ps(e + ld, keep, z1);
+    _mm512_mask_storeu_ps(e + 2 * ld, keep, z2);
+    _mm512_mask_storeu_ps(e + 3 * ld, keep, z3);
+    _mm512_mask_storeu_ps(e2, keep, _mm512_mul_ps(z0, z0));
+    _mm512_mask_storeu_ps(e2 + ld, keep, _mm512_mul_ps(z1, z1));
+    _mm512_mask_storeu_ps(e2 + 2 * ld, keep, _mm512_mul_ps(z2, z2));
+    _mm512_mask_storeu_ps(e2 + 3 * ld, keep, _mm512_mul_ps(z3, z3));
+}
+
+Z_FN __mmask16 rows_left(int64_t rows, int64_t r) {
+    return rows - r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (rows - r)) - 1u);
+}
+
+// Lanes 0-7 and 8-15 of a row vector: rows r.. of the tile, or two 8-row groups of `starts`.
+Z_FN __m512i pool_rows(uint32_t n0, int64_t rows, int64_t r, const uint32_t* starts) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    if (!starts) return _mm512_add_epi32(c32(n0 + (uint32_t)r), lane);
+    const __m512i lane8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+    const uint32_t a = starts[r >> 3], b = r + 8 < rows ? starts[(r >> 3) + 1] : a;
+    return _mm512_add_epi32(_mm512_mask_blend_epi32(0xFF00, c32(a), c32(b)), lane8);
+}
+
+Z_KERNEL void gen_pool_avx512(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld,
+                              float* E, float* E2, const int32_t* quads, const uint32_t* starts) {
+    for (int64_t g = 0; g < cols4 / 4; ++g)
+        for (int64_t r = 0; r < rows; r += 16) {
+            __m512i c0 = c32(quads ? (uint32_t)quads[g] : (uint32_t)g);
+            __m512i c1 = pool_rows(n0, rows, r, starts);
+            __m512i c2 = _mm512_setzero_si512();
+            __m512i c3 = c32(TAG_POOL);
+            philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
+            normals_store16(c0, c1, c2, c3, E, E2, g, ld, r, rows_left(rows, r));
+        }
+}
+
+Z_KERNEL void gen_private_avx512(uint64_t seed, uint64_t b, uint32_t n0, int64_t rows, int64_t cols4,
+                                 int64_t ld, float* E, float* E2) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int64_t g = 0; g < cols4 / 4; ++g)
+        for (int64_t r = 0; r < rows; r += 16) {
+            const __m512i n = _mm512_add_epi32(c32(n0 + (uint32_t)r), lane);
+            __m512i c0 = _mm512_or_si512(c32((uint32_t)g), _mm512_slli_epi32(n, 16));
+            __m512i c1 = c32((uint32_t)b);
+            __m512i c2 = c32((uint32_t)(b >> 32));
+            __m512i c3 = c32(TAG_PRIVATE);
+            philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
+            normals_store16(c0, c1, c2, c3, E, E2, g, ld, r, rows_left(rows, r));
+        }
+}
+
+const RecGenerators kGen512 = {gen_pool_avx512, gen_private_avx512};
+
+}  // namespace
+
+const RecGenerators* rec_generators_avx512() {
+    static const bool ok = __builtin_cpu_supports("avx512f");
+    return ok ? &kGen512 : nullptr;
+}
+
+}  // namespace bbimg
+
+#else
+
+namespace bbimg {
+const RecGenerators* rec_generators_avx512() { return nullptr; }
+}  // namespace bbimg
+
+#endif
