@@ -153,7 +153,7 @@ class Transforms:
         def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
             ri = np.minimum(np.arange(r0 * s, r1 * s), height - 1)  # = pad_to_multiple's replicate
             ci = np.minimum(np.arange(c0 * s, c1 * s), width - 1)
-            x = pixels[ri[:, None], ci[None, :]].transpose(2, 0, 1)[None].astype(np.float32)
+            x = pixels[ri[:, None], ci[None, :]].transpose(2, 0, 1)[None].astype(np.float32, order="C")
             x /= np.float32(255.0)
             return x
 

@@ -127,9 +127,9 @@ void weights_generic(const float* x, int64_t rows, float m, float* w, float* v) 
     for (int64_t i = 0; i < rows / 8; ++i) v[i] = tree8(w + 8 * i);
 }
 
-const RecKernels kGeneric = {"generic",          gen_pool_generic, gen_private_generic,
-                             score_group_generic, score_single_generic, weights_generic,
-                             first_argmax,        nullptr};
+const RecKernels kGeneric = {"generic",           gen_pool_generic,     gen_private_generic,
+                             nullptr,             score_group_generic, score_single_generic,
+                             weights_generic,     first_argmax,        nullptr};
 
 std::atomic<const RecKernels*> g_kernels{nullptr};
 
@@ -286,6 +286,7 @@ static const RecKernels* with_screen(RecKernels& slot, const char* name, const R
     if (gen) {
         slot.gen_pool = gen->pool;
         slot.gen_private = gen->priv;
+        slot.gen_pool_words = gen->pool_words;
     }
     return &slot;
 }
@@ -683,12 +684,12 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
                   int64_t gz, int64_t tcols, const std::vector<float>& WA, const std::vector<float>& WC,
                   const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
                   const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
-                  Buffers& B, ChunkSink& sink) {
+                  Buffers& B, ChunkSink& sink, bool packed = false) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     constexpr int64_t kRowBatch = 4;  // 8-row groups regenerated at a time (kCompact)
     const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
     B.need_screen(REC_CHUNK * tcols);
-    scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
+    if (!packed) scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
     // Exact scores of block column gi of group g for the 8-row groups grps[0..n): from the tile,
     // or, for a compact tile (which lacks the columns of zero integer weight that the exact
     // scores still add), from the rows generated again over all of the group's columns.
@@ -894,11 +895,20 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 }
             };
             if (md == ScreenPlan::kCompact) {
+                // The tile's exact scores come from rows generated again, so where the kernels can
+                // the words are generated straight, without the fp32 tile.
                 const int64_t q0 = SP.quad_off[I.a], tcols = 4 * (SP.quad_off[I.a + 1] - q0);
-                B.need(REC_CHUNK * tcols, Gpmax * REC_CHUNK);
-                K.gen_pool(S.seed, n0, REC_CHUNK, tcols, REC_CHUNK, B.E.data(), B.E2.data(), SP.quads.data() + q0, nullptr);
+                const bool words = K.gen_pool_words != nullptr;
+                if (words) {
+                    B.need_screen(REC_CHUNK * tcols);
+                    K.gen_pool_words(S.seed, n0, REC_CHUNK, tcols / 4, SP.quads.data() + q0, B.EB.data());
+                } else {
+                    B.need(REC_CHUNK * tcols, Gpmax * REC_CHUNK);
+                    K.gen_pool(S.seed, n0, REC_CHUNK, tcols, REC_CHUNK, B.E.data(), B.E2.data(),
+                               SP.quads.data() + q0, nullptr);
+                }
                 screen_chunk(S, K, *screen, I.c, I.a, I.z, tcols, WA, WC, SP, sb, gw_off, gp, B,
-                             sink);
+                             sink, words);
                 return;
             }
             if (md == ScreenPlan::kSliced) {

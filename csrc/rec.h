@@ -162,10 +162,18 @@ using GenPoolFn = void (*)(uint64_t seed, uint32_t n0, int64_t rows, int64_t col
 using GenPrivateFn = void (*)(uint64_t seed, uint64_t b, uint32_t n0, int64_t rows, int64_t cols4,
                               int64_t ld, float* E, float* E2);
 
+// A pool tile of rows [n0, n0 + rows) (rows % 64 == 0) and the pool quads `quads` straight into
+// the integer screen's words (RecScreen::pack_tile's layout, 4 * nquads columns): the same words
+// as gen_pool then pack_tile, without the fp32 tile (for tiles whose exact scores come from rows
+// generated again).
+using GenPoolWordsFn = void (*)(uint64_t seed, uint32_t n0, int64_t rows, int64_t nquads,
+                                const int32_t* quads, uint32_t* EB);
+
 // Tile generators of an instruction set that has no scoring kernels of its own.
 struct RecGenerators {
     GenPoolFn pool;
     GenPrivateFn priv;
+    GenPoolWordsFn pool_words;
 };
 // AVX-512F twins of the AVX2 generators (rec_gen_avx512.cpp); nullptr without AVX512F.
 const RecGenerators* rec_generators_avx512();
@@ -174,6 +182,7 @@ struct RecKernels {
     const char* name;
     GenPoolFn gen_pool;
     GenPrivateFn gen_private;
+    GenPoolWordsFn gen_pool_words;  // nullptr: gen_pool, then the screen's pack_tile
     // Scores of a group: S[g * ld_s + r] for r < rows (rows % 32 == 0), g < Gp (Gp % 3 == 0);
     // WA/WC[k * Gp + g] for k < P.
     void (*score_group)(const float* E, const float* E2, int64_t ld, int64_t rows, int64_t P,

@@ -332,7 +332,7 @@ AVX2_KERNEL void argmax_avx2(const float* x, int64_t rows, float* m, int64_t* id
     first_argmax(x, rows, m, idx);  // not reached: some row equals the maximum
 }
 
-const RecKernels kAvx2 = {"avx2",       gen_pool_avx2, gen_private_avx2, score_group_avx2,
+const RecKernels kAvx2 = {"avx2",           gen_pool_avx2, gen_private_avx2, nullptr, score_group_avx2,
                           score_single_avx2, weights_avx2,  argmax_avx2,      nullptr};
 
 }  // namespace

@@ -175,7 +175,39 @@ Z_KERNEL void gen_private_avx512(uint64_t seed, uint64_t b, uint32_t n0, int64_t
         }
 }
 
-const RecGenerators kGen512 = {gen_pool_avx512, gen_private_avx512};
+// RecScreen::pack_tile's word of each normal: (round(512 e^2) & 0xFFFF) | round(4096 e) << 16,
+// e^2 the same fp32 product as the E2 tile's, both conversions rounding to nearest (MXCSR's
+// default, as pack_tile's).
+Z_FN __m512i screen_word(__m512 z) {
+    const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(z, cf(REC_SCREEN_E_SCALE)));
+    const __m512i q2 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(z, z), cf(REC_SCREEN_E2_SCALE)));
+    return _mm512_or_si512(_mm512_and_si512(q2, c32(0xFFFFu)), _mm512_slli_epi32(q1, 16));
+}
+
+Z_KERNEL void gen_pool_words_avx512(uint64_t seed, uint32_t n0, int64_t rows, int64_t nquads,
+                                    const int32_t* quads, uint32_t* EB) {
+    const int64_t cols = 4 * nquads;
+    for (int64_t g = 0; g < nquads; ++g)
+        for (int64_t r = 0; r < rows; r += 16) {
+            __m512i c0 = c32((uint32_t)quads[g]);
+            __m512i c1 = pool_rows(n0, rows, r, nullptr);
+            __m512i c2 = _mm512_setzero_si512();
+            __m512i c3 = c32(TAG_POOL);
+            philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
+            __m512 s, c;
+            const __m512 r0 = _mm512_sqrt_ps(neg2log16(c0));
+            sincos16(c1, s, c);
+            uint32_t* out = EB + (r >> 6) * 64 * cols + 64 * (4 * g) + (r & 63);
+            _mm512_storeu_si512(out, screen_word(_mm512_mul_ps(r0, c)));
+            _mm512_storeu_si512(out + 64, screen_word(_mm512_mul_ps(r0, s)));
+            const __m512 r1 = _mm512_sqrt_ps(neg2log16(c2));
+            sincos16(c3, s, c);
+            _mm512_storeu_si512(out + 128, screen_word(_mm512_mul_ps(r1, c)));
+            _mm512_storeu_si512(out + 192, screen_word(_mm512_mul_ps(r1, s)));
+        }
+}
+
+const RecGenerators kGen512 = {gen_pool_avx512, gen_private_avx512, gen_pool_words_avx512};
 
 }  // namespace
 
