@@ -24,6 +24,7 @@ from .rec import prior_skip
 from .rec.channel_plan import (DEFAULT_BLOCK_RATIO, UnitPrediction, channel_plan, decode_channel_plan,
                                 encode_channel_plan, plan_from_channels, plan_units, position_order, read_units,
                                 units_plan, write_units)
+from .threads import available
 
 __all__ = ["Gaussian", "Level", "Z_LEVEL", "Y_LEVEL", "CodedLatent", "LatentCoder", "CandidateChoice", "read_plan",
            "read_level_plan", "plan_tags", "latent_sections", "Z_BLOCK_RATIO_GAIN"]
@@ -88,12 +89,35 @@ def _kept_sum(kl: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.array([[kl[c][~mask[c]].sum()] for c in range(kl.shape[0])])
 
 
+#: Elements above which a latent is reordered by channel slices on every CPU (numpy's take
+#: releases the GIL): a 12 MP photo's y, 4 arrays of 7.6 M, 0.2 s on one core, 0.07 s on two.
+PARALLEL_REORDER = 1 << 20
+
+
+def _take_positions(arr: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """out[c] = arr[c, index] for every channel c of (C, P) arrays; large ones by channel slices
+    on threads (np.take: 3x faster than arr[:, index], 12 MP: 14 against 42 ms)."""
+    workers = min(available(), arr.shape[0]) if arr.size >= PARALLEL_REORDER else 1
+    if workers <= 1:
+        np.take(arr, index, axis=1, out=out)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = np.linspace(0, arr.shape[0], workers + 1).astype(int)
+
+    def part(lo: int, hi: int) -> None:
+        np.take(arr[lo:hi], index, axis=1, out=out[lo:hi])
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(part, cuts[:-1], cuts[1:]))
+
+
 def _ordered(a: np.ndarray, order: np.ndarray) -> np.ndarray:
     """(1, C, H, W) array -> float32 (C * H * W,) in channel-major, permuted-position order."""
     arr = np.asarray(a, dtype=np.float32)
     arr = arr.reshape(arr.shape[1], -1)
     out = np.empty(arr.shape, np.float32)
-    np.take(arr, order, axis=1, out=out)  # 3x faster than arr[:, order] (12 MP: 14 against 42 ms)
+    _take_positions(arr, order, out)
     return out.reshape(-1)
 
 
@@ -102,7 +126,7 @@ def _unordered(flat: np.ndarray, order: np.ndarray, shape) -> np.ndarray:
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size, dtype=order.dtype)
     out = np.empty((channels, order.size), np.float32)
-    np.take(flat.reshape(channels, -1), inverse, axis=1, out=out)  # the gather, not a scatter: 2x faster
+    _take_positions(flat.reshape(channels, -1), inverse, out)  # the gather, not a scatter: 2x faster
     return out.reshape(shape)
 
 
