@@ -452,6 +452,51 @@ py::array_t<float> pool_normals_py(uint64_t seed, uint32_t n0, int64_t rows, int
     return out;
 }
 
+// The active kernel set's pool rows given as 8-row groups (gen_pool's starts): row 8 i + j is
+// pool row starts[i] + j, float32 [8 len(starts), cols].
+py::array_t<float> pool_normals_groups_py(uint64_t seed, py::array_t<uint32_t, py::array::c_style | py::array::forcecast> starts,
+                                          int64_t cols) {
+    const int64_t ng = starts.size();
+    if (ng < 1 || ng > 4096 || cols < 1 || cols > (1 << 16)) fail("bad group list or width");
+    const uint32_t* st = starts.data();
+    for (int64_t i = 0; i < ng; ++i)
+        if ((uint64_t)st[i] + 8 > (1ull << 32)) fail("rows exceed the 32-bit counter");
+    const int64_t rows = 8 * ng, C4 = (cols + 3) / 4 * 4;
+    std::vector<float> E(rows * C4), E2(rows * C4);
+    rec_kernels().gen_pool(seed, 0u, rows, C4, rows, E.data(), E2.data(), nullptr, st);
+    py::array_t<float> out({rows, cols});
+    float* o = out.mutable_data();
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) o[r * cols + c] = E[c * rows + r];
+    return out;
+}
+
+// The active kernel set's screen words of pool rows [n0, n0 + rows) (rows % 64 == 0) and the
+// given quads: uint32 [rows, 4 len(quads)] (row-major; the kernel's strip layout undone), from
+// gen_pool_words where the set has it, else gen_pool then pack_tile. Empty where the set has no
+// screen.
+py::array_t<uint32_t> pool_words_py(uint64_t seed, uint32_t n0, int64_t rows,
+                                    py::array_t<int32_t, py::array::c_style | py::array::forcecast> quads) {
+    const int64_t nq = quads.size(), cols = 4 * nq;
+    if (rows < 64 || rows % 64 || rows > (1 << 16) || nq < 1 || nq > 4096) fail("bad words shape");
+    if ((uint64_t)n0 + (uint64_t)rows > (1ull << 32)) fail("rows exceed the 32-bit counter");
+    const RecKernels& K = rec_kernels();
+    if (!K.screen) return py::array_t<uint32_t>(std::vector<py::ssize_t>{0, cols});
+    std::vector<uint32_t> EB(rows * cols);
+    if (K.gen_pool_words) {
+        K.gen_pool_words(seed, n0, rows, nq, quads.data(), EB.data());
+    } else {
+        std::vector<float> E(rows * cols), E2(rows * cols);
+        K.gen_pool(seed, n0, rows, cols, rows, E.data(), E2.data(), quads.data(), nullptr);
+        K.screen->pack_tile(E.data(), E2.data(), rows, rows, cols, EB.data());
+    }
+    py::array_t<uint32_t> out({rows, cols});
+    uint32_t* o = out.mutable_data();
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) o[r * cols + c] = EB[(r >> 6) * 64 * cols + 64 * c + (r & 63)];
+    return out;
+}
+
 py::array_t<float> private_normals_py(uint64_t seed, uint64_t b, int64_t rows, int64_t cols,
                                       bool scalar) {
     if (rows < 0 || cols < 0 || rows > (1 << 16) || cols > (1 << 18)) fail("bad private shape");
@@ -534,6 +579,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("debug_candidate", &debug_candidate_py);
     m.def("pool_normals", &pool_normals_py, py::arg("seed"), py::arg("n0"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);
+    m.def("pool_normals_groups", &pool_normals_groups_py, py::arg("seed"), py::arg("starts"), py::arg("cols"));
+    m.def("pool_words", &pool_words_py, py::arg("seed"), py::arg("n0"), py::arg("rows"), py::arg("quads"));
     m.def("private_normals", &private_normals_py, py::arg("seed"), py::arg("block"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);
     m.def("exp_weights", &exp_weights_py);

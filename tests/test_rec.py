@@ -63,6 +63,29 @@ def test_normals_bit_identical_everywhere(seed):
                               _core.private_normals(seed, 2**32 + 7, 300, 9, scalar=True).view(np.uint32)), k
 
 
+def test_regenerated_row_groups_and_screen_words_in_every_kernel_set():
+    """Rows generated again in 8-row groups (gen_pool's starts) are the pool's rows, and a compact
+    screen tile's words (gen_pool_words where the set has it) are the rounded normals of its quads."""
+    seed, starts, cols = 2**40 + 3, np.array([8, 4096, 16, 2**32 - 8, 72], np.uint32), 21
+    want = np.concatenate([_core.pool_normals(seed, int(s), 8, cols, scalar=True) for s in starts])
+    quads = np.array([5, 0, 17, 3], np.int32)
+    tile = np.concatenate([R.pool_normals(seed, 1024, 128, 4 * 18)[:, 4 * q:4 * q + 4] for q in quads], axis=1)
+    q1 = np.rint(tile * np.float32(4096)).astype(np.int64)
+    q2 = np.rint((tile * tile) * np.float32(512)).astype(np.int64)
+    words = ((q2 & 0xFFFF) | ((q1 & 0xFFFF) << 16)).astype(np.uint32)
+    for k in KERNEL_SETS:
+        if not _core.set_kernels(k):
+            continue
+        try:
+            got = _core.pool_normals_groups(seed, starts, cols)
+            w = _core.pool_words(seed, 1024, 128, quads)
+        finally:
+            _core.set_kernels("auto")
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), k
+        if w.size:
+            assert np.array_equal(w, words), k
+
+
 def test_normals_are_standard_normal():
     z = _core.pool_normals(7, 0, 1 << 15, 32).astype(np.float64).ravel()  # 1M values
     assert abs(z.mean()) < 0.005
