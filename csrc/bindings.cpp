@@ -472,9 +472,8 @@ py::array_t<float> pool_normals_groups_py(uint64_t seed, py::array_t<uint32_t, p
 }
 
 // The active kernel set's screen words of pool rows [n0, n0 + rows) (rows % 64 == 0) and the
-// given quads: uint32 [rows, 4 len(quads)] (row-major; the kernel's strip layout undone), from
-// gen_pool_words where the set has it, else gen_pool then pack_tile. Empty where the set has no
-// screen.
+// given quads: uint32 [rows, 4 len(quads)] (row-major; the kernel's strip layout undone), as the
+// search makes a compact tile's (rec_pool_words). Empty where the set has no screen.
 py::array_t<uint32_t> pool_words_py(uint64_t seed, uint32_t n0, int64_t rows,
                                     py::array_t<int32_t, py::array::c_style | py::array::forcecast> quads) {
     const int64_t nq = quads.size(), cols = 4 * nq;
@@ -483,13 +482,8 @@ py::array_t<uint32_t> pool_words_py(uint64_t seed, uint32_t n0, int64_t rows,
     const RecKernels& K = rec_kernels();
     if (!K.screen) return py::array_t<uint32_t>(std::vector<py::ssize_t>{0, cols});
     std::vector<uint32_t> EB(rows * cols);
-    if (K.gen_pool_words) {
-        K.gen_pool_words(seed, n0, rows, nq, quads.data(), EB.data());
-    } else {
-        std::vector<float> E(rows * cols), E2(rows * cols);
-        K.gen_pool(seed, n0, rows, cols, rows, E.data(), E2.data(), quads.data(), nullptr);
-        K.screen->pack_tile(E.data(), E2.data(), rows, rows, cols, EB.data());
-    }
+    std::vector<float> E, E2;
+    rec_pool_words(K, seed, n0, rows, nq, quads.data(), E, E2, EB.data());
     py::array_t<uint32_t> out({rows, cols});
     uint32_t* o = out.mutable_data();
     for (int64_t r = 0; r < rows; ++r)

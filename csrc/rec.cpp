@@ -320,6 +320,21 @@ const RecKernels& rec_kernels() {
     return *k;
 }
 
+void rec_pool_words(const RecKernels& K, uint64_t seed, uint32_t n0, int64_t rows, int64_t nquads,
+                    const int32_t* quads, std::vector<float>& E, std::vector<float>& E2, uint32_t* EB) {
+    if (K.gen_pool_words) {
+        K.gen_pool_words(seed, n0, rows, nquads, quads, EB);
+        return;
+    }
+    const int64_t cols = 4 * nquads;
+    if ((int64_t)E.size() < rows * cols) {
+        E.resize(rows * cols);
+        E2.resize(rows * cols);
+    }
+    K.gen_pool(seed, n0, rows, cols, rows, E.data(), E2.data(), quads, nullptr);
+    K.screen->pack_tile(E.data(), E2.data(), rows, rows, cols, EB);
+}
+
 bool rec_set_kernels(const std::string& name) {
     const RecKernels* k = name == "generic"      ? &kGeneric
                           : name == "avx2"       ? rec_kernels_avx2()
@@ -673,7 +688,8 @@ bool rescore_rows(const RecScreen& scr, const int32_t* x, int64_t rows, const in
 }
 
 // Temperature-0 statistics of chunk c for groups [ga, gz) through the screen, from the tile in
-// B.E/B.E2 (tcols columns: all of the groups' columns, or a kCompact group's own): for each block,
+// B.E/B.E2 (all of the groups' tcols columns), or a kCompact group's words of its own tcols
+// columns already in B.EB (rec_pool_words): for each block,
 // the chunk's exact maximum and its first row, or m = -inf when the chunk provably cannot hold
 // the block's maximum (its screened maximum plus the bound stays below an exact maximum already
 // found in another chunk). rec_combine then picks the same candidate as from exact statistics:
@@ -684,12 +700,14 @@ void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, 
                   int64_t gz, int64_t tcols, const std::vector<float>& WA, const std::vector<float>& WC,
                   const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
                   const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
-                  Buffers& B, ChunkSink& sink, bool packed = false) {
+                  Buffers& B, ChunkSink& sink) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     constexpr int64_t kRowBatch = 4;  // 8-row groups regenerated at a time (kCompact)
     const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
-    B.need_screen(REC_CHUNK * tcols);
-    if (!packed) scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
+    if (SP.mode[ga] != ScreenPlan::kCompact) {  // a compact item's words are made by its caller
+        B.need_screen(REC_CHUNK * tcols);
+        scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
+    }
     // Exact scores of block column gi of group g for the 8-row groups grps[0..n): from the tile,
     // or, for a compact tile (which lacks the columns of zero integer weight that the exact
     // scores still add), from the rows generated again over all of the group's columns.
@@ -895,20 +913,13 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 }
             };
             if (md == ScreenPlan::kCompact) {
-                // The tile's exact scores come from rows generated again, so where the kernels can
-                // the words are generated straight, without the fp32 tile.
+                // The tile's exact scores come from rows generated again, so only its words are
+                // needed (generated straight where the kernels can, without the fp32 tile).
                 const int64_t q0 = SP.quad_off[I.a], tcols = 4 * (SP.quad_off[I.a + 1] - q0);
-                const bool words = K.gen_pool_words != nullptr;
-                if (words) {
-                    B.need_screen(REC_CHUNK * tcols);
-                    K.gen_pool_words(S.seed, n0, REC_CHUNK, tcols / 4, SP.quads.data() + q0, B.EB.data());
-                } else {
-                    B.need(REC_CHUNK * tcols, Gpmax * REC_CHUNK);
-                    K.gen_pool(S.seed, n0, REC_CHUNK, tcols, REC_CHUNK, B.E.data(), B.E2.data(),
-                               SP.quads.data() + q0, nullptr);
-                }
+                B.need_screen(REC_CHUNK * tcols);
+                rec_pool_words(K, S.seed, n0, REC_CHUNK, tcols / 4, SP.quads.data() + q0, B.E, B.E2, B.EB.data());
                 screen_chunk(S, K, *screen, I.c, I.a, I.z, tcols, WA, WC, SP, sb, gw_off, gp, B,
-                             sink, words);
+                             sink);
                 return;
             }
             if (md == ScreenPlan::kSliced) {

@@ -207,6 +207,12 @@ const RecKernels& rec_kernels();       // the active set
 // "avx512vnni" (avx2 with the VNNI screen); returns false if the requested set is unavailable.
 bool rec_set_kernels(const std::string& name);
 
+// The screen words (RecScreen::pack_tile's layout) of pool rows [n0, n0 + rows) (rows % 64 == 0)
+// and the pool quads quads[0..nquads) in kernel set K (which has a screen): its gen_pool_words,
+// else gen_pool into E/E2 (grown to 4 nquads * rows floats where smaller) and pack_tile.
+void rec_pool_words(const RecKernels& K, uint64_t seed, uint32_t n0, int64_t rows, int64_t nquads,
+                    const int32_t* quads, std::vector<float>& E, std::vector<float>& E2, uint32_t* EB);
+
 // Debug helpers (tests): scores of all candidates of block b through the encoder's kernels;
 // candidate n of block b regenerated through the encoder's tile generator.
 std::vector<float> rec_debug_scores(const RecSetup& S, int64_t b);

@@ -111,27 +111,26 @@ Z_FN void sincos16(__m512i w, __m512& s_out, __m512& c_out) {
     s_out = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(s0), sneg));
 }
 
-// Four normals per lane from a Philox output, stored to columns 4g..4g+3, rows [r, r+16) (the
-// lanes of `keep` only: a tile's rows are a multiple of 8, not of 16).
-Z_FN void normals_store16(__m512i w0, __m512i w1, __m512i w2, __m512i w3, float* E, float* E2,
-                          int64_t g, int64_t ld, int64_t r, __mmask16 keep) {
+// Four normals per lane (Box-Muller on the word pairs (w0, w1) and (w2, w3)) of a Philox output.
+Z_FN void normals16(__m512i w0, __m512i w1, __m512i w2, __m512i w3, __m512 z[4]) {
     __m512 s, c;
     const __m512 r0 = _mm512_sqrt_ps(neg2log16(w0));
     sincos16(w1, s, c);
-    const __m512 z0 = _mm512_mul_ps(r0, c), z1 = _mm512_mul_ps(r0, s);
+    z[0] = _mm512_mul_ps(r0, c);
+    z[1] = _mm512_mul_ps(r0, s);
     const __m512 r1 = _mm512_sqrt_ps(neg2log16(w2));
     sincos16(w3, s, c);
-    const __m512 z2 = _mm512_mul_ps(r1, c), z3 = _mm512_mul_ps(r1, s);
-    float* e = E + 4 * g * ld + r;
-    float* e2 = E2 + 4 * g * ld + r;
-    _mm512_mask_storeu_ps(e, keep, z0);
-    _mm512_mask_storeu_ps(e + ld, keep, z1);
-    _mm512_mask_storeu_ps(e + 2 * ld, keep, z2);
-    _mm512_mask_storeu_ps(e + 3 * ld, keep, z3);
-    _mm512_mask_storeu_ps(e2, keep, _mm512_mul_ps(z0, z0));
-    _mm512_mask_storeu_ps(e2 + ld, keep, _mm512_mul_ps(z1, z1));
-    _mm512_mask_storeu_ps(e2 + 2 * ld, keep, _mm512_mul_ps(z2, z2));
-    _mm512_mask_storeu_ps(e2 + 3 * ld, keep, _mm512_mul_ps(z3, z3));
+    z[2] = _mm512_mul_ps(r1, c);
+    z[3] = _mm512_mul_ps(r1, s);
+}
+
+// Four normals stored to columns 4g..4g+3 of E (and their squares to E2), rows [r, r+16) (the
+// lanes of `keep` only: a tile's rows are a multiple of 8, not of 16).
+Z_FN void store16(const __m512 z[4], float* E, float* E2, int64_t g, int64_t ld, int64_t r, __mmask16 keep) {
+    for (int i = 0; i < 4; ++i) {
+        _mm512_mask_storeu_ps(E + (4 * g + i) * ld + r, keep, z[i]);
+        _mm512_mask_storeu_ps(E2 + (4 * g + i) * ld + r, keep, _mm512_mul_ps(z[i], z[i]));
+    }
 }
 
 Z_FN __mmask16 rows_left(int64_t rows, int64_t r) {
@@ -139,7 +138,7 @@ Z_FN __mmask16 rows_left(int64_t rows, int64_t r) {
 }
 
 // Lanes 0-7 and 8-15 of a row vector: rows r.. of the tile, or two 8-row groups of `starts`.
-Z_FN __m512i pool_rows(uint32_t n0, int64_t rows, int64_t r, const uint32_t* starts) {
+Z_FN __m512i row_counters(uint32_t n0, int64_t rows, int64_t r, const uint32_t* starts) {
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     if (!starts) return _mm512_add_epi32(c32(n0 + (uint32_t)r), lane);
     const __m512i lane8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
@@ -147,31 +146,36 @@ Z_FN __m512i pool_rows(uint32_t n0, int64_t rows, int64_t r, const uint32_t* sta
     return _mm512_add_epi32(_mm512_mask_blend_epi32(0xFF00, c32(a), c32(b)), lane8);
 }
 
+// The four normals of pool quad `quad` for the rows of the lanes of `n` (row_counters).
+Z_FN void pool_normals16(uint64_t seed, uint32_t quad, __m512i n, __m512 z[4]) {
+    __m512i c0 = c32(quad), c1 = n, c2 = _mm512_setzero_si512(), c3 = c32(TAG_POOL);
+    philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
+    normals16(c0, c1, c2, c3, z);
+}
+
 Z_KERNEL void gen_pool_avx512(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld,
                               float* E, float* E2, const int32_t* quads, const uint32_t* starts) {
     for (int64_t g = 0; g < cols4 / 4; ++g)
         for (int64_t r = 0; r < rows; r += 16) {
-            __m512i c0 = c32(quads ? (uint32_t)quads[g] : (uint32_t)g);
-            __m512i c1 = pool_rows(n0, rows, r, starts);
-            __m512i c2 = _mm512_setzero_si512();
-            __m512i c3 = c32(TAG_POOL);
-            philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
-            normals_store16(c0, c1, c2, c3, E, E2, g, ld, r, rows_left(rows, r));
+            __m512 z[4];
+            pool_normals16(seed, quads ? (uint32_t)quads[g] : (uint32_t)g, row_counters(n0, rows, r, starts), z);
+            store16(z, E, E2, g, ld, r, rows_left(rows, r));
         }
 }
 
 Z_KERNEL void gen_private_avx512(uint64_t seed, uint64_t b, uint32_t n0, int64_t rows, int64_t cols4,
                                  int64_t ld, float* E, float* E2) {
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (int64_t g = 0; g < cols4 / 4; ++g)
         for (int64_t r = 0; r < rows; r += 16) {
-            const __m512i n = _mm512_add_epi32(c32(n0 + (uint32_t)r), lane);
+            const __m512i n = row_counters(n0, rows, r, nullptr);
             __m512i c0 = _mm512_or_si512(c32((uint32_t)g), _mm512_slli_epi32(n, 16));
             __m512i c1 = c32((uint32_t)b);
             __m512i c2 = c32((uint32_t)(b >> 32));
             __m512i c3 = c32(TAG_PRIVATE);
             philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
-            normals_store16(c0, c1, c2, c3, E, E2, g, ld, r, rows_left(rows, r));
+            __m512 z[4];
+            normals16(c0, c1, c2, c3, z);
+            store16(z, E, E2, g, ld, r, rows_left(rows, r));
         }
 }
 
@@ -189,21 +193,10 @@ Z_KERNEL void gen_pool_words_avx512(uint64_t seed, uint32_t n0, int64_t rows, in
     const int64_t cols = 4 * nquads;
     for (int64_t g = 0; g < nquads; ++g)
         for (int64_t r = 0; r < rows; r += 16) {
-            __m512i c0 = c32((uint32_t)quads[g]);
-            __m512i c1 = pool_rows(n0, rows, r, nullptr);
-            __m512i c2 = _mm512_setzero_si512();
-            __m512i c3 = c32(TAG_POOL);
-            philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
-            __m512 s, c;
-            const __m512 r0 = _mm512_sqrt_ps(neg2log16(c0));
-            sincos16(c1, s, c);
+            __m512 z[4];
+            pool_normals16(seed, (uint32_t)quads[g], row_counters(n0, rows, r, nullptr), z);
             uint32_t* out = EB + (r >> 6) * 64 * cols + 64 * (4 * g) + (r & 63);
-            _mm512_storeu_si512(out, screen_word(_mm512_mul_ps(r0, c)));
-            _mm512_storeu_si512(out + 64, screen_word(_mm512_mul_ps(r0, s)));
-            const __m512 r1 = _mm512_sqrt_ps(neg2log16(c2));
-            sincos16(c3, s, c);
-            _mm512_storeu_si512(out + 128, screen_word(_mm512_mul_ps(r1, c)));
-            _mm512_storeu_si512(out + 192, screen_word(_mm512_mul_ps(r1, s)));
+            for (int i = 0; i < 4; ++i) _mm512_storeu_si512(out + 64 * i, screen_word(z[i]));
         }
 }
 
