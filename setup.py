@@ -94,6 +94,7 @@ EXTENSIONS = [
         "bbimg._core",
         sources=[
             "csrc/bindings.cpp",
+            "csrc/blocked_ops.cpp",
             "csrc/rec.cpp",
             "csrc/rec_avx2.cpp",
             "csrc/rec_vnni.cpp",

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "blocked_ops.h"
 #include "detmath.h"
 #include "philox.h"
 #include "range_coder.h"
@@ -534,6 +535,38 @@ py::tuple argmax_py(const F32& y) {
     return py::make_tuple(m, idx);
 }
 
+// Writable float32 C-contiguous array `name` of exactly `n` floats (an output the caller owns).
+float* out_floats(py::array_t<float>& a, size_t n, const char* name) {
+    if (!(a.flags() & py::array::c_style) || !a.writeable() || (size_t)a.size() != n)
+        fail(std::string(name) + " must be a writable C-contiguous float32 array of " + std::to_string(n) + " floats");
+    return a.mutable_data();
+}
+
+void blocked_abs_py(const F32& x, py::array_t<float> out, int threads) {
+    const size_t n = (size_t)x.size();
+    float* o = out_floats(out, n, "out");
+    threads = resolve_threads(threads);
+    py::gil_scoped_release nogil;
+    blocked_abs(x.data(), o, n, threads);
+}
+
+void blocked_divide_scale_shift_py(const F32& x, const F32& d, const F32& g, const F32& b, py::array_t<float> out,
+                                   int64_t block, int threads) {
+    if (block != 4 && block != 8 && block != 16) fail("block must be 4, 8 or 16, got " + std::to_string(block));
+    const int64_t channels = g.size();
+    if (b.size() != channels || channels == 0 || channels % block)
+        fail("g and b must hold the same number of channels, a multiple of the block");
+    if (x.ndim() != 4 || x.shape(0) != 1 || x.shape(1) != channels || d.ndim() != 4)
+        fail("x must be a blocked tensor (1, channels, H, W)");
+    for (int k = 0; k < 4; ++k)
+        if (d.shape(k) != x.shape(k)) fail("x and d differ in shape");
+    const size_t plane = (size_t)(x.shape(2) * x.shape(3));
+    float* o = out_floats(out, (size_t)x.size(), "out");
+    threads = resolve_threads(threads);
+    py::gil_scoped_release nogil;
+    blocked_divide_scale_shift(x.data(), d.data(), g.data(), b.data(), o, (size_t)channels, plane, (size_t)block, threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -578,6 +611,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("private_normals", &private_normals_py, py::arg("seed"), py::arg("block"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);
     m.def("exp_weights", &exp_weights_py);
+    m.def("blocked_abs", &blocked_abs_py, py::arg("x"), py::arg("out"), py::arg("threads"));
+    m.def("blocked_divide_scale_shift", &blocked_divide_scale_shift_py, py::arg("x"), py::arg("d"), py::arg("g"),
+          py::arg("b"), py::arg("out"), py::arg("block"), py::arg("threads"));
     m.def("argmax", &argmax_py);
     m.def("philox", [](uint64_t seed, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
         const U32x4 w = philox_seed(seed, c0, c1, c2, c3);
