@@ -42,6 +42,21 @@ SKIP_STEPS = 32            # a channel skips s / 32 of its dims, s in 0..32
 DEFAULT_SKIP_RATIO = 1.25  # skip dims whose sigma_p is below this multiple of the channel's sigma_q
 
 
+def _by_channel(solve, channels: int, positions: int) -> None:
+    """``solve(lo, hi)`` over channel ranges, on threads for large latents: each channel's
+    arithmetic is the same either way, and numpy's sorts, partitions and selections release the
+    GIL."""
+    workers = min(os.cpu_count() or 1, channels, 4) if channels * positions >= PARALLEL_DIMS else 1
+    if workers <= 1:
+        solve(0, channels)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = np.linspace(0, channels, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(solve, cuts[:-1], cuts[1:]))
+
+
 def skip_symbols(sd_q: np.ndarray, sd_p: np.ndarray, ratio: float = DEFAULT_SKIP_RATIO) -> np.ndarray:
     """Per channel of (channels, positions) arrays: the symbol s (fraction s / SKIP_STEPS skipped).
 
@@ -51,9 +66,13 @@ def skip_symbols(sd_q: np.ndarray, sd_p: np.ndarray, ratio: float = DEFAULT_SKIP
         return np.zeros(sd_p.shape[0], np.int32)
     sd_q, sd_p = np.asarray(sd_q), np.asarray(sd_p)
     symbols = np.empty(sd_p.shape[0], np.int32)
-    for c in range(sd_p.shape[0]):  # one channel at a time: no (C, P) temporaries on huge images
-        limit = np.float32(ratio) * np.median(sd_q[c])
-        symbols[c] = int(np.rint(SKIP_STEPS * np.count_nonzero(sd_p[c] < limit) / sd_p.shape[1]))
+
+    def solve(lo: int, hi: int) -> None:
+        for c in range(lo, hi):  # one channel at a time: no (C, P) temporaries on huge images
+            limit = np.float32(ratio) * np.median(sd_q[c])
+            symbols[c] = int(np.rint(SKIP_STEPS * np.count_nonzero(sd_p[c] < limit) / sd_p.shape[1]))
+
+    _by_channel(solve, *sd_p.shape)
     return symbols
 
 
@@ -65,12 +84,16 @@ def skip_mask(sd_p: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         raise CorruptDataError("skip symbols do not match the latent's channels")
     mask = np.zeros((channels, positions), bool)
     counts = (symbols.astype(np.int64) * positions + SKIP_STEPS // 2) // SKIP_STEPS
-    for c in np.flatnonzero(counts):
-        k = int(counts[c])
-        if k >= positions:
-            mask[c] = True
-        else:
-            mask[c, np.argpartition(sd_p[c], k - 1)[:k]] = True
+
+    def solve(lo: int, hi: int) -> None:
+        for c in range(lo, hi):
+            k = int(counts[c])
+            if k >= positions:
+                mask[c] = True
+            elif k > 0:
+                mask[c, np.argpartition(sd_p[c], k - 1)[:k]] = True
+
+    _by_channel(solve, channels, positions)
     return mask
 
 
@@ -130,15 +153,7 @@ def log_thresholds(sd_p: np.ndarray, kl: np.ndarray) -> np.ndarray:
             below = np.append(a[1:], -np.inf)
             out[c] = roots[np.argmax(roots >= below)]
 
-    workers = min(os.cpu_count() or 1, channels, 4) if channels * positions >= PARALLEL_DIMS else 1
-    if workers <= 1:
-        solve(0, channels)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        cuts = np.linspace(0, channels, workers + 1).astype(int)
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(solve, cuts[:-1], cuts[1:]))
+    _by_channel(solve, channels, positions)
     return out
 
 
