@@ -238,27 +238,26 @@ def _plan(model: _Model, image_inputs: set[str], block: int):
     for n in model.nodes:
         for i in n.inputs:
             consumers.setdefault(i, []).append(n)
-    # NCHW tensors reordered from blocked ones whose channels fill whole blocks (no padding).
-    blocked_source = {n.outputs[0]: (n.inputs[0], n.ints.get("channels", -1)) for n in model.nodes
+    # NCHW tensor -> the blocked one it was reordered from, where the channels fill whole blocks.
+    blocked_source = {n.outputs[0]: n.inputs[0] for n in model.nodes
                       if n.op == "ReorderOutput" and n.domain == _NCHWC and not n.ints.get("channels_last", 0)
                       and n.ints.get("channels", 0) > 0 and n.ints["channels"] % block == 0}
 
-    def reordered(name: str) -> str | None:
-        """The ReorderInput output that is ``name`` blocked again, if that is its one use."""
+    def reordered(name: str) -> _Node | None:
+        """The ReorderInput that blocks ``name`` again, if that is its one use."""
         users = consumers.get(name, [])
         if len(users) == 1 and users[0].op == "ReorderInput" and users[0].domain == _NCHWC \
                 and not users[0].ints.get("channels_last", 0):
-            return users[0].outputs[0]
+            return users[0]
         return None
 
-    steps, taken, kernel_inputs = [], set(), set()
+    steps, replaced = [], {id(n) for n in params}  # nodes a kernel step (or the parameter session) stands for
     for n in model.nodes:
-        if n in params or id(n) in taken:
+        if id(n) in replaced:
             continue
-        if n.op == "Abs" and n.inputs[0] in blocked_source and reordered(n.outputs[0]):
-            steps.append(("abs", blocked_source[n.inputs[0]][0], reordered(n.outputs[0])))
-            taken.add(id(consumers[n.outputs[0]][0]))
-            kernel_inputs.add(n.inputs[0])
+        if n.op == "Abs" and n.inputs[0] in blocked_source and (back := reordered(n.outputs[0])):
+            steps.append(("abs", blocked_source[n.inputs[0]], back.outputs[0]))
+            replaced.update((id(n), id(back)))
             continue
         if n.op == "Div" and len(n.inputs) == 2 and all(i in blocked_source for i in n.inputs):
             mul = consumers.get(n.outputs[0], [])
@@ -266,17 +265,16 @@ def _plan(model: _Model, image_inputs: set[str], block: int):
             if len(add) == 1 and add[0].op == "Add":
                 g = [i for i in mul[0].inputs if i != n.outputs[0]]
                 b = [i for i in add[0].inputs if i != mul[0].outputs[0]]
-                out = reordered(add[0].outputs[0])
-                if len(g) == 1 and len(b) == 1 and g[0] in param_names and b[0] in param_names and out:
-                    steps.append(("dss", blocked_source[n.inputs[0]][0], blocked_source[n.inputs[1]][0],
-                                  g[0], b[0], out))
-                    taken.update((id(mul[0]), id(add[0]), id(consumers[add[0].outputs[0]][0])))
-                    kernel_inputs.update(n.inputs)
+                back = reordered(add[0].outputs[0])
+                if len(g) == 1 and len(b) == 1 and g[0] in param_names and b[0] in param_names and back:
+                    steps.append(("dss", blocked_source[n.inputs[0]], blocked_source[n.inputs[1]], g[0], b[0],
+                                  back.outputs[0]))
+                    replaced.update((id(n), id(mul[0]), id(add[0]), id(back)))
                     continue
         steps.append(("node", n))
-    # A reorder to NCHW that only kernels read is dropped; one read by anything else stays.
-    steps = [s for s in steps if not (s[0] == "node" and s[1].op == "ReorderOutput" and s[1].outputs[0] in kernel_inputs
-                                      and all(id(c) in taken or c.op in ("Abs", "Div") for c in consumers[s[1].outputs[0]]))]
+    # A reorder to NCHW that only kernel steps read is dropped; one read by any other node stays.
+    steps = [s for s in steps if not (s[0] == "node" and s[1].op == "ReorderOutput" and s[1].outputs[0] in blocked_source
+                                      and all(id(c) in replaced for c in consumers.get(s[1].outputs[0], [None])))]
     if not any(s[0] != "node" for s in steps):
         return None
     return params, steps
@@ -326,7 +324,7 @@ def build(path: str | os.PathLike, options: Callable, image_inputs: tuple[str, .
                                        [_wire.value_info(o) for o in param_outputs]), options),
                   param_inputs, param_outputs)
         graph = BlockedGraph(params, pieces, outputs, block)
-        if not _same_bits(graph, plain, model):
+        if not _same_bits(graph, plain):
             return None
         graph.release()
         return graph
@@ -348,7 +346,7 @@ def _group(steps: list) -> list:
     return out
 
 
-def _same_bits(graph: BlockedGraph, plain, model: _Model) -> bool:
+def _same_bits(graph: BlockedGraph, plain) -> bool:
     """Whether ``graph`` gives the plain session's outputs bit for bit on a seeded probe."""
     rng = np.random.default_rng(20261207)
     feeds = {}

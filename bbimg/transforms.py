@@ -151,16 +151,15 @@ class Transforms:
         rows, cols = padded_height // s, padded_width // s
 
         def read(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-            rows_in, cols_in = min(r1 * s, height) - r0 * s, min(c1 * s, width) - c0 * s
-            if rows_in < 1 or cols_in < 1:  # a tile wholly in the padding (not made by bbimg.tiling)
-                ri = np.minimum(np.arange(r0 * s, r1 * s), height - 1)
-                ci = np.minimum(np.arange(c0 * s, c1 * s), width - 1)
-                return pixels[ri[:, None], ci[None, :]].transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
+            # The image rows and columns the tile holds (at least one: a tile wholly in the padding
+            # repeats the last), the rest replicated from them as pad_to_multiple does.
+            top, left = min(r0 * s, height - 1), min(c0 * s, width - 1)
+            rows_in, cols_in = max(min(r1 * s, height) - top, 1), max(min(c1 * s, width) - left, 1)
             x = np.empty((1, 3, (r1 - r0) * s, (c1 - c0) * s), np.float32)
             # uint8 -> float32 is exact, then one float32 division: the bits of astype + /= 255.
-            np.divide(pixels[r0 * s:r0 * s + rows_in, c0 * s:c0 * s + cols_in].transpose(2, 0, 1),
+            np.divide(pixels[top:top + rows_in, left:left + cols_in].transpose(2, 0, 1),
                       np.float32(255.0), out=x[0, :, :rows_in, :cols_in])
-            x[0, :, :rows_in, cols_in:] = x[0, :, :rows_in, cols_in - 1:cols_in]  # = pad_to_multiple's replicate
+            x[0, :, :rows_in, cols_in:] = x[0, :, :rows_in, cols_in - 1:cols_in]
             x[0, :, rows_in:, :] = x[0, :, rows_in - 1:rows_in, :]
             return x
 

@@ -4,21 +4,19 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
-#include <vector>
+#include <cstdint>
+
+#include "parallel.h"
 
 namespace bbimg {
 namespace {
 
-// Calls fn(begin, end) on `threads` threads over [0, n), in contiguous ranges.
+// Calls fn(begin, end) over [0, n) in up to `threads` contiguous ranges (none under 4096 items:
+// a thread costs more than they do).
 template <class Fn>
 void parallel_ranges(size_t n, int threads, Fn fn) {
     const size_t parts = std::max<size_t>(1, std::min<size_t>((size_t)std::max(threads, 1), n / 4096));
-    std::vector<std::thread> pool;
-    pool.reserve(parts - 1);
-    for (size_t p = 1; p < parts; ++p) pool.emplace_back(fn, n * p / parts, n * (p + 1) / parts);
-    fn(size_t(0), n / parts);
-    for (auto& t : pool) t.join();
+    parallel_for((int64_t)parts, (int)parts, [&](int64_t p, int) { fn(n * p / parts, n * (p + 1) / parts); });
 }
 
 // The rows [r0, r1) of (channel block, position) of `Block` floats each.
