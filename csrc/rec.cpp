@@ -144,6 +144,7 @@ void atomic_max(std::atomic<T>& a, T v) {
 struct ScreenBlock {
     double K = 1.0;
     double up = 0.0;
+    double chain = 0.0;  // the part of `up` that bounds the exact fp32 chain's own rounding
 };
 
 ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int64_t P, int16_t* qa,
@@ -183,7 +184,12 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
     double up = 0.0;
     // The exact chain rounds each fma's result, by at most u times its magnitude, and after step i
     // that is at most the largest the first i terms can add up to (prefix): the sum of those
-    // bounds is much tighter than 2P u times all terms when the heavy dims are few.
+    // bounds is much tighter than 2P u times all terms when the heavy dims are few. Each partial
+    // sum is at most prefix (1 + u)^i <= prefix (1 + g), g = n u / (1 - n u). A step also errs by
+    // at most its own term (the running sum is a float at that distance from the exact result),
+    // which bounds the many tiny terms of a long block's near-zero weights far more tightly.
+    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
+    const double ug = u * (1.0 + g);
     double prefix = 0.0, chain = 0.0;
     for (int64_t k = 0; k < P; ++k) {
         const double a = (double)wa[k * stride], c = (double)wc[k * stride];
@@ -194,14 +200,14 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
         up += std::max(da, 0.0);
         up += std::fabs(a) * 0.5 / s2;
         up += std::fabs((double)qc[k] * s1 / K - c) * (kE + 0.5 / s1) + std::fabs(c) * 0.5 / s1;
-        prefix += std::fabs(a) * kE2;
-        chain += prefix;
-        prefix += std::fabs(c) * kE;
-        chain += prefix;
+        const double ta = std::fabs(a) * kE2, tc = std::fabs(c) * kE;
+        prefix += ta;
+        chain += std::min(ug * prefix, ta);
+        prefix += tc;
+        chain += std::min(ug * prefix, tc);
     }
-    // Each partial sum is at most prefix (1 + u)^i <= prefix (1 + g), g = n u / (1 - n u).
-    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
-    up += u * (1.0 + g) * chain + 1e-35 * n;
+    up += chain + 1e-35 * n;
+    out.chain = chain + 1e-35 * n;
     out.K = K;
     out.up = 1.001 * up;
     return out;
@@ -213,6 +219,10 @@ struct Buffers {
     std::vector<float> RE, RE2;             // screen: rows generated again for exact scores
     std::vector<int32_t> SI, SM, rows, groups;  // screen: integer scores, their maxima, rows to rescore
     std::vector<float> ex;                  // screen: exact scores of those groups
+    std::vector<float> RW, RW2;             // screen: weighed columns of rows generated again
+    std::vector<double> ub;                 // screen: refined upper bounds of those groups' rows
+    std::vector<int32_t> kept;              // screen: rows whose bound reaches the best found
+    std::vector<double> rw;                 // screen: refined sums and chain bounds of those rows
     std::vector<ChunkStat> st;              // screen: statistics of a sliced item's blocks
     float ex8[8];                           // screen: exact scores of the top row's group
     // The screen's buffers, for a packed tile of `words` words.
@@ -495,9 +505,11 @@ class ChunkSink {
 // multiply-adds. A column a block weighs at zero (both int16 weights rounded to 0: dims of
 // near-zero weight, which low-KL blocks are mostly made of) adds exactly nothing to its integer
 // sums, so leaving it out changes no score. Groups too wide for a full-chunk tile whose blocks
-// weigh few pool columns get a tile of only those columns (kCompact, one group per work item);
-// the rows they rescore are generated again, whole. Wide groups that weigh many columns are
-// screened on row slices of their full tile (kSliced), and rescored from the slice at hand.
+// weigh few pool columns get a tile of only those columns (kCompact, one group per work item):
+// the items record each block's screened maximum per chunk, and compact_chunks rescores its
+// chunks afterwards, best first, with the rows generated again. Wide groups that weigh many
+// columns are screened on row slices of their full tile (kSliced), and rescored from the slice at
+// hand; the rows of both kinds of wide block face refined bounds before exact scores.
 // Without the screen, wide groups are scored exactly on row slices (kNone).
 struct ScreenPlan {
     enum Mode : int8_t { kTile = 0, kCompact = 1, kNone = 2, kSliced = 3 };
@@ -655,60 +667,285 @@ bool rescore_rows(const RecScreen& scr, const int32_t* x, int64_t rows, const in
     return true;
 }
 
-// Temperature-0 statistics of chunk c for groups [ga, gz) through the screen, from the tile in
-// B.E/B.E2 (all of the groups' tcols columns), or a kCompact group's words of its own tcols
-// columns already in B.EB (rec_pool_words): for each block,
-// the chunk's exact maximum and its first row, or m = -inf when the chunk provably cannot hold
-// the block's maximum (its screened maximum plus the bound stays below an exact maximum already
-// found in another chunk). rec_combine then picks the same candidate as from exact statistics:
-// the chunk holding the block's maximum is never skipped, and within a chunk every row that can
-// equal its maximum or beat the best found is rescored exactly, in ascending order (first on
-// ties).
-void screen_chunk(const RecSetup& S, const RecKernels& K, const RecScreen& scr, int64_t c, int64_t ga,
-                  int64_t gz, int64_t tcols, const std::vector<float>& WA, const std::vector<float>& WC,
-                  const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
-                  const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
-                  Buffers& B, ChunkSink& sink) {
-    constexpr float kInf = std::numeric_limits<float>::infinity();
-    constexpr int64_t kRowBatch = 4;  // 8-row groups regenerated at a time (kCompact)
-    const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
-    if (SP.mode[ga] != ScreenPlan::kCompact) {  // a compact item's words are made by its caller
-        B.need_screen(REC_CHUNK * tcols);
-        scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
+// A wide block's weighed columns (nonzero screen words) with their weights, and what a row's exact
+// score can add to its refined score (the double-precision sum over those columns): the other
+// columns add at most max(A, 0) e^2 + |C| |e| each (nothing for the prior-skipped dims, whose A is
+// below 0 and C is 0), and the fp32 chain errs at each step by at most u times the running sum's
+// magnitude and by at most the step's own term. The running sum is the row's partial refined sum
+// plus at most the other columns' terms so far, so the chain's bound follows the row's actual
+// partial sums (refined_bound) instead of the largest they could be: on a block of thousands of
+// near-zero weights and a few weighed columns, the screen's bound is tens of thousands of integer
+// units, and most rows it cannot rule out are ruled out here without generating their thousands
+// of other columns.
+struct WeighedColumns {
+    std::vector<int32_t> k;       // pool columns, ascending
+    std::vector<int32_t> quads;   // their pool quads, ascending
+    std::vector<int32_t> qpos;    // column i's position in a tile of `quads`
+    std::vector<uint32_t> words;  // screen words
+    std::vector<double> a, c;     // weights
+    std::vector<double> seg_n, seg_t;  // the other columns' chain steps up to the next weighed one: count, terms
+    double base = 0.0;            // the row-independent part of the bound
+    double ug = 0.0;              // u (1 + g) of the chain bound
+};
+
+WeighedColumns weighed_columns(const float* wa, const float* wc, int64_t Gp, int64_t gi, int64_t P) {
+    WeighedColumns w;
+    std::vector<int16_t> qa(P), qc(P);
+    const ScreenBlock sb = screen_weights(wa + gi, wc + gi, Gp, P, qa.data(), qc.data());
+    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
+    w.ug = u * (1.0 + g);
+    double rest = 0.0, mag = 0.0, tiny = 0.0, c0 = 0.0;
+    for (int64_t k = 0; k < P; ++k) {
+        const double A = (double)wa[k * Gp + gi], C = (double)wc[k * Gp + gi];
+        const double ta = std::fabs(A) * REC_SCREEN_E2_MAX, tc = std::fabs(C) * REC_SCREEN_E_MAX;
+        if (qa[k] || qc[k]) {
+            mag += ta + tc;
+            if (w.quads.empty() || w.quads.back() != (int32_t)(k / 4)) w.quads.push_back((int32_t)(k / 4));
+            w.k.push_back((int32_t)k);
+            w.qpos.push_back((int32_t)(4 * (w.quads.size() - 1) + k % 4));
+            w.words.push_back((uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16));
+            w.a.push_back(A);
+            w.c.push_back(C);
+            w.seg_n.push_back(0.0);
+            w.seg_t.push_back(0.0);
+            c0 += 2.0 * w.ug * tiny;  // the other columns' part of this column's two running sums
+            continue;
+        }
+        rest += std::max(A, 0.0) * REC_SCREEN_E2_MAX + tc;
+        for (const double t : {ta, tc}) {
+            if (t == 0.0) continue;  // fma(0, x, s) == s: no rounding
+            tiny += t;
+            c0 += std::min(w.ug * tiny, t);
+            if (!w.seg_n.empty()) {
+                w.seg_n.back() += 1.0;
+                w.seg_t.back() += t;
+            }
+        }
     }
-    // Exact scores of block column gi of group g for the 8-row groups grps[0..n): from the tile,
-    // or, for a compact tile (which lacks the columns of zero integer weight that the exact
-    // scores still add), from the rows generated again over all of the group's columns.
-    auto exact_groups = [&](int64_t g, int64_t gi, const int32_t* grps, int64_t n, float* out) {
-        const int64_t P = S.group_P[g], Gp = gp[g];
-        const float* wa = WA.data() + gw_off[g];
-        const float* wc = WC.data() + gw_off[g];
-        if (SP.mode[g] != ScreenPlan::kCompact) {
-            scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, Gp, gi, grps, n, out);
-            return;
+    // Products of floats are exact in double; each of the 2n additions errs by 2^-53 of at most mag.
+    const double dsum = 2.0 * (double)w.k.size() * std::ldexp(1.0, -53) * mag;
+    // The fp32 running sum differs from the exact one by the chain's error so far (sb.chain at most).
+    // 1e-35 n: results in the subnormal range err by up to 2^-150 whatever their magnitude.
+    w.base = rest + dsum + c0 + w.ug * n * (sb.chain + dsum) + 1e-35 * n;
+    return w;
+}
+
+// Upper bounds of the exact scores of `rows` rows (ub[r]) from their weighed columns' normals
+// e[i * ld + r], e2[i * ld + r] (column i of w).
+template <class Col>
+void refined_bound(const WeighedColumns& w, int64_t rows, Col&& col, double* ub) {
+    double W[64], ch[64];
+    for (int64_t r0 = 0; r0 < rows; r0 += 64) {
+        const int64_t nr = std::min<int64_t>(64, rows - r0);
+        std::fill(W, W + nr, 0.0);
+        std::fill(ch, ch + nr, 0.0);
+        for (size_t t = 0; t < w.k.size(); ++t) {
+            const float* e;
+            const float* e2;
+            col(t, &e, &e2);
+            const double a = w.a[t], c = w.c[t], sn = w.seg_n[t] * w.ug, st = w.seg_t[t];
+            for (int64_t r = 0; r < nr; ++r) {
+                const double w1 = W[r] + a * (double)e2[r0 + r];
+                const double w2 = w1 + c * (double)e[r0 + r];
+                ch[r] += w.ug * (std::fabs(w1) + std::fabs(w2)) + std::min(sn * std::fabs(w2), st);
+                W[r] = w2;
+            }
         }
-        static const int32_t kIota[kRowBatch] = {0, 1, 2, 3};
-        const int64_t c4 = round4(P);
-        B.RE.resize(8 * kRowBatch * c4);
-        B.RE2.resize(8 * kRowBatch * c4);
-        for (int64_t i0 = 0; i0 < n; i0 += kRowBatch) {
-            const int64_t nb = std::min(kRowBatch, n - i0), ld = 8 * nb;
-            uint32_t starts[kRowBatch];
-            for (int64_t i = 0; i < nb; ++i) starts[i] = n0 + 8 * (uint32_t)grps[i0 + i];
-            K.gen_pool(S.seed, 0u, ld, c4, ld, B.RE.data(), B.RE2.data(), nullptr, starts);
-            scr.exact_rows(B.RE.data(), B.RE2.data(), ld, P, wa, wc, Gp, gi, kIota, nb, out + 8 * i0);
+        for (int64_t r = 0; r < nr; ++r) ub[r0 + r] = W[r] + 1.001 * (w.base + ch[r]) + 1e-30;
+    }
+}
+
+// Refined upper bounds of rows n0 + 8 grps[i] + j (i < n, j < 8) into ub[8 i + j], from their
+// weighed columns generated again.
+void refined_regen(const RecSetup& S, const RecKernels& K, const WeighedColumns& w, uint32_t n0, const int32_t* grps,
+                   int64_t n, double* ub, Buffers& B) {
+    constexpr int64_t kRowBatch = 4;  // 8-row groups generated at a time
+    const int64_t c4 = 4 * (int64_t)w.quads.size();
+    B.RW.resize(8 * kRowBatch * std::max<int64_t>(c4, 4));
+    B.RW2.resize(8 * kRowBatch * std::max<int64_t>(c4, 4));
+    for (int64_t i0 = 0; i0 < n; i0 += kRowBatch) {
+        const int64_t nb = std::min(kRowBatch, n - i0), ld = 8 * nb;
+        uint32_t starts[kRowBatch];
+        for (int64_t i = 0; i < nb; ++i) starts[i] = n0 + 8 * (uint32_t)grps[i0 + i];
+        if (c4) K.gen_pool(S.seed, 0u, ld, c4, ld, B.RW.data(), B.RW2.data(), w.quads.data(), starts);
+        refined_bound(w, ld, [&](size_t t, const float** e, const float** e2) {
+            *e = B.RW.data() + w.qpos[t] * ld;
+            *e2 = B.RW2.data() + w.qpos[t] * ld;
+        }, ub + 8 * i0);
+    }
+}
+
+// The same from a tile of every pool column (E/E2[k * ld + r], rows 8 grps[i] + j), column by
+// column (each column's rows lie together).
+void refined_tile(const WeighedColumns& w, const float* E, const float* E2, int64_t ld, const int32_t* grps,
+                  int64_t n, double* ub, Buffers& B) {
+    const int64_t rows = 8 * n;
+    B.rw.assign(2 * rows, 0.0);
+    double* W = B.rw.data();
+    double* ch = W + rows;
+    for (size_t t = 0; t < w.k.size(); ++t) {
+        const float* e = E + (int64_t)w.k[t] * ld;
+        const float* e2 = E2 + (int64_t)w.k[t] * ld;
+        const double a = w.a[t], c = w.c[t], sn = w.seg_n[t] * w.ug, st = w.seg_t[t];
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t r0 = 8 * (int64_t)grps[i];
+            for (int64_t j = 0; j < 8; ++j) {
+                const double w1 = W[8 * i + j] + a * (double)e2[r0 + j];
+                const double w2 = w1 + c * (double)e[r0 + j];
+                ch[8 * i + j] += w.ug * (std::fabs(w1) + std::fabs(w2)) + std::min(sn * std::fabs(w2), st);
+                W[8 * i + j] = w2;
+            }
         }
-    };
+    }
+    for (int64_t r = 0; r < rows; ++r) ub[r] = W[r] + 1.001 * (w.base + ch[r]) + 1e-30;
+}
+
+// rescore_rows for wide blocks: before their exact scores, the rows that can reach the best found
+// get refined upper bounds (refine(groups, n, ub): 8 per 8-row group, score units), and only those
+// whose bound reaches it are scored exactly. The first row at the screened maximum is scored
+// exactly first only when nothing has been found yet (its score is then the bound). Same
+// statistics as rescore_rows: every row left out is below an exact score found, strictly.
+template <class Exact, class Refine>
+bool rescore_rows_refined(const RecScreen& scr, const int32_t* x, int64_t rows, const int32_t* M, double Kb,
+                          double up, float found, uint32_t n_base, Exact&& exact, Refine&& refine, Buffers& B,
+                          ChunkStat& st) {
+    float best = std::max(found, st.m);
+    double f = (double)best * Kb;
+    const double mi = (double)scr.max16(M);
+    if (mi + up < f) return false;
+    int32_t top = -1;
+    if (best == -std::numeric_limits<float>::infinity()) {
+        scr.rows_at_least(x, rows, (int32_t)mi, B.rows.data());
+        top = B.rows[0] >> 3;
+        exact(&top, 1, B.ex8);
+        best = B.ex8[B.rows[0] & 7];
+        f = (double)best * Kb;
+    }
+    const double thr = std::floor(f - up);
+    const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
+    const int64_t nr = scr.rows_at_least(x, rows, th, B.rows.data());
+    int64_t ng = 0;
+    for (int64_t i = 0; i < nr; ++i) {
+        const int32_t grp = B.rows[i] >> 3;
+        if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
+    }
+    B.ub.resize(8 * std::max<int64_t>(ng, 1));
+    refine(B.groups.data(), ng, B.ub.data());
+    B.kept.resize(REC_CHUNK);
+    int64_t nk = 0;
+    for (int64_t i = 0, j = 0; i < nr; ++i) {
+        const int32_t r = B.rows[i];
+        if ((r >> 3) != top) {
+            while (B.groups[j] != (r >> 3)) ++j;
+            if (B.ub[8 * j + (r & 7)] < (double)best) continue;
+        }
+        B.kept[nk++] = r;
+    }
+    ng = 0;
+    for (int64_t i = 0; i < nk; ++i) {
+        const int32_t grp = B.kept[i] >> 3;
+        if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
+    }
+    exact(B.groups.data(), ng, B.ex.data());
+    for (int64_t i = 0, j = 0; i < nk; ++i) {
+        const int32_t r = B.kept[i];
+        float v;
+        if ((r >> 3) == top) {
+            v = B.ex8[r & 7];
+        } else {
+            while (B.groups[j] != (r >> 3)) ++j;
+            v = B.ex[8 * j + (r & 7)];
+        }
+        if (v > st.m) {
+            st.m = v;
+            st.n = n_base + (uint32_t)r;
+        }
+    }
+    return true;
+}
+
+// Temperature-0 statistics of chunk c for the kTile groups [ga, gz) through the screen, from the
+// tile in B.E/B.E2 (all of the groups' tcols columns): for each block, the chunk's exact maximum and
+// its first row, or m = -inf when the chunk provably cannot hold the block's maximum (its screened
+// maximum plus the bound stays below an exact maximum already found in another chunk).
+// rec_combine then picks the same candidate as from exact statistics: the chunk holding the
+// block's maximum is never skipped, and within a chunk every row that can equal its maximum or
+// beat the best found is rescored exactly, in ascending order (first on ties).
+void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga, int64_t gz, int64_t tcols,
+                  const std::vector<float>& WA, const std::vector<float>& WC, const ScreenPlan& SP,
+                  const std::vector<ScreenBlock>& sb, const std::vector<int64_t>& gw_off,
+                  const std::vector<int64_t>& gp, Buffers& B, ChunkSink& sink) {
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
+    B.need_screen(REC_CHUNK * tcols);
+    scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
     for (int64_t g = ga; g < gz; ++g) {
         score_triples(scr, SP, g, B.EB.data(), REC_CHUNK, tcols, B.SI.data(), REC_CHUNK, B.SM.data());
         for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
             const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
             ChunkStat st{-kInf, n0, 0.0};  // m = -inf: no row that can matter
-            auto exact = [&](const int32_t* grps, int64_t n, float* out) { exact_groups(g, gi, grps, n, out); };
+            auto exact = [&](const int32_t* grps, int64_t n, float* out) {
+                scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, S.group_P[g], WA.data() + gw_off[g],
+                               WC.data() + gw_off[g], gp[g], gi, grps, n, out);
+            };
             rescore_rows(scr, B.SI.data() + gi * REC_CHUNK, REC_CHUNK, B.SM.data() + 16 * gi, sb[q].K,
                          sb[q].up * sb[q].K, sink.best(b), n0, exact, B, st);
             sink.put(b, c, st);
         }
+    }
+}
+
+// The screened maxima of chunk c for the blocks of kCompact group g, from its words (tcols
+// columns) in B.EB: into maxima[q], for compact_chunks to take the chunks in their order.
+void screen_compact_maxima(const RecScreen& scr, int64_t c, int64_t g, int64_t tcols, const RecSetup& S,
+                           const ScreenPlan& SP, Buffers& B, std::vector<std::vector<int32_t>>& maxima) {
+    score_triples(scr, SP, g, B.EB.data(), REC_CHUNK, tcols, B.SI.data(), REC_CHUNK, B.SM.data());
+    for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q)
+        maxima[q][c] = scr.max16(B.SM.data() + 16 * (q - S.group_begin[g]));
+}
+
+// Temperature-0 statistics of kCompact block q (group g, column gi of its weights) from its
+// chunks' screened maxima: chunks in descending order of them, each screened again over a tile of
+// only the block's weighed columns and rescored as in screen_chunk, with its rows generated again
+// over all of the block's columns for their exact scores, until a chunk's maximum plus the bound
+// falls below the best exact score found (the later chunks' are no larger). Rescoring the
+// likeliest chunk first leaves the block's others a bound to fall below: a compact block's rows
+// cost thousands of generated normals each.
+void compact_chunks(const RecSetup& S, const RecKernels& K, int64_t q, int64_t g, int64_t gi, int64_t Gp,
+                    const float* wa, const float* wc, const ScreenBlock& sbq, const WeighedColumns& w,
+                    const std::vector<int32_t>& maxima, Buffers& B, ChunkSink& sink) {
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    constexpr int64_t kRowBatch = 4;  // 8-row groups regenerated at a time
+    static const int32_t kIota[kRowBatch] = {0, 1, 2, 3};
+    const RecScreen& scr = *K.screen;
+    const int64_t b = S.pool_blocks[q], P = S.group_P[g], c4 = round4(P);
+    const int64_t nq = (int64_t)w.quads.size();
+    std::vector<int64_t> order(maxima.size());
+    for (size_t c = 0; c < order.size(); ++c) order[c] = (int64_t)c;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return maxima[x] > maxima[y]; });
+    const double Kb = sbq.K, up = sbq.up * sbq.K;
+    B.need_screen(REC_CHUNK * std::max<int64_t>(4 * nq, 4));
+    B.RE.resize(8 * kRowBatch * c4);
+    B.RE2.resize(8 * kRowBatch * c4);
+    for (int64_t c : order) {
+        if ((double)maxima[c] + up < (double)sink.best(b) * Kb) break;
+        const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
+        if (nq) rec_pool_words(K, S.seed, n0, REC_CHUNK, nq, w.quads.data(), B.E, B.E2, B.EB.data());
+        scr.score_cols1(B.EB.data(), REC_CHUNK, 4 * nq, w.qpos.data(), w.words.data(), (int64_t)w.k.size(),
+                        B.SI.data(), B.SM.data());
+        auto exact = [&](const int32_t* grps, int64_t n, float* out) {
+            for (int64_t i0 = 0; i0 < n; i0 += kRowBatch) {
+                const int64_t nb = std::min(kRowBatch, n - i0), ld = 8 * nb;
+                uint32_t starts[kRowBatch];
+                for (int64_t i = 0; i < nb; ++i) starts[i] = n0 + 8 * (uint32_t)grps[i0 + i];
+                K.gen_pool(S.seed, 0u, ld, c4, ld, B.RE.data(), B.RE2.data(), nullptr, starts);
+                scr.exact_rows(B.RE.data(), B.RE2.data(), ld, P, wa, wc, Gp, gi, kIota, nb, out + 8 * i0);
+            }
+        };
+        auto refine = [&](const int32_t* grps, int64_t n, double* ub) { refined_regen(S, K, w, n0, grps, n, ub, B); };
+        ChunkStat st{-kInf, n0, 0.0};
+        rescore_rows_refined(scr, B.SI.data(), REC_CHUNK, B.SM.data(), Kb, up, sink.best(b), n0, exact, refine, B, st);
+        sink.put(b, c, st);
     }
 }
 
@@ -722,7 +959,7 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
                    int64_t gz, int64_t cols4, const std::vector<float>& WA, const std::vector<float>& WC,
                    const ScreenPlan& SP, const std::vector<ScreenBlock>& sb,
                    const std::vector<int64_t>& gw_off, const std::vector<int64_t>& gp,
-                   Buffers& B, ChunkSink& sink) {
+                   const std::vector<WeighedColumns>& wcols, Buffers& B, ChunkSink& sink) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
     const int64_t RT = std::max<int64_t>(128, tile_rows(cols4, REC_CHUNK));
@@ -741,8 +978,12 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
                     scr.exact_rows(B.E.data(), B.E2.data(), RT, S.group_P[g], WA.data() + gw_off[g],
                                    WC.data() + gw_off[g], gp[g], gi, grps, n, out);
                 };
-                rescore_rows(scr, B.SI.data() + gi * RT, RT, B.SM.data() + 16 * gi, sb[q].K, sb[q].up * sb[q].K,
-                             sink.best(b), n0 + (uint32_t)r0, exact, B, B.st[q - q0]);
+                auto refine = [&](const int32_t* grps, int64_t n, double* ub) {
+                    refined_tile(wcols[q], B.E.data(), B.E2.data(), RT, grps, n, ub, B);
+                };
+                rescore_rows_refined(scr, B.SI.data() + gi * RT, RT, B.SM.data() + 16 * gi, sb[q].K,
+                                     sb[q].up * sb[q].K, sink.best(b), n0 + (uint32_t)r0, exact, refine, B,
+                                     B.st[q - q0]);
             }
         }
     }
@@ -857,6 +1098,22 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
     }
     const int T = std::max(1, threads);
     std::vector<Buffers> bufs(T);
+    // kCompact blocks: screened maxima per chunk (compact_chunks takes them in that order).
+    // Wide blocks (kCompact, kSliced): their weighed columns, for refined bounds.
+    std::vector<int64_t> compact;
+    std::vector<std::vector<int32_t>> maxima(screen ? S.pool_blocks.size() : 0);
+    std::vector<WeighedColumns> wcols(screen ? S.pool_blocks.size() : 0);
+    if (screen)
+        for (int64_t g = 0; g < G; ++g) {
+            if (SP.mode[g] != ScreenPlan::kCompact && SP.mode[g] != ScreenPlan::kSliced) continue;
+            for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+                wcols[q] = weighed_columns(WA.data() + gw_off[g], WC.data() + gw_off[g], gp[g], q - S.group_begin[g],
+                                           S.group_P[g]);
+                if (SP.mode[g] != ScreenPlan::kCompact) continue;
+                compact.push_back(q);
+                maxima[q].assign(gnch[g], INT32_MIN);
+            }
+        }
     parallel_for((int64_t)items.size(), T, [&](int64_t it, int tid) {
         const Item& I = items[it];
         Buffers& B = bufs[tid];
@@ -881,18 +1138,16 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 }
             };
             if (md == ScreenPlan::kCompact) {
-                // The tile's exact scores come from rows generated again, so only its words are
-                // needed (generated straight where the kernels can, without the fp32 tile).
+                // Only the screened maxima here (compact_chunks rescores, below), so only the
+                // tile's words are needed (generated straight where the kernels can).
                 const int64_t q0 = SP.quad_off[I.a], tcols = 4 * (SP.quad_off[I.a + 1] - q0);
                 B.need_screen(REC_CHUNK * tcols);
                 rec_pool_words(K, S.seed, n0, REC_CHUNK, tcols / 4, SP.quads.data() + q0, B.E, B.E2, B.EB.data());
-                screen_chunk(S, K, *screen, I.c, I.a, I.z, tcols, WA, WC, SP, sb, gw_off, gp, B,
-                             sink);
+                screen_compact_maxima(*screen, I.c, I.a, tcols, S, SP, B, maxima);
                 return;
             }
             if (md == ScreenPlan::kSliced) {
-                screen_slices(S, *screen, K, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, B,
-                              sink);
+                screen_slices(S, *screen, K, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, wcols, B, sink);
                 return;
             }
             if (md == ScreenPlan::kNone) {
@@ -921,8 +1176,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
             B.need(RT * cols4, Gpmax * REC_CHUNK);
             K.gen_pool(S.seed, n0, REC_CHUNK, cols4, REC_CHUNK, B.E.data(), B.E2.data(), nullptr, nullptr);
             if (screen) {
-                screen_chunk(S, K, *screen, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, B,
-                             sink);
+                screen_chunk(S, *screen, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, B, sink);
                 return;
             }
             for (int64_t g = I.a; g < I.z; ++g) {
@@ -951,6 +1205,15 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 sink.put(b, 0, st);
             }
         }
+    });
+    if (compact.empty()) return;
+    std::vector<int64_t> group_of(S.pool_blocks.size());
+    for (int64_t g = 0; g < G; ++g)
+        for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) group_of[q] = g;
+    parallel_for((int64_t)compact.size(), T, [&](int64_t i, int tid) {
+        const int64_t q = compact[i], g = group_of[q];
+        compact_chunks(S, K, q, g, q - S.group_begin[g], gp[g], WA.data() + gw_off[g], WC.data() + gw_off[g], sb[q],
+                       wcols[q], maxima[q], bufs[tid], sink);
     });
 }
 

@@ -341,6 +341,35 @@ def test_screen_of_wide_blocks_of_mostly_silent_dims(wide, informative, k, flat,
         assert int(idx[b]) == int(np.argmax(x))
 
 
+@given(st.lists(st.integers(1100, 5000), min_size=1, max_size=2), st.integers(1, 3), st.sampled_from([10.0, 300.0]),
+       st.integers(11, 13), st.integers(0, 2**32))
+@settings(max_examples=8, deadline=None)
+def test_wide_blocks_decided_by_their_silent_dims(wide, informative, shift, k, seed):
+    """Blocks of thousands of dims of which 1 to 3 carry bits; the others have the prior's width
+    (near-zero weights, 0 in the screen) but a mean ``shift`` prior widths off, so their terms,
+    though each below half a screen step, decide between candidates that score alike in the few
+    weighed dims. Such blocks take their chunks in the order of their screened maxima and rule rows
+    out by refined bounds (the weighed dims in double precision, what the others can add, the fp32
+    chain's rounding from each row's own partial sums) before any exact score: the index is still
+    the exact argmax, the first on ties, in every kernel set."""
+    rng = np.random.default_rng(seed % 2**32)
+    lengths = np.array(wide + [300], np.int32)
+    plan = BlockPlan(lengths, np.full(lengths.size, k, np.uint8), 16)
+    n = int(lengths.sum())
+    mp = rng.normal(0, 1, n).astype(np.float32)
+    sp = np.exp(rng.normal(0, 0.3, n)).astype(np.float32)
+    sq = sp.copy()
+    mq = mp + sp * rng.normal(0, shift, n).astype(np.float32)
+    for b in range(plan.n_blocks):
+        on = int(plan.starts[b]) + rng.choice(int(plan.lengths[b]), informative, replace=False)
+        sq[on] = sp[on] * np.float32(0.2)
+        mq[on] = mp[on] + sp[on] * rng.normal(0, 1, informative).astype(np.float32)
+    idx = _indices_in_every_kernel_set(mq, sq, mp, sp, plan, seed, None)
+    for b in range(plan.n_blocks):
+        x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, seed, None, b)
+        assert int(idx[b]) == int(np.argmax(x))
+
+
 def test_every_candidate_scoring_alike_picks_the_first():
     """Posteriors 1e30 times wider than the prior with its mean: every weight rounds to 0 in
     float32, so every candidate of every chunk scores exactly 0. The pick is candidate 0 (the first
