@@ -84,9 +84,16 @@ class CodedLatent:
 
 def _kept_sum(kl: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per-channel KL sums of the dims not in ``mask`` ((C, P) each): (C, 1). One channel at a
-    time: no (C, P) float64 temporary on huge images."""
+    time (no (C, P) float64 temporary on huge images), on threads for large latents."""
     mask = mask.reshape(kl.shape)
-    return np.array([[kl[c][~mask[c]].sum()] for c in range(kl.shape[0])])
+    out = np.empty((kl.shape[0], 1))
+
+    def solve(lo: int, hi: int) -> None:
+        for c in range(lo, hi):
+            out[c, 0] = kl[c][~mask[c]].sum()
+
+    prior_skip.by_channel(solve, *kl.shape)
+    return out
 
 
 #: Elements above which a latent is reordered by channel slices on every CPU (numpy's take
@@ -237,13 +244,15 @@ def _check_one_format(section, level: Level) -> None:
         raise ValueError(f"both {new} and the sections of earlier formats ({old}, {level.tag}SKP)")
 
 
-def _derived_mask(sd_p: np.ndarray, symbols, exps, kappa: int, code: int, ratio: int) -> np.ndarray | None:
-    """The 1.3 skip mask (flat, channel-major) from the plan and the prior scales, or None."""
+def _derived_mask(sd_p: np.ndarray, symbols, exps, kappa: int, code: int, ratio: int,
+                  previous: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
+    """The 1.3 skip mask (flat, channel-major) from the plan and the prior scales, or None.
+    ``previous``: (KL estimates, thresholds) from an earlier plan on the same prior (log_thresholds)."""
     if code == 0:
         return None
     channels = len(symbols)
     sd_p = sd_p.reshape(channels, -1)
-    thr = prior_skip.log_thresholds(sd_p, prior_skip.kl_estimates(symbols, exps, kappa, ratio))
+    thr = prior_skip.log_thresholds(sd_p, prior_skip.kl_estimates(symbols, exps, kappa, ratio), previous)
     return prior_skip.threshold_mask(sd_p, thr, code).reshape(-1)
 
 
@@ -320,14 +329,16 @@ class LatentCoder:
         sd_p2, mask, code = sd_p.reshape(channels, -1), None, 0
         ratio = prior_skip.ratio_code(self.block_ratio)
         if self.skip_ratio:
-            rank = prior_skip.skip_mask(sd_p2, prior_skip.skip_symbols(sd_q.reshape(channels, -1), sd_p2,
-                                                                        self.skip_ratio))
+            sd_q2 = sd_q.reshape(channels, -1)
+            medians = prior_skip.channel_medians(sd_q2)
+            rank = prior_skip.skip_mask(sd_p2, prior_skip.skip_symbols(sd_q2, sd_p2, self.skip_ratio, medians))
             symbols, exps = channel_plan(_kept_sum(kl, rank), self.kappa, self.block_ratio)
-            thr = prior_skip.log_thresholds(sd_p2, prior_skip.kl_estimates(symbols, exps, self.kappa, ratio))
-            code = prior_skip.choose_skip_code(sd_q.reshape(channels, -1), thr, self.skip_ratio)
+            estimates = prior_skip.kl_estimates(symbols, exps, self.kappa, ratio)
+            thr = prior_skip.log_thresholds(sd_p2, estimates)
+            code = prior_skip.choose_skip_code(sd_q2, thr, self.skip_ratio, medians)
             mask = prior_skip.threshold_mask(sd_p2, thr, code)
             symbols, exps = channel_plan(_kept_sum(kl, mask), self.kappa, self.block_ratio)
-            mask = _derived_mask(sd_p, symbols, exps, self.kappa, code, ratio)
+            mask = _derived_mask(sd_p, symbols, exps, self.kappa, code, ratio, (estimates, thr))
         else:
             symbols, exps = channel_plan(kl.sum(axis=1, keepdims=True), self.kappa, self.block_ratio)
         kl_total = float(kl.sum() if mask is None else _kept_sum(kl, mask).sum())

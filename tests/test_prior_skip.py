@@ -11,6 +11,7 @@ from bbimg import codec
 from bbimg import format as bbi
 from bbimg.latent_coder import Y_LEVEL, Gaussian, LatentCoder
 from bbimg.rec.channel_plan import position_order
+from bbimg.rec import prior_skip
 from bbimg.rec.prior_skip import SKIP_STEPS, decode_skip, encode_skip, skip_mask, skip_symbols
 from rec_problems import level_with_prior_skip
 
@@ -130,3 +131,31 @@ def test_corrupt_skip_symbols_are_a_bbi_error(tiny_model, photo, legacy_codec):
     bad = tuple(bbi.Section("YSKP", b"\xff" * 3) if s.tag == "YSKP" else s for s in c.sections)
     with pytest.raises(bbi.BbiError, match="corrupt"):
         codec.decode(bbi.write(bbi.Container(c.header, bad)))
+
+
+@given(st.integers(0, 2**32), st.integers(1, 6), st.integers(2, 300))
+@settings(max_examples=30, deadline=None)
+def test_thresholds_reuse_and_medians_give_the_same_bits(seed, channels, positions):
+    """The encoder's shortcuts change no bit: log_thresholds keeps an earlier call's threshold
+    only where a channel's KL is the same (and sorts float32 scales before the log, which must
+    equal sorting the logs), and precomputed channel medians give the skip symbols and code the
+    rule's own medians give."""
+    rng = np.random.default_rng(seed)
+    sd_p = np.exp(rng.normal(0, 1.5, (channels, positions))).astype(np.float32)
+    sd_p[0, : positions // 3] = sd_p[0, 0]  # ties
+    sd_q = np.exp(rng.normal(0, 0.3, (channels, positions))).astype(np.float32)
+    kl = rng.uniform(0, 3 * positions, channels)
+    kl2 = np.where(rng.random(channels) < 0.5, kl, rng.uniform(0, 3 * positions, channels))
+    fresh = prior_skip.log_thresholds(sd_p, kl2)
+    reused = prior_skip.log_thresholds(sd_p, kl2, (kl, prior_skip.log_thresholds(sd_p, kl)))
+    assert np.array_equal(fresh.view(np.int64), reused.view(np.int64))
+    for c in range(channels):  # the sort-then-log path against the rule written out
+        if not kl2[c] > 0:
+            continue
+        a = np.sort(np.log(sd_p[c].astype(np.float64)))[::-1]
+        k = np.arange(1, positions + 1)
+        roots = (np.cumsum(a) - kl2[c] * np.log(2.0)) / k
+        assert fresh[c] == roots[np.argmax(roots >= np.append(a[1:], -np.inf))]
+    medians = prior_skip.channel_medians(sd_q)
+    assert np.array_equal(prior_skip.skip_symbols(sd_q, sd_p, 1.25, medians), prior_skip.skip_symbols(sd_q, sd_p, 1.25))
+    assert prior_skip.choose_skip_code(sd_q, fresh, 1.25, medians) == prior_skip.choose_skip_code(sd_q, fresh, 1.25)
