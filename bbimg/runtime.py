@@ -132,15 +132,12 @@ class OrtTransforms:
         return mean, np.exp(log_scale)
 
     def _blocked_analysis(self, pixels: int):
-        """With ``BBIMG_ORT_BLOCKED=1``: the analysis in ONNX Runtime's blocked layout
-        (``bbimg.ort_blocked``: same bits, 11-15% less time in the transform) for inputs of
-        :data:`BLOCKED_MIN_PIXELS` or more, once made; None otherwise or where it cannot be made.
-        Off by default: in the same process, the y candidate search that follows took 10-20% more
-        CPU time after it (2-core Zen 4; not after its kernels ran on one thread, which leaves no
-        gain), so a whole 12 MP encode was no faster. The cause is not known."""
+        """The analysis in ONNX Runtime's blocked layout (``bbimg.ort_blocked``: same bits, 5-15%
+        less time in the transform) for inputs of :data:`BLOCKED_MIN_PIXELS` or more, once made;
+        None otherwise, where it cannot be made, or with ``BBIMG_ORT_BLOCKED=0``."""
         with self._session_lock:
             if BLOCKED not in self._sessions:
-                if pixels < BLOCKED_MIN_PIXELS or os.environ.get("BBIMG_ORT_BLOCKED", "0") != "1":
+                if pixels < BLOCKED_MIN_PIXELS or os.environ.get("BBIMG_ORT_BLOCKED", "1") == "0":
                     return None
                 from . import ort_blocked
 

@@ -99,11 +99,11 @@ def test_encode_with_the_blocked_analysis_gives_the_same_file(shipped, monkeypat
     base = rng.integers(0, 256, (12, 16, 3)).astype(np.float32)
     image = Image.fromarray(np.kron(base, np.ones((16, 16, 1))).astype(np.uint8))  # 192 x 256, smooth blocks
     monkeypatch.setattr(runtime, "BLOCKED_MIN_PIXELS", 1)
-    monkeypatch.delenv("BBIMG_ORT_BLOCKED", raising=False)  # off by default
+    monkeypatch.setenv("BBIMG_ORT_BLOCKED", "0")
     runtime._cache.clear()
     plain = codec.encode(image, 70)
     assert runtime.BLOCKED not in runtime.load(codec.DEFAULT_MODEL)._sessions
-    monkeypatch.setenv("BBIMG_ORT_BLOCKED", "1")
+    monkeypatch.delenv("BBIMG_ORT_BLOCKED", raising=False)  # on by default
     runtime._cache.clear()
     blocked = codec.encode(image, 70)
     assert runtime.BLOCKED in runtime.load(codec.DEFAULT_MODEL)._sessions
