@@ -204,7 +204,10 @@ def encode(image: ImageInput, quality: float = DEFAULT_QUALITY, *, bpp: float | 
     pixels is filled smoothly (fewer bytes, invisible) unless ``exact`` (as cwebp -exact).
     ``progress(stage)`` is called as each of ENCODE_STAGES begins.
     """
-    prep = prepare(_as_pil(image), exact=exact)
+    pil = _as_pil(image)
+    if str(device) == "cpu" and (ort := runtime.load(model)) is not None:
+        ort.prepare_analysis(pil.width * pil.height)  # made while the image is decoded and prepared
+    prep = prepare(pil, exact=exact)
     h, w = prep.pixels.shape[:2]
     if h * w > MAX_PIXELS or max(h, w) > 65535:
         raise ValueError(f"image of {w}x{h} is larger than the format allows")

@@ -131,18 +131,53 @@ class OrtTransforms:
             mean, log_scale = self._run("analysis", {"x": x}, t)
         return mean, np.exp(log_scale)
 
+    @staticmethod
+    def _blocked_wanted(pixels: int) -> bool:
+        return pixels >= BLOCKED_MIN_PIXELS and os.environ.get("BBIMG_ORT_BLOCKED", "1") != "0"
+
     def _blocked_analysis(self, pixels: int):
         """The analysis in ONNX Runtime's blocked layout (``bbimg.ort_blocked``: same bits, 5-15%
         less time in the transform) for inputs of :data:`BLOCKED_MIN_PIXELS` or more, once made;
         None otherwise, where it cannot be made, or with ``BBIMG_ORT_BLOCKED=0``."""
         with self._session_lock:
+            pending = self._pending.pop(BLOCKED, None)
+        if pending is not None:
+            pending.done.wait()
+        with self._session_lock:
             if BLOCKED not in self._sessions:
-                if pixels < BLOCKED_MIN_PIXELS or os.environ.get("BBIMG_ORT_BLOCKED", "1") == "0":
+                if not self._blocked_wanted(pixels):
                     return None
-                from . import ort_blocked
+                if pending is not None and pending.made:
+                    self._sessions[BLOCKED] = pending.session
+                else:  # not prepared, or it failed there: made here, where its errors raise
+                    from . import ort_blocked
 
-                self._sessions[BLOCKED] = ort_blocked.build(self._files["analysis"], _options)
+                    self._sessions[BLOCKED] = ort_blocked.build(self._files["analysis"], _options)
             return self._sessions[BLOCKED]
+
+    def prepare_analysis(self, pixels: int) -> None:
+        """Start making the analysis transform's session for an image of ``pixels`` pixels on a
+        background thread (the blocked graph, which takes ~0.15 s to cut and check, for large
+        images), so that it overlaps decoding and preparing the image."""
+        if not self._blocked_wanted(pixels):
+            if "analysis" not in self.quality_at_load:  # else its session waits for the quality
+                self.prepare(("analysis",), 0.0)
+            return
+        with self._session_lock:
+            if BLOCKED in self._sessions or BLOCKED in self._pending:
+                return
+            pending = self._pending[BLOCKED] = _Pending()
+
+        def make() -> None:
+            from . import ort_blocked
+
+            try:
+                pending.session, pending.made = ort_blocked.build(self._files["analysis"], _options), True
+            except BaseException:  # noqa: BLE001  (_blocked_analysis makes it again and raises there)
+                pass
+            pending.done.set()
+
+        threading.Thread(target=make, name="bbimg-sessions").start()
 
     def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         mean, log_scale = self._run("hyper", {"y_mean": y_mean}, t)
@@ -168,7 +203,7 @@ class _Pending:
     """A session being made on the background thread of :meth:`OrtTransforms.prepare`."""
 
     def __init__(self):
-        self.done, self.session = threading.Event(), None
+        self.done, self.session, self.made = threading.Event(), None, False
 
 
 def _options():

@@ -56,6 +56,8 @@ class Backend(Protocol):
     def synthesis(self, y: np.ndarray, t: float, fast: bool = False) -> np.ndarray: ...
     def prepare(self, parts: tuple[str, ...], t: float) -> None: ...
 
+    def prepare_analysis(self, pixels: int) -> None: ...
+
 
 class TorchBackend:
     """The model's transforms on torch (any device), numpy in and out: the same calls as
@@ -106,6 +108,9 @@ class TorchBackend:
     def prepare(self, parts: tuple[str, ...], t: float) -> None:
         """Nothing to load ahead: the torch model is whole in memory."""
 
+    def prepare_analysis(self, pixels: int) -> None:
+        """Nothing to load ahead either."""
+
     def synthesis(self, y: np.ndarray, t: float, fast: bool = False) -> np.ndarray:
         if fast:
             raise ValueError(f"the fast synthesis runs on ONNX Runtime only (model {self.name!r} runs on torch here)")
@@ -126,6 +131,11 @@ class Transforms:
         self.backend = backend
         self.name, self.sha256, self.stride = backend.name, backend.sha256, backend.stride
         self.has_fast_synthesis = backend.has_fast_synthesis
+
+    def prepare_analysis(self, pixels: int) -> None:
+        """Load the analysis transform for an image of ``pixels`` pixels in the background where the
+        back end can (ONNX Runtime: while the image is decoded and prepared)."""
+        self.backend.prepare_analysis(pixels)
 
     def prepare_encode(self, t: float) -> None:
         """Load the transforms an encode at quality ``t`` runs after the analysis, in the background
