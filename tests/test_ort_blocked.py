@@ -110,3 +110,34 @@ def test_encode_with_the_blocked_analysis_gives_the_same_file(shipped, monkeypat
     assert runtime.load(codec.DEFAULT_MODEL)._sessions[runtime.BLOCKED] is not None
     assert blocked == plain
     runtime._cache.clear()
+
+
+def test_analysis_prepared_in_the_background(shipped, monkeypatch):
+    """prepare_analysis makes the blocked graph on a thread; the analysis then uses that one (no
+    second build) and gives the plain session's bits. A build that fails there is made again where
+    the analysis needs it, so its error reaches the caller."""
+    monkeypatch.setattr(runtime, "BLOCKED_MIN_PIXELS", 1)
+    monkeypatch.delenv("BBIMG_ORT_BLOCKED", raising=False)
+    x = np.random.default_rng(4).random((1, 3, 128, 192)).astype(np.float32)
+    runtime._cache.clear()
+    plain = runtime.load(codec.DEFAULT_MODEL)._run("analysis", {"x": x}, 0.6)
+    builds = []
+    real_build = ort_blocked.build
+    monkeypatch.setattr(ort_blocked, "build", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    runtime._cache.clear()
+    r = runtime.load(codec.DEFAULT_MODEL)
+    r.prepare_analysis(128 * 192)
+    mean, scale = r.analysis(x, 0.6)
+    assert builds == [1] and r._sessions[runtime.BLOCKED] is not None and runtime.BLOCKED not in r._pending
+    assert np.array_equal(mean, plain[0]) and np.array_equal(scale, np.exp(plain[1]))
+
+    def broken(*a, **k):
+        raise RuntimeError("cannot cut the graph")
+
+    monkeypatch.setattr(ort_blocked, "build", broken)
+    runtime._cache.clear()
+    r = runtime.load(codec.DEFAULT_MODEL)
+    r.prepare_analysis(128 * 192)
+    with pytest.raises(RuntimeError, match="cannot cut"):
+        r.analysis(x, 0.6)
+    runtime._cache.clear()
