@@ -1005,15 +1005,21 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
         gp[g] = (cnt + 2) / 3 * 3;
         gw_off[g + 1] = gw_off[g] + (int64_t)S.group_P[g] * gp[g];
     }
+    // The setup below runs on every thread, by batches of groups (a 12 MP photo's y has 15,000).
+    const int T = std::max(1, threads);
+    constexpr int64_t kGroupBatch = 256;
+    const int64_t nbatch = (G + kGroupBatch - 1) / kGroupBatch;
     std::vector<float> WA(gw_off[G], 0.0f), WC(gw_off[G], 0.0f);
-    for (int64_t g = 0; g < G; ++g)
-        for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
-            const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
-            for (int32_t k = 0; k < S.len[b]; ++k) {
-                WA[gw_off[g] + k * gp[g] + gi] = S.A[S.start[b] + k];
-                WC[gw_off[g] + k * gp[g] + gi] = S.C[S.start[b] + k];
+    parallel_for(nbatch, T, [&](int64_t it, int) {
+        for (int64_t g = it * kGroupBatch; g < std::min(G, (it + 1) * kGroupBatch); ++g)
+            for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+                const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
+                for (int32_t k = 0; k < S.len[b]; ++k) {
+                    WA[gw_off[g] + k * gp[g] + gi] = S.A[S.start[b] + k];
+                    WC[gw_off[g] + k * gp[g] + gi] = S.C[S.start[b] + k];
+                }
             }
-        }
+    });
     // The screen (temperature 0 only: tempered sampling needs every weight): integer weight
     // pairs at each block's scale. The sink's running winner of each block, the best exact
     // maximum found so far, lets a chunk whose bound cannot reach it skip its exact rescoring.
@@ -1025,20 +1031,42 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
         sb.resize(S.pool_blocks.size());
         SP.quad_off.push_back(0);
         SP.tri_first.push_back(0);
-        std::vector<int16_t> qa, qc;
-        std::vector<uint32_t> WBg;
-        for (int64_t g = 0; g < G; ++g) {
-            const int64_t P = S.group_P[g];
-            qa.resize(P);
-            qc.resize(P);
-            WBg.assign(P * gp[g], 0u);
-            for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
-                const int64_t gi = q - S.group_begin[g], o = gw_off[g] + gi;
-                sb[q] = screen_weights(WA.data() + o, WC.data() + o, gp[g], P, qa.data(), qc.data());
-                for (int64_t k = 0; k < P; ++k)
-                    WBg[k * gp[g] + gi] = (uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16);
+        // Each batch plans its groups into a plan of its own, appended in order below.
+        std::vector<ScreenPlan> part(nbatch);
+        parallel_for(nbatch, T, [&](int64_t it, int) {
+            ScreenPlan& L = part[it];
+            L.quad_off.push_back(0);
+            L.tri_first.push_back(0);
+            std::vector<int16_t> qa, qc;
+            std::vector<uint32_t> WBg;
+            for (int64_t g = it * kGroupBatch; g < std::min(G, (it + 1) * kGroupBatch); ++g) {
+                const int64_t P = S.group_P[g];
+                qa.resize(P);
+                qc.resize(P);
+                WBg.assign(P * gp[g], 0u);
+                for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+                    const int64_t gi = q - S.group_begin[g], o = gw_off[g] + gi;
+                    sb[q] = screen_weights(WA.data() + o, WC.data() + o, gp[g], P, qa.data(), qc.data());
+                    for (int64_t k = 0; k < P; ++k)
+                        WBg[k * gp[g] + gi] = (uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16);
+                }
+                plan_screen_group(L, P, gp[g], wide(g), WBg);
             }
-            plan_screen_group(SP, P, gp[g], wide(g), WBg);
+        });
+        for (const ScreenPlan& L : part) {
+            const int64_t nq = (int64_t)SP.quads.size(), nt = (int64_t)SP.tri.size();
+            const int64_t nc = (int64_t)SP.cols.size(), nw = (int64_t)SP.words.size();
+            SP.mode.insert(SP.mode.end(), L.mode.begin(), L.mode.end());
+            SP.quads.insert(SP.quads.end(), L.quads.begin(), L.quads.end());
+            for (size_t i = 1; i < L.quad_off.size(); ++i) SP.quad_off.push_back(nq + L.quad_off[i]);
+            for (ScreenPlan::Triple t : L.tri) {
+                t.c += nc;
+                t.w += nw;
+                SP.tri.push_back(t);
+            }
+            for (size_t i = 1; i < L.tri_first.size(); ++i) SP.tri_first.push_back(nt + L.tri_first[i]);
+            SP.cols.insert(SP.cols.end(), L.cols.begin(), L.cols.end());
+            SP.words.insert(SP.words.end(), L.words.begin(), L.words.end());
         }
     }
     // How a group's chunks are scored: through the screen (over a tile of all its columns or of
@@ -1096,24 +1124,28 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
         }
         if (a < npb) items.push_back({1, 0, a, npb});
     }
-    const int T = std::max(1, threads);
     std::vector<Buffers> bufs(T);
     // kCompact blocks: screened maxima per chunk (compact_chunks takes them in that order).
     // Wide blocks (kCompact, kSliced): their weighed columns, for refined bounds.
     std::vector<int64_t> compact;
     std::vector<std::vector<int32_t>> maxima(screen ? S.pool_blocks.size() : 0);
     std::vector<WeighedColumns> wcols(screen ? S.pool_blocks.size() : 0);
+    std::vector<std::pair<int64_t, int64_t>> wide_blocks;  // (q, g)
     if (screen)
         for (int64_t g = 0; g < G; ++g) {
             if (SP.mode[g] != ScreenPlan::kCompact && SP.mode[g] != ScreenPlan::kSliced) continue;
             for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
-                wcols[q] = weighed_columns(WA.data() + gw_off[g], WC.data() + gw_off[g], gp[g], q - S.group_begin[g],
-                                           S.group_P[g]);
+                wide_blocks.emplace_back(q, g);
                 if (SP.mode[g] != ScreenPlan::kCompact) continue;
                 compact.push_back(q);
                 maxima[q].assign(gnch[g], INT32_MIN);
             }
         }
+    parallel_for((int64_t)wide_blocks.size(), T, [&](int64_t i, int) {
+        const auto [q, g] = wide_blocks[i];
+        wcols[q] = weighed_columns(WA.data() + gw_off[g], WC.data() + gw_off[g], gp[g], q - S.group_begin[g],
+                                   S.group_P[g]);
+    });
     parallel_for((int64_t)items.size(), T, [&](int64_t it, int tid) {
         const Item& I = items[it];
         Buffers& B = bufs[tid];
