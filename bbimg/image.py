@@ -204,8 +204,8 @@ def prepare(image: Image.Image, *, exact: bool = False) -> PreparedImage:
             pixels, alpha, colour = rgba[:, :, :3], rgba[:, :, 3], COLOUR_RGB
         elif mode in ("L", "1"):
             pixels, colour = np.asarray(image.convert("L").convert("RGB")), COLOUR_GREY
-        else:
-            pixels, colour = np.asarray(image.convert("RGB")), COLOUR_RGB
+        else:  # (an RGB image as it is: convert would copy it first)
+            pixels, colour = np.asarray(image if image.mode == "RGB" else image.convert("RGB")), COLOUR_RGB
     if alpha is not None:
         alpha = np.ascontiguousarray(alpha, dtype=np.uint8)
         if not exact:
