@@ -476,7 +476,8 @@ py::array_t<float> pool_normals_groups_py(uint64_t seed, py::array_t<uint32_t, p
 // given quads: uint32 [rows, 4 len(quads)] (row-major; the kernel's strip layout undone), as the
 // search makes a compact tile's (rec_pool_words). Empty where the set has no screen.
 py::array_t<uint32_t> pool_words_py(uint64_t seed, uint32_t n0, int64_t rows,
-                                    py::array_t<int32_t, py::array::c_style | py::array::forcecast> quads) {
+                                    py::array_t<int32_t, py::array::c_style | py::array::forcecast> quads,
+                                    std::optional<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>> pairs) {
     const int64_t nq = quads.size(), cols = 4 * nq;
     if (rows < 64 || rows % 64 || rows > (1 << 16) || nq < 1 || nq > 4096) fail("bad words shape");
     if ((uint64_t)n0 + (uint64_t)rows > (1ull << 32)) fail("rows exceed the 32-bit counter");
@@ -484,7 +485,8 @@ py::array_t<uint32_t> pool_words_py(uint64_t seed, uint32_t n0, int64_t rows,
     if (!K.screen) return py::array_t<uint32_t>(std::vector<py::ssize_t>{0, cols});
     std::vector<uint32_t> EB(rows * cols);
     std::vector<float> E, E2;
-    rec_pool_words(K, seed, n0, rows, nq, quads.data(), E, E2, EB.data());
+    if (pairs && pairs->size() != nq) fail("pairs must match quads");
+    rec_pool_words(K, seed, n0, rows, nq, quads.data(), E, E2, EB.data(), pairs ? pairs->data() : nullptr);
     py::array_t<uint32_t> out({rows, cols});
     uint32_t* o = out.mutable_data();
     for (int64_t r = 0; r < rows; ++r)
@@ -607,7 +609,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("pool_normals", &pool_normals_py, py::arg("seed"), py::arg("n0"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);
     m.def("pool_normals_groups", &pool_normals_groups_py, py::arg("seed"), py::arg("starts"), py::arg("cols"));
-    m.def("pool_words", &pool_words_py, py::arg("seed"), py::arg("n0"), py::arg("rows"), py::arg("quads"));
+    m.def("pool_words", &pool_words_py, py::arg("seed"), py::arg("n0"), py::arg("rows"), py::arg("quads"),
+          py::arg("pairs") = py::none());
     m.def("private_normals", &private_normals_py, py::arg("seed"), py::arg("block"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);
     m.def("exp_weights", &exp_weights_py);

@@ -299,9 +299,10 @@ const RecKernels& rec_kernels() {
 }
 
 void rec_pool_words(const RecKernels& K, uint64_t seed, uint32_t n0, int64_t rows, int64_t nquads,
-                    const int32_t* quads, std::vector<float>& E, std::vector<float>& E2, uint32_t* EB) {
+                    const int32_t* quads, std::vector<float>& E, std::vector<float>& E2, uint32_t* EB,
+                    const uint8_t* pairs) {
     if (K.gen_pool_words) {
-        K.gen_pool_words(seed, n0, rows, nquads, quads, EB);
+        K.gen_pool_words(seed, n0, rows, nquads, quads, pairs, EB);
         return;
     }
     const int64_t cols = 4 * nquads;
@@ -521,6 +522,7 @@ struct ScreenPlan {
     std::vector<int8_t> mode;        // [G]
     std::vector<int64_t> quad_off;   // [G + 1] kCompact: the pool quads of its tile, ascending
     std::vector<int32_t> quads;
+    std::vector<uint8_t> quad_pairs; // their Box-Muller pairs that a block weighs (GenPoolWordsFn)
     std::vector<int64_t> tri_first;  // [G + 1] the group's triples in `tri`
     std::vector<Triple> tri;
     std::vector<int32_t> cols;       // tile columns (kCompact: positions in the compact tile)
@@ -567,6 +569,11 @@ void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const s
             int64_t pos = 0;
             for (int64_t q = 0; q < (int64_t)used.size(); ++q)
                 if (used[q]) {
+                    uint8_t pairs = 0;
+                    for (int64_t k = 4 * q; k < std::min<int64_t>(4 * q + 4, P); ++k)
+                        for (int64_t j = 0; j < Gp; ++j)
+                            if (WBg[k * Gp + j]) pairs |= (uint8_t)(k % 4 < 2 ? 1 : 2);
+                    SP.quad_pairs.push_back(pairs);
                     SP.quads.push_back((int32_t)q);
                     for (int64_t i = 0; i < 4 && 4 * q + i < P; ++i) colmap[4 * q + i] = (int32_t)(4 * pos + i);
                     ++pos;
@@ -680,6 +687,7 @@ bool rescore_rows(const RecScreen& scr, const int32_t* x, int64_t rows, const in
 struct WeighedColumns {
     std::vector<int32_t> k;       // pool columns, ascending
     std::vector<int32_t> quads;   // their pool quads, ascending
+    std::vector<uint8_t> pairs;   // ... and the Box-Muller pairs of each that it weighs
     std::vector<int32_t> qpos;    // column i's position in a tile of `quads`
     std::vector<uint32_t> words;  // screen words
     std::vector<double> a, c;     // weights
@@ -700,7 +708,11 @@ WeighedColumns weighed_columns(const float* wa, const float* wc, int64_t Gp, int
         const double ta = std::fabs(A) * REC_SCREEN_E2_MAX, tc = std::fabs(C) * REC_SCREEN_E_MAX;
         if (qa[k] || qc[k]) {
             mag += ta + tc;
-            if (w.quads.empty() || w.quads.back() != (int32_t)(k / 4)) w.quads.push_back((int32_t)(k / 4));
+            if (w.quads.empty() || w.quads.back() != (int32_t)(k / 4)) {
+                w.quads.push_back((int32_t)(k / 4));
+                w.pairs.push_back(0);
+            }
+            w.pairs.back() |= (uint8_t)(k % 4 < 2 ? 1 : 2);
             w.k.push_back((int32_t)k);
             w.qpos.push_back((int32_t)(4 * (w.quads.size() - 1) + k % 4));
             w.words.push_back((uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16));
@@ -930,7 +942,7 @@ void compact_chunks(const RecSetup& S, const RecKernels& K, int64_t q, int64_t g
     for (int64_t c : order) {
         if ((double)maxima[c] + up < (double)sink.best(b) * Kb) break;
         const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
-        if (nq) rec_pool_words(K, S.seed, n0, REC_CHUNK, nq, w.quads.data(), B.E, B.E2, B.EB.data());
+        if (nq) rec_pool_words(K, S.seed, n0, REC_CHUNK, nq, w.quads.data(), B.E, B.E2, B.EB.data(), w.pairs.data());
         scr.score_cols1(B.EB.data(), REC_CHUNK, 4 * nq, w.qpos.data(), w.words.data(), (int64_t)w.k.size(),
                         B.SI.data(), B.SM.data());
         auto exact = [&](const int32_t* grps, int64_t n, float* out) {
@@ -1058,6 +1070,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
             const int64_t nc = (int64_t)SP.cols.size(), nw = (int64_t)SP.words.size();
             SP.mode.insert(SP.mode.end(), L.mode.begin(), L.mode.end());
             SP.quads.insert(SP.quads.end(), L.quads.begin(), L.quads.end());
+            SP.quad_pairs.insert(SP.quad_pairs.end(), L.quad_pairs.begin(), L.quad_pairs.end());
             for (size_t i = 1; i < L.quad_off.size(); ++i) SP.quad_off.push_back(nq + L.quad_off[i]);
             for (ScreenPlan::Triple t : L.tri) {
                 t.c += nc;
@@ -1174,7 +1187,8 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 // tile's words are needed (generated straight where the kernels can).
                 const int64_t q0 = SP.quad_off[I.a], tcols = 4 * (SP.quad_off[I.a + 1] - q0);
                 B.need_screen(REC_CHUNK * tcols);
-                rec_pool_words(K, S.seed, n0, REC_CHUNK, tcols / 4, SP.quads.data() + q0, B.E, B.E2, B.EB.data());
+                rec_pool_words(K, S.seed, n0, REC_CHUNK, tcols / 4, SP.quads.data() + q0, B.E, B.E2, B.EB.data(),
+                               SP.quad_pairs.data() + q0);
                 screen_compact_maxima(*screen, I.c, I.a, tcols, S, SP, B, maxima);
                 return;
             }

@@ -165,9 +165,11 @@ using GenPrivateFn = void (*)(uint64_t seed, uint64_t b, uint32_t n0, int64_t ro
 // A pool tile of rows [n0, n0 + rows) (rows % 64 == 0) and the pool quads `quads` straight into
 // the integer screen's words (RecScreen::pack_tile's layout, 4 * nquads columns): the same words
 // as gen_pool then pack_tile, without the fp32 tile (for tiles whose exact scores come from rows
-// generated again).
+// generated again). With pairs, only the Box-Muller pairs of quad i set in pairs[i] (bit 0:
+// columns 0-1, bit 1: columns 2-3) are computed, the others' words left 0: a compact tile's blocks
+// mostly weigh one column of a quad.
 using GenPoolWordsFn = void (*)(uint64_t seed, uint32_t n0, int64_t rows, int64_t nquads,
-                                const int32_t* quads, uint32_t* EB);
+                                const int32_t* quads, const uint8_t* pairs, uint32_t* EB);
 
 // Tile generators of an instruction set that has no scoring kernels of its own.
 struct RecGenerators {
@@ -210,8 +212,11 @@ bool rec_set_kernels(const std::string& name);
 // The screen words (RecScreen::pack_tile's layout) of pool rows [n0, n0 + rows) (rows % 64 == 0)
 // and the pool quads quads[0..nquads) in kernel set K (which has a screen): its gen_pool_words,
 // else gen_pool into E/E2 (grown to 4 nquads * rows floats where smaller) and pack_tile.
+// pairs (or nullptr): the Box-Muller pairs needed (GenPoolWordsFn); words of the others are
+// unspecified.
 void rec_pool_words(const RecKernels& K, uint64_t seed, uint32_t n0, int64_t rows, int64_t nquads,
-                    const int32_t* quads, std::vector<float>& E, std::vector<float>& E2, uint32_t* EB);
+                    const int32_t* quads, std::vector<float>& E, std::vector<float>& E2, uint32_t* EB,
+                    const uint8_t* pairs = nullptr);
 
 // Debug helpers (tests): scores of all candidates of block b through the encoder's kernels;
 // candidate n of block b regenerated through the encoder's tile generator.

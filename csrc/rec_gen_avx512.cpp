@@ -189,15 +189,33 @@ Z_FN __m512i screen_word(__m512 z) {
 }
 
 Z_KERNEL void gen_pool_words_avx512(uint64_t seed, uint32_t n0, int64_t rows, int64_t nquads,
-                                    const int32_t* quads, uint32_t* EB) {
+                                    const int32_t* quads, const uint8_t* pairs, uint32_t* EB) {
     const int64_t cols = 4 * nquads;
-    for (int64_t g = 0; g < nquads; ++g)
+    for (int64_t g = 0; g < nquads; ++g) {
+        const unsigned need = pairs ? pairs[g] : 3u;
         for (int64_t r = 0; r < rows; r += 16) {
-            __m512 z[4];
-            pool_normals16(seed, (uint32_t)quads[g], row_counters(n0, rows, r, nullptr), z);
             uint32_t* out = EB + (r >> 6) * 64 * cols + 64 * (4 * g) + (r & 63);
-            for (int i = 0; i < 4; ++i) _mm512_storeu_si512(out + 64 * i, screen_word(z[i]));
+            if (need == 3u) {
+                __m512 z[4];
+                pool_normals16(seed, (uint32_t)quads[g], row_counters(n0, rows, r, nullptr), z);
+                for (int i = 0; i < 4; ++i) _mm512_storeu_si512(out + 64 * i, screen_word(z[i]));
+                continue;
+            }
+            // One Box-Muller pair: normals16's operations for it alone (the same bits).
+            __m512i c0 = c32((uint32_t)quads[g]), c1 = row_counters(n0, rows, r, nullptr),
+                    c2 = _mm512_setzero_si512(), c3 = c32(TAG_POOL);
+            philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
+            const int p = need == 1u ? 0 : 1;
+            __m512 s, c;
+            const __m512 rr = _mm512_sqrt_ps(neg2log16(p ? c2 : c0));
+            sincos16(p ? c3 : c1, s, c);
+            const __m512i zero = _mm512_setzero_si512();
+            _mm512_storeu_si512(out + 64 * (2 * p), screen_word(_mm512_mul_ps(rr, c)));
+            _mm512_storeu_si512(out + 64 * (2 * p + 1), screen_word(_mm512_mul_ps(rr, s)));
+            _mm512_storeu_si512(out + 64 * (2 - 2 * p), zero);
+            _mm512_storeu_si512(out + 64 * (3 - 2 * p), zero);
         }
+    }
 }
 
 const RecGenerators kGen512 = {gen_pool_avx512, gen_private_avx512, gen_pool_words_avx512};

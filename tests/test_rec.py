@@ -86,6 +86,32 @@ def test_regenerated_row_groups_and_screen_words_in_every_kernel_set():
             assert np.array_equal(w, words), k
 
 
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=12), st.integers(0, 2**40), st.integers(0, 2**20))
+@settings(max_examples=25, deadline=None)
+def test_screen_words_of_chosen_box_muller_pairs(pairs, seed, n0):
+    """A compact tile's words with only some Box-Muller pairs of each quad (bit 0: columns 0-1, bit
+    1: columns 2-3; the pairs its blocks weigh): those columns' words are the full tile's, bit for
+    bit, in every kernel set (the others may leave the rest at 0)."""
+    quads = np.arange(len(pairs), dtype=np.int32) * 7 + 3
+    pairs = np.array(pairs, np.uint8)
+    n0 = n0 * 64
+    for k in KERNEL_SETS:
+        if not _core.set_kernels(k):
+            continue
+        try:
+            full = _core.pool_words(seed, n0, 128, quads)
+            some = _core.pool_words(seed, n0, 128, quads, pairs)
+        finally:
+            _core.set_kernels("auto")
+        if not full.size:
+            continue
+        for i, p in enumerate(pairs):
+            for half in (0, 1):
+                cols = slice(4 * i + 2 * half, 4 * i + 2 * half + 2)
+                if p >> half & 1:
+                    assert np.array_equal(some[:, cols], full[:, cols]), (k, i, half)
+
+
 def test_normals_are_standard_normal():
     z = _core.pool_normals(7, 0, 1 << 15, 32).astype(np.float64).ravel()  # 1M values
     assert abs(z.mean()) < 0.005
