@@ -70,6 +70,10 @@ class OrtTransforms:
         return (part, float(np.float32(t))) if part in self.quality_at_load else part
 
     def _new_session(self, part: str, t: float):
+        if part == BLOCKED:  # the analysis graph cut for the blocked layout, or None (ort_blocked.build)
+            from . import ort_blocked
+
+            return ort_blocked.build(self._files["analysis"], _options)
         sess = _session(self._files[part], self._t(t) if part in self.quality_at_load else None)
         if part == FAST_SYNTHESIS and \
                 sess.get_modelmeta().custom_metadata_map.get("bbimg_weights_sha256") != self.sha256.hex():
@@ -81,7 +85,7 @@ class OrtTransforms:
         their graph loading (which releases the GIL) overlaps the caller's REC work; :meth:`session`
         waits for them. A part that fails to load is left to :meth:`session`, which raises."""
         with self._session_lock:
-            todo = [(part, self._key(part, t)) for part in parts if part in self._files]
+            todo = [(part, self._key(part, t)) for part in parts if part in self._files or part == BLOCKED]
             todo = [(part, key) for part, key in todo if key not in self._sessions and key not in self._pending]
             todo = [(part, self._pending.setdefault(key, _Pending())) for part, key in todo]
         if todo:
@@ -92,7 +96,7 @@ class OrtTransforms:
     def _make_pending(self, todo: list, t: float) -> None:
         for part, pending in todo:
             try:
-                pending.session = self._new_session(part, t)
+                pending.session, pending.made = self._new_session(part, t), True
             except BaseException:  # noqa: BLE001  (session() makes it again and raises in its caller)
                 pending.session = None
             pending.done.set()
@@ -147,37 +151,19 @@ class OrtTransforms:
             if BLOCKED not in self._sessions:
                 if not self._blocked_wanted(pixels):
                     return None
-                if pending is not None and pending.made:
-                    self._sessions[BLOCKED] = pending.session
-                else:  # not prepared, or it failed there: made here, where its errors raise
-                    from . import ort_blocked
-
-                    self._sessions[BLOCKED] = ort_blocked.build(self._files["analysis"], _options)
+                # not prepared, or it failed there: made here, where its errors raise
+                made = pending is not None and pending.made
+                self._sessions[BLOCKED] = pending.session if made else self._new_session(BLOCKED, 0.0)
             return self._sessions[BLOCKED]
 
     def prepare_analysis(self, pixels: int) -> None:
         """Start making the analysis transform's session for an image of ``pixels`` pixels on a
         background thread (the blocked graph, which takes ~0.15 s to cut and check, for large
         images), so that it overlaps decoding and preparing the image."""
-        if not self._blocked_wanted(pixels):
-            if "analysis" not in self.quality_at_load:  # else its session waits for the quality
-                self.prepare(("analysis",), 0.0)
-            return
-        with self._session_lock:
-            if BLOCKED in self._sessions or BLOCKED in self._pending:
-                return
-            pending = self._pending[BLOCKED] = _Pending()
-
-        def make() -> None:
-            from . import ort_blocked
-
-            try:
-                pending.session, pending.made = ort_blocked.build(self._files["analysis"], _options), True
-            except BaseException:  # noqa: BLE001  (_blocked_analysis makes it again and raises there)
-                pass
-            pending.done.set()
-
-        threading.Thread(target=make, name="bbimg-sessions").start()
+        if self._blocked_wanted(pixels):
+            self.prepare((BLOCKED,), 0.0)
+        elif "analysis" not in self.quality_at_load:  # else its session waits for the quality
+            self.prepare(("analysis",), 0.0)
 
     def hyper(self, y_mean: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         mean, log_scale = self._run("hyper", {"y_mean": y_mean}, t)
@@ -200,7 +186,8 @@ class OrtTransforms:
 
 
 class _Pending:
-    """A session being made on the background thread of :meth:`OrtTransforms.prepare`."""
+    """A session being made on the background thread of :meth:`OrtTransforms.prepare` (``made``:
+    without an error; the blocked analysis may be None)."""
 
     def __init__(self):
         self.done, self.session, self.made = threading.Event(), None, False

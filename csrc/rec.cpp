@@ -638,6 +638,39 @@ void score_triples(const RecScreen& scr, const ScreenPlan& SP, int64_t g, const 
 // exact * Kb <= x + up. The exact score v of the first row at the screened maximum comes first:
 // the rows' maximum is at least v, so only rows within `up` of max(v, found) need theirs.
 // exact(groups, n, out): exact scores of 8-row groups. Returns false when no row can reach found.
+// The distinct 8-row groups of rows[0..n) (ascending) other than group `top`, into groups; their count.
+inline int64_t row_groups(const int32_t* rows, int64_t n, int32_t top, int32_t* groups) {
+    int64_t ng = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const int32_t grp = rows[i] >> 3;
+        if (grp != top && (ng == 0 || groups[ng - 1] != grp)) groups[ng++] = grp;
+    }
+    return ng;
+}
+
+// Folds into st the exact scores of rows[0..n) (ascending; those of group `top`, when >= 0, already
+// in B.ex8), in order, the first on ties; candidate index n_base + row.
+template <class Exact>
+void fold_exact(const int32_t* rows, int64_t n, int32_t top, uint32_t n_base, Exact&& exact, Buffers& B,
+                ChunkStat& st) {
+    const int64_t ng = row_groups(rows, n, top, B.groups.data());
+    exact(B.groups.data(), ng, B.ex.data());
+    for (int64_t i = 0, j = 0; i < n; ++i) {
+        const int32_t r = rows[i];
+        float v;
+        if ((r >> 3) == top) {
+            v = B.ex8[r & 7];
+        } else {
+            while (B.groups[j] != (r >> 3)) ++j;
+            v = B.ex[8 * j + (r & 7)];
+        }
+        if (v > st.m) {
+            st.m = v;
+            st.n = n_base + (uint32_t)r;
+        }
+    }
+}
+
 template <class Exact>
 bool rescore_rows(const RecScreen& scr, const int32_t* x, int64_t rows, const int32_t* M, double Kb, double up,
                   float found, uint32_t n_base, Exact&& exact, Buffers& B, ChunkStat& st) {
@@ -651,26 +684,7 @@ bool rescore_rows(const RecScreen& scr, const int32_t* x, int64_t rows, const in
     const double thr = std::floor(f - up);
     const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
     const int64_t nr = scr.rows_at_least(x, rows, th, B.rows.data());
-    int64_t ng = 0;
-    for (int64_t i = 0; i < nr; ++i) {
-        const int32_t grp = B.rows[i] >> 3;
-        if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
-    }
-    exact(B.groups.data(), ng, B.ex.data());
-    for (int64_t i = 0, j = 0; i < nr; ++i) {
-        const int32_t r = B.rows[i];
-        float v;
-        if ((r >> 3) == top) {
-            v = B.ex8[r & 7];
-        } else {
-            while (B.groups[j] != (r >> 3)) ++j;
-            v = B.ex[8 * j + (r & 7)];
-        }
-        if (v > st.m) {
-            st.m = v;
-            st.n = n_base + (uint32_t)r;
-        }
-    }
+    fold_exact(B.rows.data(), nr, top, n_base, exact, B, st);
     return true;
 }
 
@@ -696,17 +710,18 @@ struct WeighedColumns {
     double ug = 0.0;              // u (1 + g) of the chain bound
 };
 
-WeighedColumns weighed_columns(const float* wa, const float* wc, int64_t Gp, int64_t gi, int64_t P) {
+// From block column gi of a group's weights wa/wc and screen words (stride Gp, P columns) and its
+// ScreenBlock, as the search's setup made them.
+WeighedColumns weighed_columns(const float* wa, const float* wc, const uint32_t* words, int64_t Gp, int64_t gi,
+                               int64_t P, const ScreenBlock& sb) {
     WeighedColumns w;
-    std::vector<int16_t> qa(P), qc(P);
-    const ScreenBlock sb = screen_weights(wa + gi, wc + gi, Gp, P, qa.data(), qc.data());
     const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
     w.ug = u * (1.0 + g);
     double rest = 0.0, mag = 0.0, tiny = 0.0, c0 = 0.0;
     for (int64_t k = 0; k < P; ++k) {
         const double A = (double)wa[k * Gp + gi], C = (double)wc[k * Gp + gi];
         const double ta = std::fabs(A) * REC_SCREEN_E2_MAX, tc = std::fabs(C) * REC_SCREEN_E_MAX;
-        if (qa[k] || qc[k]) {
+        if (const uint32_t word = words[k * Gp + gi]) {
             mag += ta + tc;
             if (w.quads.empty() || w.quads.back() != (int32_t)(k / 4)) {
                 w.quads.push_back((int32_t)(k / 4));
@@ -715,7 +730,7 @@ WeighedColumns weighed_columns(const float* wa, const float* wc, int64_t Gp, int
             w.pairs.back() |= (uint8_t)(k % 4 < 2 ? 1 : 2);
             w.k.push_back((int32_t)k);
             w.qpos.push_back((int32_t)(4 * (w.quads.size() - 1) + k % 4));
-            w.words.push_back((uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16));
+            w.words.push_back(word);
             w.a.push_back(A);
             w.c.push_back(C);
             w.seg_n.push_back(0.0);
@@ -742,6 +757,19 @@ WeighedColumns weighed_columns(const float* wa, const float* wc, int64_t Gp, int
     return w;
 }
 
+// One weighed column t of a row's refined bound: the column's terms (normal e, e2 = e * e) added to
+// the row's refined sum W, and their chain bound (and that of the other columns' steps up to the
+// next weighed one) to ch.
+inline void bound_step(const WeighedColumns& w, size_t t, float e, float e2, double& W, double& ch) {
+    const double w1 = W + w.a[t] * (double)e2;
+    const double w2 = w1 + w.c[t] * (double)e;
+    ch += w.ug * (std::fabs(w1) + std::fabs(w2)) + std::min(w.seg_n[t] * w.ug * std::fabs(w2), w.seg_t[t]);
+    W = w2;
+}
+
+// The upper bound of a row's exact score from its refined sum W and chain bound ch.
+inline double bound_of(const WeighedColumns& w, double W, double ch) { return W + 1.001 * (w.base + ch) + 1e-30; }
+
 // Upper bounds of the exact scores of `rows` rows (ub[r]) from their weighed columns' normals
 // e[i * ld + r], e2[i * ld + r] (column i of w).
 template <class Col>
@@ -755,15 +783,28 @@ void refined_bound(const WeighedColumns& w, int64_t rows, Col&& col, double* ub)
             const float* e;
             const float* e2;
             col(t, &e, &e2);
-            const double a = w.a[t], c = w.c[t], sn = w.seg_n[t] * w.ug, st = w.seg_t[t];
-            for (int64_t r = 0; r < nr; ++r) {
-                const double w1 = W[r] + a * (double)e2[r0 + r];
-                const double w2 = w1 + c * (double)e[r0 + r];
-                ch[r] += w.ug * (std::fabs(w1) + std::fabs(w2)) + std::min(sn * std::fabs(w2), st);
-                W[r] = w2;
-            }
+            for (int64_t r = 0; r < nr; ++r) bound_step(w, t, e[r0 + r], e2[r0 + r], W[r], ch[r]);
         }
-        for (int64_t r = 0; r < nr; ++r) ub[r0 + r] = W[r] + 1.001 * (w.base + ch[r]) + 1e-30;
+        for (int64_t r = 0; r < nr; ++r) ub[r0 + r] = bound_of(w, W[r], ch[r]);
+    }
+}
+
+// Rows n0 + 8 grps[i] + j (i < n, j < 8) generated again over pool columns [0, c4) (or the pool
+// quads `quads`, c4 / 4 of them), kRegenBatch 8-row groups at a time: use(i0, nb, ld) reads groups
+// i0..i0 + nb from E/E2 (column-major, ld = 8 nb rows).
+constexpr int64_t kRegenBatch = 4;
+
+template <class Use>
+void regen_groups(const RecSetup& S, const RecKernels& K, uint32_t n0, const int32_t* grps, int64_t n, int64_t c4,
+                  const int32_t* quads, std::vector<float>& E, std::vector<float>& E2, Use&& use) {
+    E.resize(8 * kRegenBatch * std::max<int64_t>(c4, 4));
+    E2.resize(8 * kRegenBatch * std::max<int64_t>(c4, 4));
+    for (int64_t i0 = 0; i0 < n; i0 += kRegenBatch) {
+        const int64_t nb = std::min(kRegenBatch, n - i0), ld = 8 * nb;
+        uint32_t starts[kRegenBatch];
+        for (int64_t i = 0; i < nb; ++i) starts[i] = n0 + 8 * (uint32_t)grps[i0 + i];
+        if (c4) K.gen_pool(S.seed, 0u, ld, c4, ld, E.data(), E2.data(), quads, starts);
+        use(i0, nb, ld);
     }
 }
 
@@ -771,20 +812,13 @@ void refined_bound(const WeighedColumns& w, int64_t rows, Col&& col, double* ub)
 // weighed columns generated again.
 void refined_regen(const RecSetup& S, const RecKernels& K, const WeighedColumns& w, uint32_t n0, const int32_t* grps,
                    int64_t n, double* ub, Buffers& B) {
-    constexpr int64_t kRowBatch = 4;  // 8-row groups generated at a time
-    const int64_t c4 = 4 * (int64_t)w.quads.size();
-    B.RW.resize(8 * kRowBatch * std::max<int64_t>(c4, 4));
-    B.RW2.resize(8 * kRowBatch * std::max<int64_t>(c4, 4));
-    for (int64_t i0 = 0; i0 < n; i0 += kRowBatch) {
-        const int64_t nb = std::min(kRowBatch, n - i0), ld = 8 * nb;
-        uint32_t starts[kRowBatch];
-        for (int64_t i = 0; i < nb; ++i) starts[i] = n0 + 8 * (uint32_t)grps[i0 + i];
-        if (c4) K.gen_pool(S.seed, 0u, ld, c4, ld, B.RW.data(), B.RW2.data(), w.quads.data(), starts);
-        refined_bound(w, ld, [&](size_t t, const float** e, const float** e2) {
-            *e = B.RW.data() + w.qpos[t] * ld;
-            *e2 = B.RW2.data() + w.qpos[t] * ld;
-        }, ub + 8 * i0);
-    }
+    regen_groups(S, K, n0, grps, n, 4 * (int64_t)w.quads.size(), w.quads.data(), B.RW, B.RW2,
+                 [&](int64_t i0, int64_t, int64_t ld) {
+                     refined_bound(w, ld, [&](size_t t, const float** e, const float** e2) {
+                         *e = B.RW.data() + w.qpos[t] * ld;
+                         *e2 = B.RW2.data() + w.qpos[t] * ld;
+                     }, ub + 8 * i0);
+                 });
 }
 
 // The same from a tile of every pool column (E/E2[k * ld + r], rows 8 grps[i] + j), column by
@@ -798,18 +832,11 @@ void refined_tile(const WeighedColumns& w, const float* E, const float* E2, int6
     for (size_t t = 0; t < w.k.size(); ++t) {
         const float* e = E + (int64_t)w.k[t] * ld;
         const float* e2 = E2 + (int64_t)w.k[t] * ld;
-        const double a = w.a[t], c = w.c[t], sn = w.seg_n[t] * w.ug, st = w.seg_t[t];
-        for (int64_t i = 0; i < n; ++i) {
-            const int64_t r0 = 8 * (int64_t)grps[i];
-            for (int64_t j = 0; j < 8; ++j) {
-                const double w1 = W[8 * i + j] + a * (double)e2[r0 + j];
-                const double w2 = w1 + c * (double)e[r0 + j];
-                ch[8 * i + j] += w.ug * (std::fabs(w1) + std::fabs(w2)) + std::min(sn * std::fabs(w2), st);
-                W[8 * i + j] = w2;
-            }
-        }
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < 8; ++j)
+                bound_step(w, t, e[8 * grps[i] + j], e2[8 * grps[i] + j], W[8 * i + j], ch[8 * i + j]);
     }
-    for (int64_t r = 0; r < rows; ++r) ub[r] = W[r] + 1.001 * (w.base + ch[r]) + 1e-30;
+    for (int64_t r = 0; r < rows; ++r) ub[r] = bound_of(w, W[r], ch[r]);
 }
 
 // rescore_rows for wide blocks: before their exact scores, the rows that can reach the best found
@@ -836,11 +863,7 @@ bool rescore_rows_refined(const RecScreen& scr, const int32_t* x, int64_t rows, 
     const double thr = std::floor(f - up);
     const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
     const int64_t nr = scr.rows_at_least(x, rows, th, B.rows.data());
-    int64_t ng = 0;
-    for (int64_t i = 0; i < nr; ++i) {
-        const int32_t grp = B.rows[i] >> 3;
-        if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
-    }
+    const int64_t ng = row_groups(B.rows.data(), nr, top, B.groups.data());
     B.ub.resize(8 * std::max<int64_t>(ng, 1));
     refine(B.groups.data(), ng, B.ub.data());
     B.kept.resize(REC_CHUNK);
@@ -853,26 +876,7 @@ bool rescore_rows_refined(const RecScreen& scr, const int32_t* x, int64_t rows, 
         }
         B.kept[nk++] = r;
     }
-    ng = 0;
-    for (int64_t i = 0; i < nk; ++i) {
-        const int32_t grp = B.kept[i] >> 3;
-        if (grp != top && (ng == 0 || B.groups[ng - 1] != grp)) B.groups[ng++] = grp;
-    }
-    exact(B.groups.data(), ng, B.ex.data());
-    for (int64_t i = 0, j = 0; i < nk; ++i) {
-        const int32_t r = B.kept[i];
-        float v;
-        if ((r >> 3) == top) {
-            v = B.ex8[r & 7];
-        } else {
-            while (B.groups[j] != (r >> 3)) ++j;
-            v = B.ex[8 * j + (r & 7)];
-        }
-        if (v > st.m) {
-            st.m = v;
-            st.n = n_base + (uint32_t)r;
-        }
-    }
+    fold_exact(B.kept.data(), nk, top, n_base, exact, B, st);
     return true;
 }
 
@@ -927,8 +931,7 @@ void compact_chunks(const RecSetup& S, const RecKernels& K, int64_t q, int64_t g
                     const float* wa, const float* wc, const ScreenBlock& sbq, const WeighedColumns& w,
                     const std::vector<int32_t>& maxima, Buffers& B, ChunkSink& sink) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
-    constexpr int64_t kRowBatch = 4;  // 8-row groups regenerated at a time
-    static const int32_t kIota[kRowBatch] = {0, 1, 2, 3};
+    static const int32_t kIota[kRegenBatch] = {0, 1, 2, 3};  // a regen_groups batch's 8-row groups
     const RecScreen& scr = *K.screen;
     const int64_t b = S.pool_blocks[q], P = S.group_P[g], c4 = round4(P);
     const int64_t nq = (int64_t)w.quads.size();
@@ -937,8 +940,6 @@ void compact_chunks(const RecSetup& S, const RecKernels& K, int64_t q, int64_t g
     std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return maxima[x] > maxima[y]; });
     const double Kb = sbq.K, up = sbq.up * sbq.K;
     B.need_screen(REC_CHUNK * std::max<int64_t>(4 * nq, 4));
-    B.RE.resize(8 * kRowBatch * c4);
-    B.RE2.resize(8 * kRowBatch * c4);
     for (int64_t c : order) {
         if ((double)maxima[c] + up < (double)sink.best(b) * Kb) break;
         const uint32_t n0 = (uint32_t)(c * REC_CHUNK);
@@ -946,13 +947,9 @@ void compact_chunks(const RecSetup& S, const RecKernels& K, int64_t q, int64_t g
         scr.score_cols1(B.EB.data(), REC_CHUNK, 4 * nq, w.qpos.data(), w.words.data(), (int64_t)w.k.size(),
                         B.SI.data(), B.SM.data());
         auto exact = [&](const int32_t* grps, int64_t n, float* out) {
-            for (int64_t i0 = 0; i0 < n; i0 += kRowBatch) {
-                const int64_t nb = std::min(kRowBatch, n - i0), ld = 8 * nb;
-                uint32_t starts[kRowBatch];
-                for (int64_t i = 0; i < nb; ++i) starts[i] = n0 + 8 * (uint32_t)grps[i0 + i];
-                K.gen_pool(S.seed, 0u, ld, c4, ld, B.RE.data(), B.RE2.data(), nullptr, starts);
+            regen_groups(S, K, n0, grps, n, c4, nullptr, B.RE, B.RE2, [&](int64_t i0, int64_t nb, int64_t ld) {
                 scr.exact_rows(B.RE.data(), B.RE2.data(), ld, P, wa, wc, Gp, gi, kIota, nb, out + 8 * i0);
-            }
+            });
         };
         auto refine = [&](const int32_t* grps, int64_t n, double* ub) { refined_regen(S, K, w, n0, grps, n, ub, B); };
         ChunkStat st{-kInf, n0, 0.0};
@@ -1039,6 +1036,8 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
     auto wide = [&](int64_t g) { return tile_rows(round4(S.group_P[g]), REC_CHUNK) != REC_CHUNK; };
     ScreenPlan SP;
     std::vector<ScreenBlock> sb;
+    // Wide blocks (kCompact, kSliced): their weighed columns, for refined bounds.
+    std::vector<WeighedColumns> wcols(screen ? S.pool_blocks.size() : 0);
     if (screen) {
         sb.resize(S.pool_blocks.size());
         SP.quad_off.push_back(0);
@@ -1063,6 +1062,10 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                         WBg[k * gp[g] + gi] = (uint32_t)(uint16_t)qa[k] | ((uint32_t)(uint16_t)qc[k] << 16);
                 }
                 plan_screen_group(L, P, gp[g], wide(g), WBg);
+                if (L.mode.back() == ScreenPlan::kCompact || L.mode.back() == ScreenPlan::kSliced)
+                    for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q)
+                        wcols[q] = weighed_columns(WA.data() + gw_off[g], WC.data() + gw_off[g], WBg.data(), gp[g],
+                                                   q - S.group_begin[g], P, sb[q]);
             }
         });
         for (const ScreenPlan& L : part) {
@@ -1139,26 +1142,16 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
     }
     std::vector<Buffers> bufs(T);
     // kCompact blocks: screened maxima per chunk (compact_chunks takes them in that order).
-    // Wide blocks (kCompact, kSliced): their weighed columns, for refined bounds.
     std::vector<int64_t> compact;
     std::vector<std::vector<int32_t>> maxima(screen ? S.pool_blocks.size() : 0);
-    std::vector<WeighedColumns> wcols(screen ? S.pool_blocks.size() : 0);
-    std::vector<std::pair<int64_t, int64_t>> wide_blocks;  // (q, g)
     if (screen)
         for (int64_t g = 0; g < G; ++g) {
-            if (SP.mode[g] != ScreenPlan::kCompact && SP.mode[g] != ScreenPlan::kSliced) continue;
+            if (SP.mode[g] != ScreenPlan::kCompact) continue;
             for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
-                wide_blocks.emplace_back(q, g);
-                if (SP.mode[g] != ScreenPlan::kCompact) continue;
                 compact.push_back(q);
                 maxima[q].assign(gnch[g], INT32_MIN);
             }
         }
-    parallel_for((int64_t)wide_blocks.size(), T, [&](int64_t i, int) {
-        const auto [q, g] = wide_blocks[i];
-        wcols[q] = weighed_columns(WA.data() + gw_off[g], WC.data() + gw_off[g], gp[g], q - S.group_begin[g],
-                                   S.group_P[g]);
-    });
     parallel_for((int64_t)items.size(), T, [&](int64_t it, int tid) {
         const Item& I = items[it];
         Buffers& B = bufs[tid];
