@@ -494,6 +494,33 @@ py::array_t<uint32_t> pool_words_py(uint64_t seed, uint32_t n0, int64_t rows,
     return out;
 }
 
+// Refined sums and chain bounds of rows (RecScreen::refined_rows of the kernel set in use, or the
+// scalar reference where it has no screen), for tests: columns t of E/E2 (cols x ld) at rows
+// row_off[i] + j (j < 8); returns (W, ch), each [8 n].
+py::tuple refined_rows_py(py::array_t<double, py::array::c_style | py::array::forcecast> a,
+                          py::array_t<double, py::array::c_style | py::array::forcecast> c,
+                          py::array_t<double, py::array::c_style | py::array::forcecast> seg_n,
+                          py::array_t<double, py::array::c_style | py::array::forcecast> seg_t, double ug,
+                          py::array_t<float, py::array::c_style | py::array::forcecast> E,
+                          py::array_t<float, py::array::c_style | py::array::forcecast> E2,
+                          py::array_t<int64_t, py::array::c_style | py::array::forcecast> row_off) {
+    const int64_t cols = a.size(), n = row_off.size();
+    if (c.size() != cols || seg_n.size() != cols || seg_t.size() != cols) fail("weights must have one entry per column");
+    if (E.ndim() != 2 || E.shape(0) != cols || E2.ndim() != 2 || E2.shape(0) != cols || E2.shape(1) != E.shape(1))
+        fail("E and E2 must be (columns, rows)");
+    const int64_t ld = E.shape(1);
+    for (int64_t i = 0; i < n; ++i)
+        if (row_off.data()[i] < 0 || row_off.data()[i] + 8 > ld) fail("row offsets out of range");
+    std::vector<int64_t> col_off(cols);
+    for (int64_t t = 0; t < cols; ++t) col_off[t] = t * ld;
+    const RefinedCols w{a.data(), c.data(), seg_n.data(), seg_t.data(), cols, ug};
+    py::array_t<double> W(8 * n), ch(8 * n);
+    const RecKernels& K = rec_kernels();
+    (K.screen ? K.screen->refined_rows : rec_refined_rows)(w, E.data(), E2.data(), col_off.data(), row_off.data(), n,
+                                                         W.mutable_data(), ch.mutable_data());
+    return py::make_tuple(W, ch);
+}
+
 py::array_t<float> private_normals_py(uint64_t seed, uint64_t b, int64_t rows, int64_t cols,
                                       bool scalar) {
     if (rows < 0 || cols < 0 || rows > (1 << 16) || cols > (1 << 18)) fail("bad private shape");
@@ -611,6 +638,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("pool_normals_groups", &pool_normals_groups_py, py::arg("seed"), py::arg("starts"), py::arg("cols"));
     m.def("pool_words", &pool_words_py, py::arg("seed"), py::arg("n0"), py::arg("rows"), py::arg("quads"),
           py::arg("pairs") = py::none());
+    m.def("refined_rows", &refined_rows_py, py::arg("a"), py::arg("c"), py::arg("seg_n"), py::arg("seg_t"),
+          py::arg("ug"), py::arg("E"), py::arg("E2"), py::arg("row_off"));
     m.def("private_normals", &private_normals_py, py::arg("seed"), py::arg("block"), py::arg("rows"),
           py::arg("cols"), py::arg("scalar") = false);
     m.def("exp_weights", &exp_weights_py);

@@ -223,6 +223,7 @@ struct Buffers {
     std::vector<double> ub;                 // screen: refined upper bounds of those groups' rows
     std::vector<int32_t> kept;              // screen: rows whose bound reaches the best found
     std::vector<double> rw;                 // screen: refined sums and chain bounds of those rows
+    std::vector<int64_t> col_off, row_off;  // screen: where those rows' weighed columns lie
     std::vector<ChunkStat> st;              // screen: statistics of a sliced item's blocks
     float ex8[8];                           // screen: exact scores of the top row's group
     // The screen's buffers, for a packed tile of `words` words.
@@ -757,36 +758,41 @@ WeighedColumns weighed_columns(const float* wa, const float* wc, const uint32_t*
     return w;
 }
 
-// One weighed column t of a row's refined bound: the column's terms (normal e, e2 = e * e) added to
-// the row's refined sum W, and their chain bound (and that of the other columns' steps up to the
-// next weighed one) to ch.
-inline void bound_step(const WeighedColumns& w, size_t t, float e, float e2, double& W, double& ch) {
-    const double w1 = W + w.a[t] * (double)e2;
-    const double w2 = w1 + w.c[t] * (double)e;
-    ch += w.ug * (std::fabs(w1) + std::fabs(w2)) + std::min(w.seg_n[t] * w.ug * std::fabs(w2), w.seg_t[t]);
-    W = w2;
+}  // namespace
+
+void rec_refined_rows(const RefinedCols& w, const float* E, const float* E2, const int64_t* col_off,
+                      const int64_t* row_off, int64_t n, double* W, double* ch) {
+    std::fill(W, W + 8 * n, 0.0);
+    std::fill(ch, ch + 8 * n, 0.0);
+    for (int64_t t = 0; t < w.cols; ++t)
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < 8; ++j) {
+                const int64_t o = col_off[t] + row_off[i] + j, r = 8 * i + j;
+                const double w1 = W[r] + w.a[t] * (double)E2[o];
+                const double w2 = w1 + w.c[t] * (double)E[o];
+                ch[r] += w.ug * (std::fabs(w1) + std::fabs(w2)) + std::min(w.seg_n[t] * w.ug * std::fabs(w2), w.seg_t[t]);
+                W[r] = w2;
+            }
 }
+
+namespace {
 
 // The upper bound of a row's exact score from its refined sum W and chain bound ch.
 inline double bound_of(const WeighedColumns& w, double W, double ch) { return W + 1.001 * (w.base + ch) + 1e-30; }
 
-// Upper bounds of the exact scores of `rows` rows (ub[r]) from their weighed columns' normals
-// e[i * ld + r], e2[i * ld + r] (column i of w).
-template <class Col>
-void refined_bound(const WeighedColumns& w, int64_t rows, Col&& col, double* ub) {
-    double W[64], ch[64];
-    for (int64_t r0 = 0; r0 < rows; r0 += 64) {
-        const int64_t nr = std::min<int64_t>(64, rows - r0);
-        std::fill(W, W + nr, 0.0);
-        std::fill(ch, ch + nr, 0.0);
-        for (size_t t = 0; t < w.k.size(); ++t) {
-            const float* e;
-            const float* e2;
-            col(t, &e, &e2);
-            for (int64_t r = 0; r < nr; ++r) bound_step(w, t, e[r0 + r], e2[r0 + r], W[r], ch[r]);
-        }
-        for (int64_t r = 0; r < nr; ++r) ub[r0 + r] = bound_of(w, W[r], ch[r]);
-    }
+inline RefinedCols refined_cols(const WeighedColumns& w) {
+    return {w.a.data(), w.c.data(), w.seg_n.data(), w.seg_t.data(), (int64_t)w.k.size(), w.ug};
+}
+
+// Upper bounds ub[8 i + j] of the exact scores of n 8-row groups from their weighed columns'
+// normals (column t of w at E/E2[col_off[t] + row_off[i] + j]).
+void refined_bounds(const RecScreen& scr, const WeighedColumns& w, const float* E, const float* E2,
+                    const int64_t* col_off, const int64_t* row_off, int64_t n, double* ub, Buffers& B) {
+    B.rw.resize(16 * n);
+    double* W = B.rw.data();
+    double* ch = W + 8 * n;
+    scr.refined_rows(refined_cols(w), E, E2, col_off, row_off, n, W, ch);
+    for (int64_t r = 0; r < 8 * n; ++r) ub[r] = bound_of(w, W[r], ch[r]);
 }
 
 // Rows n0 + 8 grps[i] + j (i < n, j < 8) generated again over pool columns [0, c4) (or the pool
@@ -812,31 +818,24 @@ void regen_groups(const RecSetup& S, const RecKernels& K, uint32_t n0, const int
 // weighed columns generated again.
 void refined_regen(const RecSetup& S, const RecKernels& K, const WeighedColumns& w, uint32_t n0, const int32_t* grps,
                    int64_t n, double* ub, Buffers& B) {
+    static const int64_t kGroupRows[kRegenBatch] = {0, 8, 16, 24};  // a regen_groups batch's 8-row groups
     regen_groups(S, K, n0, grps, n, 4 * (int64_t)w.quads.size(), w.quads.data(), B.RW, B.RW2,
-                 [&](int64_t i0, int64_t, int64_t ld) {
-                     refined_bound(w, ld, [&](size_t t, const float** e, const float** e2) {
-                         *e = B.RW.data() + w.qpos[t] * ld;
-                         *e2 = B.RW2.data() + w.qpos[t] * ld;
-                     }, ub + 8 * i0);
+                 [&](int64_t i0, int64_t nb, int64_t ld) {
+                     B.col_off.resize(w.k.size());
+                     for (size_t t = 0; t < w.k.size(); ++t) B.col_off[t] = (int64_t)w.qpos[t] * ld;
+                     refined_bounds(*K.screen, w, B.RW.data(), B.RW2.data(), B.col_off.data(), kGroupRows, nb,
+                                    ub + 8 * i0, B);
                  });
 }
 
-// The same from a tile of every pool column (E/E2[k * ld + r], rows 8 grps[i] + j), column by
-// column (each column's rows lie together).
-void refined_tile(const WeighedColumns& w, const float* E, const float* E2, int64_t ld, const int32_t* grps,
-                  int64_t n, double* ub, Buffers& B) {
-    const int64_t rows = 8 * n;
-    B.rw.assign(2 * rows, 0.0);
-    double* W = B.rw.data();
-    double* ch = W + rows;
-    for (size_t t = 0; t < w.k.size(); ++t) {
-        const float* e = E + (int64_t)w.k[t] * ld;
-        const float* e2 = E2 + (int64_t)w.k[t] * ld;
-        for (int64_t i = 0; i < n; ++i)
-            for (int64_t j = 0; j < 8; ++j)
-                bound_step(w, t, e[8 * grps[i] + j], e2[8 * grps[i] + j], W[8 * i + j], ch[8 * i + j]);
-    }
-    for (int64_t r = 0; r < rows; ++r) ub[r] = bound_of(w, W[r], ch[r]);
+// The same from a tile of every pool column (E/E2[k * ld + r], rows 8 grps[i] + j).
+void refined_tile(const RecScreen& scr, const WeighedColumns& w, const float* E, const float* E2, int64_t ld,
+                  const int32_t* grps, int64_t n, double* ub, Buffers& B) {
+    B.col_off.resize(w.k.size());
+    for (size_t t = 0; t < w.k.size(); ++t) B.col_off[t] = (int64_t)w.k[t] * ld;
+    B.row_off.resize(n);
+    for (int64_t i = 0; i < n; ++i) B.row_off[i] = 8 * (int64_t)grps[i];
+    refined_bounds(scr, w, E, E2, B.col_off.data(), B.row_off.data(), n, ub, B);
 }
 
 // rescore_rows for wide blocks: before their exact scores, the rows that can reach the best found
@@ -988,7 +987,7 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
                                    WC.data() + gw_off[g], gp[g], gi, grps, n, out);
                 };
                 auto refine = [&](const int32_t* grps, int64_t n, double* ub) {
-                    refined_tile(wcols[q], B.E.data(), B.E2.data(), RT, grps, n, ub, B);
+                    refined_tile(scr, wcols[q], B.E.data(), B.E2.data(), RT, grps, n, ub, B);
                 };
                 rescore_rows_refined(scr, B.SI.data() + gi * RT, RT, B.SM.data() + 16 * gi, sb[q].K,
                                      sb[q].up * sb[q].K, sink.best(b), n0 + (uint32_t)r0, exact, refine, B,

@@ -113,6 +113,24 @@ constexpr float REC_SCREEN_E2_SCALE = 512.0f;  // low half: round(512 e^2)
 // int32 headroom rest on them.
 constexpr double REC_SCREEN_E_MAX = 5.7703;
 constexpr double REC_SCREEN_E2_MAX = 33.297;
+// A wide block's weighed columns, as refined bounds read them (rec.cpp, WeighedColumns): column
+// t's weights a[t], c[t], and the other columns' chain steps up to the next weighed one (seg_n[t]
+// of them, their terms summing to seg_t[t]); ug is u (1 + g) of the chain bound.
+struct RefinedCols {
+    const double* a;
+    const double* c;
+    const double* seg_n;
+    const double* seg_t;
+    int64_t cols;
+    double ug;
+};
+// Refined sums W and chain bounds ch of n 8-row groups: row j of group i reads column t's normals
+// at E/E2[col_off[t] + row_off[i] + j] and goes to W/ch[8 i + j]. Starting from 0, each column in
+// turn: w1 = W + a e2, w2 = w1 + c e, ch += ug (|w1| + |w2|) + min(seg_n ug |w2|, seg_t), W = w2
+// (in double, in that order). The scalar reference; RecScreen::refined_rows gives the same bits.
+void rec_refined_rows(const RefinedCols& w, const float* E, const float* E2, const int64_t* col_off,
+                      const int64_t* row_off, int64_t n, double* W, double* ch);
+
 struct RecScreen {
     // Strips of 64 rows, each column after column: EB[(r / 64) * 64 cols + 64 k + r % 64] =
     // (round(512 E2) & 0xFFFF) | round(4096 E) << 16 for k < cols, r < rows (rows % 64 == 0), from
@@ -140,6 +158,9 @@ struct RecScreen {
     void (*exact_rows)(const float* E, const float* E2, int64_t ld, int64_t P, const float* WA,
                        const float* WC, int64_t Gp, int64_t g, const int32_t* groups, int64_t n,
                        float* out);
+    // Refined sums and chain bounds of rows (rec_refined_rows' values, bit for bit).
+    void (*refined_rows)(const RefinedCols& w, const float* E, const float* E2, const int64_t* col_off,
+                         const int64_t* row_off, int64_t n, double* W, double* ch);
 };
 const RecScreen* rec_screen_vnni();  // nullptr when not compiled in or the CPU lacks AVX512-VNNI
 const RecScreen* rec_screen_avx2();  // the same scores with AVX2 (VPMADDWD); nullptr without AVX2/FMA
@@ -148,6 +169,9 @@ const RecScreen* rec_screen_avx2();  // the same scores with AVX2 (VPMADDWD); nu
 void rec_exact_rows_avx2(const float* E, const float* E2, int64_t ld, int64_t P, const float* WA,
                          const float* WC, int64_t Gp, int64_t g, const int32_t* groups, int64_t n,
                          float* out);
+// RecScreen::refined_rows with AVX2; call only where the CPU has it.
+void rec_refined_rows_avx2(const RefinedCols& w, const float* E, const float* E2, const int64_t* col_off,
+                           const int64_t* row_off, int64_t n, double* W, double* ch);
 
 // ---------------------------------------------------------------------------------------------
 // Kernels with two implementations (generic scalar, AVX2+FMA) that give identical bits.

@@ -164,9 +164,67 @@ __attribute__((target("avx2,fma"))) void rec_exact_rows_avx2(const float* E, con
     }
 }
 
+// One column of rec_refined_rows on 4 rows: the same double operations in the same order.
+static inline __attribute__((target("avx2,fma"), always_inline)) void refined_step(
+    __m256d a, __m256d c, __m256d nug, __m256d seg_t, __m256d ug, __m256d abs_mask, const float* e,
+    const float* e2, __m256d& W, __m256d& ch) {
+    const __m256d w1 = _mm256_add_pd(W, _mm256_mul_pd(a, _mm256_cvtps_pd(_mm_loadu_ps(e2))));
+    const __m256d w2 = _mm256_add_pd(w1, _mm256_mul_pd(c, _mm256_cvtps_pd(_mm_loadu_ps(e))));
+    const __m256d m2 = _mm256_and_pd(w2, abs_mask);
+    const __m256d chain = _mm256_mul_pd(ug, _mm256_add_pd(_mm256_and_pd(w1, abs_mask), m2));
+    // std::min(x, seg_t) is (seg_t < x) ? seg_t : x, which is MINPD's (seg_t, x).
+    const __m256d other = _mm256_min_pd(seg_t, _mm256_mul_pd(nug, m2));
+    ch = _mm256_add_pd(ch, _mm256_add_pd(chain, other));
+    W = w2;
+}
+
+// Two 8-row groups at a time: four independent chains of dependent additions per column.
+__attribute__((target("avx2,fma"))) void rec_refined_rows_avx2(const RefinedCols& w, const float* E,
+                                                              const float* E2, const int64_t* col_off,
+                                                              const int64_t* row_off, int64_t n, double* W,
+                                                              double* ch) {
+    const __m256d ug = _mm256_set1_pd(w.ug);
+    const __m256d abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFLL));
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        __m256d W0 = _mm256_setzero_pd(), W1 = W0, W2 = W0, W3 = W0, c0 = W0, c1 = W0, c2 = W0, c3 = W0;
+        for (int64_t t = 0; t < w.cols; ++t) {
+            const __m256d a = _mm256_set1_pd(w.a[t]), c = _mm256_set1_pd(w.c[t]);
+            const __m256d nug = _mm256_set1_pd(w.seg_n[t] * w.ug), st = _mm256_set1_pd(w.seg_t[t]);
+            const int64_t o0 = col_off[t] + row_off[i], o1 = col_off[t] + row_off[i + 1];
+            refined_step(a, c, nug, st, ug, abs_mask, E + o0, E2 + o0, W0, c0);
+            refined_step(a, c, nug, st, ug, abs_mask, E + o0 + 4, E2 + o0 + 4, W1, c1);
+            refined_step(a, c, nug, st, ug, abs_mask, E + o1, E2 + o1, W2, c2);
+            refined_step(a, c, nug, st, ug, abs_mask, E + o1 + 4, E2 + o1 + 4, W3, c3);
+        }
+        _mm256_storeu_pd(W + 8 * i, W0);
+        _mm256_storeu_pd(W + 8 * i + 4, W1);
+        _mm256_storeu_pd(W + 8 * i + 8, W2);
+        _mm256_storeu_pd(W + 8 * i + 12, W3);
+        _mm256_storeu_pd(ch + 8 * i, c0);
+        _mm256_storeu_pd(ch + 8 * i + 4, c1);
+        _mm256_storeu_pd(ch + 8 * i + 8, c2);
+        _mm256_storeu_pd(ch + 8 * i + 12, c3);
+    }
+    for (; i < n; ++i) {
+        __m256d W0 = _mm256_setzero_pd(), W1 = W0, c0 = W0, c1 = W0;
+        for (int64_t t = 0; t < w.cols; ++t) {
+            const __m256d a = _mm256_set1_pd(w.a[t]), c = _mm256_set1_pd(w.c[t]);
+            const __m256d nug = _mm256_set1_pd(w.seg_n[t] * w.ug), st = _mm256_set1_pd(w.seg_t[t]);
+            const int64_t o0 = col_off[t] + row_off[i];
+            refined_step(a, c, nug, st, ug, abs_mask, E + o0, E2 + o0, W0, c0);
+            refined_step(a, c, nug, st, ug, abs_mask, E + o0 + 4, E2 + o0 + 4, W1, c1);
+        }
+        _mm256_storeu_pd(W + 8 * i, W0);
+        _mm256_storeu_pd(W + 8 * i + 4, W1);
+        _mm256_storeu_pd(ch + 8 * i, c0);
+        _mm256_storeu_pd(ch + 8 * i + 4, c1);
+    }
+}
+
 namespace {
 const RecScreen kScreenAvx2 = {pack_tile_avx2,     score_cols3_avx2,   score_cols1_avx2, max16_avx2,
-                               rows_at_least_avx2, rec_exact_rows_avx2};
+                               rows_at_least_avx2, rec_exact_rows_avx2, rec_refined_rows_avx2};
 }  // namespace
 
 const RecScreen* rec_screen_avx2() {

@@ -160,7 +160,7 @@ VNNI_KERNEL int64_t rows_at_least_vnni(const int32_t* x, int64_t rows, int32_t t
 }
 
 const RecScreen kScreen = {pack_tile_vnni, score_cols3_vnni, score_cols1_vnni, max16_vnni,
-                           rows_at_least_vnni, rec_exact_rows_avx2};
+                           rows_at_least_vnni, rec_exact_rows_avx2, rec_refined_rows_avx2};
 
 }  // namespace
 

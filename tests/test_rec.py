@@ -86,6 +86,50 @@ def test_regenerated_row_groups_and_screen_words_in_every_kernel_set():
             assert np.array_equal(w, words), k
 
 
+def _refined_rows_numpy(a, c, seg_n, seg_t, ug, E, E2, row_off):
+    """RecScreen::refined_rows' sums and chain bounds in numpy float64, operation by operation."""
+    rows = (row_off[:, None] + np.arange(8)).ravel()
+    W = np.zeros(rows.size)
+    ch = np.zeros(rows.size)
+    for t in range(a.size):
+        w1 = W + a[t] * E2[t, rows].astype(np.float64)
+        w2 = w1 + c[t] * E[t, rows].astype(np.float64)
+        ch = ch + (ug * (np.abs(w1) + np.abs(w2)) + np.minimum(seg_n[t] * ug * np.abs(w2), seg_t[t]))
+        W = w2
+    return W, ch
+
+
+@given(st.integers(0, 14), st.integers(0, 6), st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_refined_row_bounds_in_every_kernel_set(cols, groups, seed):
+    """A wide block's refined sums and chain bounds (the rows its screen bound cannot rule out) are
+    the numpy float64 values of the same operations, bit for bit, in every kernel set: odd and even
+    group counts, weights from the prior-skipped scale to the 1e30 clamp, chain terms that do and
+    do not bound a step."""
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** rng.uniform(-9, 30, cols)
+    a = -np.abs(rng.standard_normal(cols)) * scale
+    a[rng.random(cols) < 0.2] *= -1.0
+    c = rng.standard_normal(cols) * scale
+    seg_n = rng.integers(0, 3000, cols).astype(np.float64)
+    seg_t = np.abs(rng.standard_normal(cols)) * 10.0 ** rng.uniform(-12, 3, cols)
+    ug = 2.0 ** -24 * (1.0 + 1e-3 * rng.random())
+    ld = 64
+    E = rng.standard_normal((cols, ld)).astype(np.float32)
+    E2 = E * E
+    row_off = rng.integers(0, ld - 7, groups).astype(np.int64)
+    want = _refined_rows_numpy(a, c, seg_n, seg_t, ug, E, E2, row_off)
+    for k in KERNEL_SETS:
+        if not _core.set_kernels(k):
+            continue
+        try:
+            got = _core.refined_rows(a, c, seg_n, seg_t, ug, E, E2, row_off)
+        finally:
+            _core.set_kernels("auto")
+        for g, w in zip(got, want):
+            assert np.array_equal(g.view(np.uint64), w.view(np.uint64)), k
+
+
 @given(st.lists(st.integers(0, 3), min_size=1, max_size=12), st.integers(0, 2**40), st.integers(0, 2**20))
 @settings(max_examples=25, deadline=None)
 def test_screen_words_of_chosen_box_muller_pairs(pairs, seed, n0):
