@@ -178,7 +178,8 @@ class BlockedGraph:
     def __init__(self, params, steps: list, outputs: list[str], block: int):
         self._params, self._steps, self._outputs, self._block = params, steps, outputs, block
         self._param_cache: tuple[bytes, dict] | None = None
-        self._buffers: dict[str, np.ndarray] = {}
+        self._buffers: dict[int, np.ndarray] = {}
+        self._slots = _buffer_slots(steps, outputs)
         self._lock = threading.Lock()
         self._threads = available_threads()
 
@@ -191,12 +192,14 @@ class BlockedGraph:
 
     def _buffer(self, name: str, like: np.ndarray) -> np.ndarray:
         """The output array of kernel step ``name``: a view of memory kept between calls and grown
-        to the largest call (a fresh 64 MB array per tile costs its page faults each time)."""
-        flat = self._buffers.get(name)
+        to the largest call (a fresh 64 MB array per tile costs its page faults each time), shared
+        by the kernel outputs whose lifetimes do not overlap (_buffer_slots)."""
+        slot = self._slots[name]
+        flat = self._buffers.get(slot)
         if flat is None or flat.size < like.size:
             # A quarter more than asked: the tiles of an image differ in size by their halos, and
             # growing (new pages to fault in) cost a tile's worth of time each time.
-            flat = self._buffers[name] = np.empty(like.size + like.size // 4, np.float32)
+            flat = self._buffers[slot] = np.empty(like.size + like.size // 4, np.float32)
         return flat[:like.size].reshape(like.shape)
 
     def release(self) -> None:
@@ -222,6 +225,37 @@ class BlockedGraph:
                     out = env[step[5]] = self._buffer(step[5], x)
                     _core.blocked_divide_scale_shift(x, d, np.ravel(g), np.ravel(b), out, self._block, self._threads)
             return [env[o] for o in self._outputs]
+
+
+def _step_reads(step: tuple) -> list[str]:
+    if step[0] == "ort":
+        return list(step[2])
+    return list(step[1:2] if step[0] == "abs" else step[1:5])
+
+
+def _buffer_slots(steps: list, outputs: list[str]) -> dict[str, int]:
+    """A buffer for each kernel step's output, shared with earlier kernel outputs no step reads
+    any more (a value is dead once its last reader has run: ONNX Runtime does not keep its inputs).
+    In the analysis transform one buffer then serves every layer's Abs and divisive normalisation
+    instead of one per step: 85 MB instead of 276 MB for a 1088 x 1088 tile, pages the first tile
+    no longer faults in."""
+    last = {name: len(steps) for name in outputs}  # graph outputs live past the last step
+    for i, step in enumerate(steps):
+        for name in _step_reads(step):
+            last[name] = max(last.get(name, i), i)
+    slots: dict[str, int] = {}
+    holder: list[str | None] = []  # the value each slot holds
+    for i, step in enumerate(steps):
+        if step[0] == "ort":
+            continue
+        out = step[-1]
+        free = [k for k, v in enumerate(holder) if v is None or last.get(v, -1) < i]
+        slot = free[0] if free else len(holder)
+        if slot == len(holder):
+            holder.append(None)
+        holder[slot] = out
+        slots[out] = slot
+    return slots
 
 
 def _plan(model: _Model, image_inputs: set[str], block: int):

@@ -87,6 +87,45 @@ def test_shipped_analysis_blocked_gives_the_plain_sessions_bits(shipped):
         assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(want, got))
 
 
+@given(st.lists(st.tuples(st.sampled_from(["ort", "abs", "dss"]), st.lists(st.integers(0, 30), max_size=4)),
+                min_size=1, max_size=30))
+@settings(max_examples=100, deadline=None)
+def test_kernel_buffers_shared_only_by_values_whose_lives_do_not_overlap(raw):
+    """Random step lists: a kernel step's output never goes to a buffer whose value a later step (or
+    the graph's outputs) still reads, nor to one the step itself reads."""
+    steps, made = [], []
+    for i, (kind, picks) in enumerate(raw):
+        reads = [made[p % len(made)] for p in picks] if made else []
+        reads = reads or ["x"]  # the graph's input
+        out = f"v{i}"
+        if kind == "ort":
+            steps.append(("ort", None, reads, [out]))
+        elif kind == "abs":
+            steps.append(("abs", reads[0], out))
+        else:
+            steps.append(("dss", *(reads * 4)[:4], out))
+        made.append(out)
+    outputs = [made[-1]]
+    slots = ort_blocked._buffer_slots(steps, outputs)
+    assert set(slots) == {s[-1] for s in steps if s[0] != "ort"}
+    reads_at = [ort_blocked._step_reads(s) for s in steps] + [outputs]
+    for i, step in enumerate(steps):
+        if step[0] == "ort":
+            continue
+        # Every value in the same buffer made before this step is read by no step from here on.
+        for j in range(i):
+            other = steps[j]
+            if other[0] != "ort" and slots[other[-1]] == slots[step[-1]]:
+                assert not any(other[-1] in r for r in reads_at[i:]), (j, i)
+
+
+def test_shipped_analysis_shares_one_kernel_buffer(shipped):
+    # Each Abs output dies in the normalisation's convolution and each division's in the next
+    # layer's convolution: every kernel step of the analysis can write the same memory.
+    graph = ort_blocked.build(shipped._files["analysis"], runtime._options)
+    assert set(graph._slots.values()) == {0}
+
+
 def test_graph_without_the_steps_stays_plain(shipped):
     # The hyper transform has no divisive normalisation: nothing to keep blocked.
     assert ort_blocked.build(shipped._files["hyper"], runtime._options, image_inputs=("y_mean",)) is None
