@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .geometry import LATENT_STRIDE, MODEL_STRIDE, Z_STRIDE, padded_size
+from .threads import available as available_threads
 
 __all__ = ["LATENT_STRIDE", "Z_STRIDE", "TILE_LATENTS", "HALO_LATENTS", "PRIOR_TILE", "PRIOR_HALO",
            "THRESHOLD_PIXELS", "KL_CHUNK", "should_tile", "tiles", "map_tiles", "kl_bits"]
@@ -89,19 +90,38 @@ def map_tiles(fn: Callable[[np.ndarray], Sequence[np.ndarray]], read: Read, rows
     if tile is None:
         tile = max(rows, cols, 1)
     whole: list[np.ndarray] | None = None
-    for r0, r1, er0, er1 in tiles(rows, tile, halo):
-        for c0, c1, ec0, ec1 in tiles(cols, tile, halo):
-            outs = fn(read(er0, er1, ec0, ec1))
-            keep = (slice((r0 - er0) * scale, (r1 - er0) * scale), slice((c0 - ec0) * scale, (c1 - ec0) * scale))
-            parts = [o[..., keep[0], keep[1]] for o in outs]
-            if sink is not None:
-                sink(r0 * scale, c0 * scale, parts)
-                continue
-            if whole is None:
-                whole = [np.empty((1, p.shape[1], rows * scale, cols * scale), np.float32) for p in parts]
-            for w, p in zip(whole, parts):
-                w[..., r0 * scale:r1 * scale, c0 * scale:c1 * scale] = p
-            del outs, parts
+    pool = None
+    try:
+        for r0, r1, er0, er1 in tiles(rows, tile, halo):
+            for c0, c1, ec0, ec1 in tiles(cols, tile, halo):
+                outs = fn(read(er0, er1, ec0, ec1))
+                keep = (slice((r0 - er0) * scale, (r1 - er0) * scale),
+                        slice((c0 - ec0) * scale, (c1 - ec0) * scale))
+                parts = [o[..., keep[0], keep[1]] for o in outs]
+                if sink is not None:
+                    sink(r0 * scale, c0 * scale, parts)
+                    continue
+                if whole is None:
+                    whole = [np.empty((1, p.shape[1], rows * scale, cols * scale), np.float32) for p in parts]
+                    if len(whole) > 1 and tile < max(rows, cols) and available_threads() > 1:
+                        from concurrent.futures import ThreadPoolExecutor  # tiled images only
+
+                        pool = ThreadPoolExecutor(min(len(whole), available_threads()))
+
+                def put(dest: np.ndarray, part: np.ndarray, r0=r0, r1=r1, c0=c0, c1=c1) -> None:
+                    dest[..., r0 * scale:r1 * scale, c0 * scale:c1 * scale] = part
+
+                if pool is None:
+                    for dest, part in zip(whole, parts):
+                        put(dest, part)
+                else:
+                    # The outputs side by side, each copy mostly the first touches of its whole
+                    # array's pages: a 12 MP photo's y prior spent 0.1 s in them on one core.
+                    list(pool.map(put, whole, parts))
+                del outs, parts
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return whole
 
 
@@ -116,7 +136,6 @@ def kl_bits(mu_q: np.ndarray, sd_q: np.ndarray, mu_p: np.ndarray, sd_p: np.ndarr
     from concurrent.futures import ThreadPoolExecutor
 
     from . import rec
-    from .threads import available
 
     n = int(np.asarray(mu_q).shape[0])
     if n <= chunk or not all(np.asarray(a).shape == (n,) for a in (sd_q, mu_p, sd_p)):
@@ -128,7 +147,7 @@ def kl_bits(mu_q: np.ndarray, sd_q: np.ndarray, mu_p: np.ndarray, sd_p: np.ndarr
         out[lo:hi] = rec.kl_bits(mu_q[lo:hi], sd_q[lo:hi], mu_p[lo:hi], sd_p[lo:hi])
 
     starts = range(0, n, chunk)
-    with ThreadPoolExecutor(max(1, min(available(), len(starts)))) as pool:
+    with ThreadPoolExecutor(max(1, min(available_threads(), len(starts)))) as pool:
         for _ in pool.map(part, starts):  # re-raises a chunk's error
             pass
     return out
