@@ -1151,8 +1151,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 maxima[q].assign(gnch[g], INT32_MIN);
             }
         }
-    parallel_for((int64_t)items.size(), T, [&](int64_t it, int tid) {
-        const Item& I = items[it];
+    auto run_item = [&](const Item& I, int tid) {
         Buffers& B = bufs[tid];
         if (I.kind == 0) {
             int64_t Pmax = 0, Gpmax = 0;
@@ -1243,12 +1242,22 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                 sink.put(b, 0, st);
             }
         }
-    });
-    if (compact.empty()) return;
+    };
+    // The kCompact groups' items first (their chunks' screened maxima), then the compact blocks'
+    // rescoring, longest first, alongside every other item: a thread no longer ends on a long
+    // compact block alone while the other waits.
+    std::vector<int64_t> first, rest;
+    for (int64_t it = 0; it < (int64_t)items.size(); ++it)
+        (items[it].kind == 0 && mode(items[it].a) == ScreenPlan::kCompact ? first : rest).push_back(it);
+    parallel_for((int64_t)first.size(), T, [&](int64_t i, int tid) { run_item(items[first[i]], tid); });
     std::vector<int64_t> group_of(S.pool_blocks.size());
     for (int64_t g = 0; g < G; ++g)
         for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) group_of[q] = g;
-    parallel_for((int64_t)compact.size(), T, [&](int64_t i, int tid) {
+    std::stable_sort(compact.begin(), compact.end(),
+                     [&](int64_t x, int64_t y) { return S.len[S.pool_blocks[x]] > S.len[S.pool_blocks[y]]; });
+    const int64_t nc = (int64_t)compact.size();
+    parallel_for(nc + (int64_t)rest.size(), T, [&](int64_t i, int tid) {
+        if (i >= nc) return run_item(items[rest[i - nc]], tid);
         const int64_t q = compact[i], g = group_of[q];
         compact_chunks(S, K, q, g, q - S.group_begin[g], gp[g], WA.data() + gw_off[g], WC.data() + gw_off[g], sb[q],
                        wcols[q], maxima[q], bufs[tid], sink);
