@@ -29,6 +29,18 @@
 namespace bbimg {
 namespace {
 
+// acc += the int16 pair products of x and w (VPDPWSSD), in place. GCC 12 keeps a copy of every
+// accumulator of _mm512_dpwssd_epi32 in a loop and moves it back each iteration (24 register
+// moves per 12 VPDPWSSD in score_cols3); an accumulator the asm reads and writes needs none.
+static inline __attribute__((always_inline, target("avx512f,avx512vnni"))) void dpwssd(__m512i& acc, __m512i x,
+                                                                                       __m512i w) {
+#if defined(__GNUC__) && !defined(__clang__)
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+#else
+    acc = _mm512_dpwssd_epi32(acc, x, w);
+#endif
+}
+
 // Tile words: (round(512 e^2), round(4096 e)) as int16 pairs. |e| <= 5.7703 (the generator cuts
 // the tail there), so |4096 e| <= 23,636 and 512 e^2 <= 17,049: both fit. Rounding to nearest is
 // exact arithmetic up to the final rounding (the scalings are powers of two).
@@ -66,21 +78,21 @@ VNNI_KERNEL void score_cols3_vnni(const uint32_t* EB, int64_t rows, int64_t widt
             const __m512i w1 = _mm512_set1_epi32((int)w[1]);
             const __m512i w2 = _mm512_set1_epi32((int)w[2]);
             __m512i x = _mm512_loadu_si512(ep);
-            a00 = _mm512_dpwssd_epi32(a00, x, w0);
-            a01 = _mm512_dpwssd_epi32(a01, x, w1);
-            a02 = _mm512_dpwssd_epi32(a02, x, w2);
+            dpwssd(a00, x, w0);
+            dpwssd(a01, x, w1);
+            dpwssd(a02, x, w2);
             x = _mm512_loadu_si512(ep + 16);
-            a10 = _mm512_dpwssd_epi32(a10, x, w0);
-            a11 = _mm512_dpwssd_epi32(a11, x, w1);
-            a12 = _mm512_dpwssd_epi32(a12, x, w2);
+            dpwssd(a10, x, w0);
+            dpwssd(a11, x, w1);
+            dpwssd(a12, x, w2);
             x = _mm512_loadu_si512(ep + 32);
-            a20 = _mm512_dpwssd_epi32(a20, x, w0);
-            a21 = _mm512_dpwssd_epi32(a21, x, w1);
-            a22 = _mm512_dpwssd_epi32(a22, x, w2);
+            dpwssd(a20, x, w0);
+            dpwssd(a21, x, w1);
+            dpwssd(a22, x, w2);
             x = _mm512_loadu_si512(ep + 48);
-            a30 = _mm512_dpwssd_epi32(a30, x, w0);
-            a31 = _mm512_dpwssd_epi32(a31, x, w1);
-            a32 = _mm512_dpwssd_epi32(a32, x, w2);
+            dpwssd(a30, x, w0);
+            dpwssd(a31, x, w1);
+            dpwssd(a32, x, w2);
         }
         int32_t* s0 = S + r;
         int32_t* s1 = s0 + ld_s;
@@ -120,14 +132,14 @@ VNNI_KERNEL void score_cols1_vnni(const uint32_t* EB, int64_t rows, int64_t widt
             const uint32_t* ep = strip0 + 64 * (int64_t)cols[i];
             const uint32_t* eq = strip1 + 64 * (int64_t)cols[i];
             const __m512i w = _mm512_set1_epi32((int)W[i]);
-            a0 = _mm512_dpwssd_epi32(a0, _mm512_loadu_si512(ep), w);
-            a1 = _mm512_dpwssd_epi32(a1, _mm512_loadu_si512(ep + 16), w);
-            a2 = _mm512_dpwssd_epi32(a2, _mm512_loadu_si512(ep + 32), w);
-            a3 = _mm512_dpwssd_epi32(a3, _mm512_loadu_si512(ep + 48), w);
-            a4 = _mm512_dpwssd_epi32(a4, _mm512_loadu_si512(eq), w);
-            a5 = _mm512_dpwssd_epi32(a5, _mm512_loadu_si512(eq + 16), w);
-            a6 = _mm512_dpwssd_epi32(a6, _mm512_loadu_si512(eq + 32), w);
-            a7 = _mm512_dpwssd_epi32(a7, _mm512_loadu_si512(eq + 48), w);
+            dpwssd(a0, _mm512_loadu_si512(ep), w);
+            dpwssd(a1, _mm512_loadu_si512(ep + 16), w);
+            dpwssd(a2, _mm512_loadu_si512(ep + 32), w);
+            dpwssd(a3, _mm512_loadu_si512(ep + 48), w);
+            dpwssd(a4, _mm512_loadu_si512(eq), w);
+            dpwssd(a5, _mm512_loadu_si512(eq + 16), w);
+            dpwssd(a6, _mm512_loadu_si512(eq + 32), w);
+            dpwssd(a7, _mm512_loadu_si512(eq + 48), w);
         }
         int32_t* s = S + r;
         _mm512_storeu_si512(s, a0);
