@@ -224,6 +224,9 @@ struct Buffers {
     std::vector<int32_t> kept;              // screen: rows whose bound reaches the best found
     std::vector<double> rw;                 // screen: refined sums and chain bounds of those rows
     std::vector<int64_t> col_off, row_off;  // screen: where those rows' weighed columns lie
+    std::vector<int32_t> top_gi, top_grp, top_row;  // screen: a group's blocks still open, their top rows
+    std::vector<double> top_f;              // ... the best exact score found before, in integer units
+    std::vector<float> top_ex;              // ... and the exact scores of those rows' 8-row groups
     std::vector<ChunkStat> st;              // screen: statistics of a sliced item's blocks
     float ex8[8];                           // screen: exact scores of the top row's group
     // The screen's buffers, for a packed tile of `words` words.
@@ -633,12 +636,6 @@ void score_triples(const RecScreen& scr, const ScreenPlan& SP, int64_t g, const 
     }
 }
 
-// Folds into st (ascending rows, the first on ties) the exact scores of the rows of one block's
-// integer scores x[0..rows) (lane maxima M) that can reach max(found, st.m), `found` being the
-// best exact maximum of the block so far; candidate index n_base + row. In integer units
-// exact * Kb <= x + up. The exact score v of the first row at the screened maximum comes first:
-// the rows' maximum is at least v, so only rows within `up` of max(v, found) need theirs.
-// exact(groups, n, out): exact scores of 8-row groups. Returns false when no row can reach found.
 // The distinct 8-row groups of rows[0..n) (ascending) other than group `top`, into groups; their count.
 inline int64_t row_groups(const int32_t* rows, int64_t n, int32_t top, int32_t* groups) {
     int64_t ng = 0;
@@ -670,23 +667,6 @@ void fold_exact(const int32_t* rows, int64_t n, int32_t top, uint32_t n_base, Ex
             st.n = n_base + (uint32_t)r;
         }
     }
-}
-
-template <class Exact>
-bool rescore_rows(const RecScreen& scr, const int32_t* x, int64_t rows, const int32_t* M, double Kb, double up,
-                  float found, uint32_t n_base, Exact&& exact, Buffers& B, ChunkStat& st) {
-    double f = (double)std::max(found, st.m) * Kb;
-    const double mi = (double)scr.max16(M);
-    if (mi + up < f) return false;
-    scr.rows_at_least(x, rows, (int32_t)mi, B.rows.data());
-    const int32_t top = B.rows[0] >> 3;
-    exact(&top, 1, B.ex8);
-    f = std::max(f, (double)B.ex8[B.rows[0] & 7] * Kb);
-    const double thr = std::floor(f - up);
-    const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
-    const int64_t nr = scr.rows_at_least(x, rows, th, B.rows.data());
-    fold_exact(B.rows.data(), nr, top, n_base, exact, B, st);
-    return true;
 }
 
 // A wide block's weighed columns (nonzero screen words) with their weights, and what a row's exact
@@ -885,7 +865,11 @@ bool rescore_rows_refined(const RecScreen& scr, const int32_t* x, int64_t rows, 
 // maximum plus the bound stays below an exact maximum already found in another chunk).
 // rec_combine then picks the same candidate as from exact statistics: the chunk holding the
 // block's maximum is never skipped, and within a chunk every row that can equal its maximum or
-// beat the best found is rescored exactly, in ascending order (first on ties).
+// beat the best found is rescored exactly, in ascending order (first on ties). In integer units
+// exact * K <= screened + up. The exact score v of each block's first row at its screened maximum
+// comes first (the rows' maximum is at least v, so only rows within `up` of max(v, found) need
+// theirs): those of a group's blocks in one call, four fp32 chains side by side instead of one
+// waiting on each FMA's latency.
 void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga, int64_t gz, int64_t tcols,
                   const std::vector<float>& WA, const std::vector<float>& WC, const ScreenPlan& SP,
                   const std::vector<ScreenBlock>& sb, const std::vector<int64_t>& gw_off,
@@ -896,16 +880,45 @@ void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga
     scr.pack_tile(B.E.data(), B.E2.data(), REC_CHUNK, REC_CHUNK, tcols, B.EB.data());
     for (int64_t g = ga; g < gz; ++g) {
         score_triples(scr, SP, g, B.EB.data(), REC_CHUNK, tcols, B.SI.data(), REC_CHUNK, B.SM.data());
-        for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
-            const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
-            ChunkStat st{-kInf, n0, 0.0};  // m = -inf: no row that can matter
-            auto exact = [&](const int32_t* grps, int64_t n, float* out) {
-                scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, S.group_P[g], WA.data() + gw_off[g],
-                               WC.data() + gw_off[g], gp[g], gi, grps, n, out);
-            };
-            rescore_rows(scr, B.SI.data() + gi * REC_CHUNK, REC_CHUNK, B.SM.data() + 16 * gi, sb[q].K,
-                         sb[q].up * sb[q].K, sink.best(b), n0, exact, B, st);
-            sink.put(b, c, st);
+        const int64_t q0 = S.group_begin[g], P = S.group_P[g];
+        const float* wa = WA.data() + gw_off[g];
+        const float* wc = WC.data() + gw_off[g];
+        // The blocks whose chunk can hold their pick, each with the first row at its screened maximum.
+        B.top_gi.clear();
+        B.top_grp.clear();
+        B.top_row.clear();
+        B.top_f.clear();
+        for (int64_t q = q0; q < S.group_begin[g + 1]; ++q) {
+            const int64_t gi = q - q0;
+            const double f = (double)sink.best(S.pool_blocks[q]) * sb[q].K;
+            const double mi = (double)scr.max16(B.SM.data() + 16 * gi);
+            if (mi + sb[q].up * sb[q].K < f) {
+                sink.put(S.pool_blocks[q], c, ChunkStat{-kInf, n0, 0.0});
+                continue;
+            }
+            scr.rows_at_least(B.SI.data() + gi * REC_CHUNK, REC_CHUNK, (int32_t)mi, B.rows.data());
+            B.top_gi.push_back((int32_t)gi);
+            B.top_grp.push_back(B.rows[0] >> 3);
+            B.top_row.push_back(B.rows[0]);
+            B.top_f.push_back(f);
+        }
+        const int64_t nt = (int64_t)B.top_gi.size();
+        B.top_ex.resize(8 * nt);
+        scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, gp[g], 0, B.top_gi.data(), B.top_grp.data(), nt,
+                       B.top_ex.data());
+        for (int64_t i = 0; i < nt; ++i) {
+            const int64_t gi = B.top_gi[i], q = q0 + gi;
+            const double Kb = sb[q].K, up = sb[q].up * sb[q].K;
+            std::copy(B.top_ex.begin() + 8 * i, B.top_ex.begin() + 8 * i + 8, B.ex8);
+            const double f = std::max(B.top_f[i], (double)B.ex8[B.top_row[i] & 7] * Kb);
+            const double thr = std::floor(f - up);
+            const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
+            const int64_t nr = scr.rows_at_least(B.SI.data() + gi * REC_CHUNK, REC_CHUNK, th, B.rows.data());
+            ChunkStat st{-kInf, n0, 0.0};
+            fold_exact(B.rows.data(), nr, B.top_grp[i], n0, [&](const int32_t* grps, int64_t n, float* out) {
+                scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, gp[g], gi, nullptr, grps, n, out);
+            }, B, st);
+            sink.put(S.pool_blocks[q], c, st);
         }
     }
 }
@@ -947,7 +960,7 @@ void compact_chunks(const RecSetup& S, const RecKernels& K, int64_t q, int64_t g
                         B.SI.data(), B.SM.data());
         auto exact = [&](const int32_t* grps, int64_t n, float* out) {
             regen_groups(S, K, n0, grps, n, c4, nullptr, B.RE, B.RE2, [&](int64_t i0, int64_t nb, int64_t ld) {
-                scr.exact_rows(B.RE.data(), B.RE2.data(), ld, P, wa, wc, Gp, gi, kIota, nb, out + 8 * i0);
+                scr.exact_rows(B.RE.data(), B.RE2.data(), ld, P, wa, wc, Gp, gi, nullptr, kIota, nb, out + 8 * i0);
             });
         };
         auto refine = [&](const int32_t* grps, int64_t n, double* ub) { refined_regen(S, K, w, n0, grps, n, ub, B); };
@@ -984,7 +997,7 @@ void screen_slices(const RecSetup& S, const RecScreen& scr, const RecKernels& K,
                 const int64_t b = S.pool_blocks[q], gi = q - S.group_begin[g];
                 auto exact = [&](const int32_t* grps, int64_t n, float* out) {
                     scr.exact_rows(B.E.data(), B.E2.data(), RT, S.group_P[g], WA.data() + gw_off[g],
-                                   WC.data() + gw_off[g], gp[g], gi, grps, n, out);
+                                   WC.data() + gw_off[g], gp[g], gi, nullptr, grps, n, out);
                 };
                 auto refine = [&](const int32_t* grps, int64_t n, double* ub) {
                     refined_tile(scr, wcols[q], B.E.data(), B.E2.data(), RT, grps, n, ub, B);

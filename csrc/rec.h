@@ -153,11 +153,11 @@ struct RecScreen {
     int32_t (*max16)(const int32_t* m);  // the largest of m[0..16)
     // The rows r < rows (rows % 16 == 0) with x[r] >= t, ascending, into out; returns the count.
     int64_t (*rows_at_least)(const int32_t* x, int64_t rows, int32_t t, int32_t* out);
-    // Exact scores (score_group's fp32 chain for block column g) of the 8-row groups listed in
-    // groups (row 8 groups[i] + j goes to out[8 i + j]).
+    // Exact scores (score_group's fp32 chain for block column g, or gs[i] for group i where gs is
+    // not null) of the 8-row groups listed in groups (row 8 groups[i] + j goes to out[8 i + j]).
     void (*exact_rows)(const float* E, const float* E2, int64_t ld, int64_t P, const float* WA,
-                       const float* WC, int64_t Gp, int64_t g, const int32_t* groups, int64_t n,
-                       float* out);
+                       const float* WC, int64_t Gp, int64_t g, const int32_t* gs, const int32_t* groups,
+                       int64_t n, float* out);
     // Refined sums and chain bounds of rows (rec_refined_rows' values, bit for bit).
     void (*refined_rows)(const RefinedCols& w, const float* E, const float* E2, const int64_t* col_off,
                          const int64_t* row_off, int64_t n, double* W, double* ch);
@@ -167,7 +167,7 @@ const RecScreen* rec_screen_avx2();  // the same scores with AVX2 (VPMADDWD); nu
 // The screens' exact rescoring (RecScreen::exact_rows) with AVX2+FMA; call only where the CPU has
 // both (rec_screen_avx2() is not null).
 void rec_exact_rows_avx2(const float* E, const float* E2, int64_t ld, int64_t P, const float* WA,
-                         const float* WC, int64_t Gp, int64_t g, const int32_t* groups, int64_t n,
+                         const float* WC, int64_t Gp, int64_t g, const int32_t* gs, const int32_t* groups, int64_t n,
                          float* out);
 // RecScreen::refined_rows with AVX2; call only where the CPU has it.
 void rec_refined_rows_avx2(const RefinedCols& w, const float* E, const float* E2, const int64_t* col_off,

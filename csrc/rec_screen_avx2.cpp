@@ -128,25 +128,45 @@ SCREEN_KERNEL int64_t rows_at_least_avx2(const int32_t* x, int64_t rows, int32_t
 // k < P), four groups at a time to hide the FMA latency.
 __attribute__((target("avx2,fma"))) void rec_exact_rows_avx2(const float* E, const float* E2, int64_t ld, int64_t P,
                                                              const float* WA, const float* WC, int64_t Gp, int64_t g,
-                                                             const int32_t* groups, int64_t n, float* out) {
+                                                             const int32_t* gs, const int32_t* groups, int64_t n,
+                                                             float* out) {
     int64_t i = 0;
+    // Four row groups at a time: four independent chains (one alone waits on each FMA's latency).
     for (; i + 4 <= n; i += 4) {
         const int64_t r0 = 8 * (int64_t)groups[i], r1 = 8 * (int64_t)groups[i + 1],
                       r2 = 8 * (int64_t)groups[i + 2], r3 = 8 * (int64_t)groups[i + 3];
+        const int64_t g0 = gs ? gs[i] : g, g1 = gs ? gs[i + 1] : g, g2 = gs ? gs[i + 2] : g, g3 = gs ? gs[i + 3] : g;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t k = 0; k < P; ++k) {
-            const __m256 wa = _mm256_broadcast_ss(WA + k * Gp + g);
-            const __m256 wc = _mm256_broadcast_ss(WC + k * Gp + g);
-            const float* e2 = E2 + k * ld;
-            const float* e = E + k * ld;
-            a0 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r0), a0);
-            a1 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r1), a1);
-            a2 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r2), a2);
-            a3 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r3), a3);
-            a0 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r0), a0);
-            a1 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r1), a1);
-            a2 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r2), a2);
-            a3 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r3), a3);
+        if (!gs) {
+            for (int64_t k = 0; k < P; ++k) {
+                const __m256 wa = _mm256_broadcast_ss(WA + k * Gp + g);
+                const __m256 wc = _mm256_broadcast_ss(WC + k * Gp + g);
+                const float* e2 = E2 + k * ld;
+                const float* e = E + k * ld;
+                a0 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r0), a0);
+                a1 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r1), a1);
+                a2 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r2), a2);
+                a3 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(e2 + r3), a3);
+                a0 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r0), a0);
+                a1 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r1), a1);
+                a2 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r2), a2);
+                a3 = _mm256_fmadd_ps(wc, _mm256_loadu_ps(e + r3), a3);
+            }
+        } else {
+            for (int64_t k = 0; k < P; ++k) {
+                const float* wa = WA + k * Gp;
+                const float* wc = WC + k * Gp;
+                const float* e2 = E2 + k * ld;
+                const float* e = E + k * ld;
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wa + g0), _mm256_loadu_ps(e2 + r0), a0);
+                a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(wa + g1), _mm256_loadu_ps(e2 + r1), a1);
+                a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(wa + g2), _mm256_loadu_ps(e2 + r2), a2);
+                a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(wa + g3), _mm256_loadu_ps(e2 + r3), a3);
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wc + g0), _mm256_loadu_ps(e + r0), a0);
+                a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(wc + g1), _mm256_loadu_ps(e + r1), a1);
+                a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(wc + g2), _mm256_loadu_ps(e + r2), a2);
+                a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(wc + g3), _mm256_loadu_ps(e + r3), a3);
+            }
         }
         _mm256_storeu_ps(out + 8 * i, a0);
         _mm256_storeu_ps(out + 8 * i + 8, a1);
@@ -154,11 +174,11 @@ __attribute__((target("avx2,fma"))) void rec_exact_rows_avx2(const float* E, con
         _mm256_storeu_ps(out + 8 * i + 24, a3);
     }
     for (; i < n; ++i) {
-        const int64_t r0 = 8 * (int64_t)groups[i];
+        const int64_t r0 = 8 * (int64_t)groups[i], gi = gs ? gs[i] : g;
         __m256 a0 = _mm256_setzero_ps();
         for (int64_t k = 0; k < P; ++k) {
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(WA + k * Gp + g), _mm256_loadu_ps(E2 + k * ld + r0), a0);
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(WC + k * Gp + g), _mm256_loadu_ps(E + k * ld + r0), a0);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(WA + k * Gp + gi), _mm256_loadu_ps(E2 + k * ld + r0), a0);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(WC + k * Gp + gi), _mm256_loadu_ps(E + k * ld + r0), a0);
         }
         _mm256_storeu_ps(out + 8 * i, a0);
     }
