@@ -228,6 +228,7 @@ struct Buffers {
     std::vector<double> top_f;              // ... the best exact score found before, in integer units
     std::vector<float> top_ex;              // ... and the exact scores of those rows' 8-row groups
     std::vector<ChunkStat> st;              // screen: statistics of a sliced item's blocks
+    std::vector<int32_t> cmax;              // screen: the compact pool's blocks' screened maxima
     float ex8[8];                           // screen: exact scores of the top row's group
     // The screen's buffers, for a packed tile of `words` words.
     void need_screen(int64_t words) {
@@ -621,17 +622,18 @@ void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const s
 // Integer scores of group g's blocks for the `rows` rows held by EB (`width` tile columns):
 // block column j's at SI[j * ld_s ...], their lane maxima at SM[16 j ...].
 void score_triples(const RecScreen& scr, const ScreenPlan& SP, int64_t g, const uint32_t* EB, int64_t rows,
-                   int64_t width, int32_t* SI, int64_t ld_s, int32_t* SM) {
+                   int64_t width, int32_t* SI, int64_t ld_s, int32_t* SM, const int32_t* cols = nullptr) {
+    if (!cols) cols = SP.cols.data();  // else the triples' columns in another tile (CompactPool)
     for (int64_t t = SP.tri_first[g]; t < SP.tri_first[g + 1]; ++t) {
         const ScreenPlan::Triple& T = SP.tri[t];
         const int64_t j0 = 3 * (t - SP.tri_first[g]);
         if (!T.single) {
-            scr.score_cols3(EB, rows, width, SP.cols.data() + T.c, SP.words.data() + T.w, T.n[0], SI + j0 * ld_s,
+            scr.score_cols3(EB, rows, width, cols + T.c, SP.words.data() + T.w, T.n[0], SI + j0 * ld_s,
                             ld_s, SM + 16 * j0);
             continue;
         }
         for (int64_t j = 0, o = 0; j < 3; o += T.n[j], ++j)
-            scr.score_cols1(EB, rows, width, SP.cols.data() + T.c + o, SP.words.data() + T.w + o, T.n[j],
+            scr.score_cols1(EB, rows, width, cols + T.c + o, SP.words.data() + T.w + o, T.n[j],
                             SI + (j0 + j) * ld_s, SM + 16 * (j0 + j));
     }
 }
@@ -923,13 +925,78 @@ void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga
     }
 }
 
-// The screened maxima of chunk c for the blocks of kCompact group g, from its words (tcols
-// columns) in B.EB: into maxima[q], for compact_chunks to take the chunks in their order.
-void screen_compact_maxima(const RecScreen& scr, int64_t c, int64_t g, int64_t tcols, const RecSetup& S,
-                           const ScreenPlan& SP, Buffers& B, std::vector<std::vector<int32_t>>& maxima) {
-    score_triples(scr, SP, g, B.EB.data(), REC_CHUNK, tcols, B.SI.data(), REC_CHUNK, B.SM.data());
-    for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q)
-        maxima[q][c] = scr.max16(B.SM.data() + 16 * (q - S.group_begin[g]));
+// The kCompact groups' tile, shared: the union of the pool quads their blocks weigh (with the
+// Box-Muller pairs any of them weighs) and each group's triple columns as positions in it. The
+// groups weigh largely the same quads (on a 12 MP photo's y, 26 groups of 1,000 to 24,000 dims
+// weigh 912 quads per chunk in all, where their own tiles held 3,950), and a quad's words are the
+// same in any tile: generated once per chunk instead of once per group.
+struct CompactPool {
+    std::vector<int64_t> groups;   // the kCompact groups
+    std::vector<int32_t> quads;    // pool quads, ascending
+    std::vector<uint8_t> pairs;
+    std::vector<int32_t> cols;     // parallel to ScreenPlan::cols: kCompact groups' columns in this tile
+};
+
+CompactPool compact_pool(const ScreenPlan& SP) {
+    CompactPool CP;
+    const int64_t G = (int64_t)SP.mode.size();
+    int32_t top = -1;
+    for (int64_t g = 0; g < G; ++g)
+        if (SP.mode[g] == ScreenPlan::kCompact) {
+            CP.groups.push_back(g);
+            for (int64_t i = SP.quad_off[g]; i < SP.quad_off[g + 1]; ++i) top = std::max(top, SP.quads[i]);
+        }
+    std::vector<uint8_t> pairs(top + 1, 0);
+    for (int64_t g : CP.groups)
+        for (int64_t i = SP.quad_off[g]; i < SP.quad_off[g + 1]; ++i) pairs[SP.quads[i]] |= SP.quad_pairs[i];
+    std::vector<int32_t> at(top + 1, -1);
+    for (int32_t q = 0; q <= top; ++q)
+        if (pairs[q]) {
+            at[q] = (int32_t)CP.quads.size();
+            CP.quads.push_back(q);
+            CP.pairs.push_back(pairs[q]);
+        }
+    CP.cols = SP.cols;
+    for (int64_t g : CP.groups) {
+        const int64_t c0 = SP.tri[SP.tri_first[g]].c;
+        const int64_t c1 = SP.tri_first[g + 1] < (int64_t)SP.tri.size() ? SP.tri[SP.tri_first[g + 1]].c
+                                                                         : (int64_t)SP.cols.size();
+        for (int64_t i = c0; i < c1; ++i) {
+            const int32_t pos = SP.cols[i];  // in the group's own tile of quads SP.quads[quad_off[g]..]
+            CP.cols[i] = 4 * at[SP.quads[SP.quad_off[g] + pos / 4]] + pos % 4;
+        }
+    }
+    return CP;
+}
+
+// Chunk c's screened maxima of the blocks of every kCompact group with that many chunks, into
+// maxima[q][c] (compact_chunks takes the chunks in their order and rescores): the pool's tile in
+// row slices of 128 (its words only, generated straight where the kernels can), each screened by
+// every group while at hand.
+void screen_compact_pool(const RecScreen& scr, const RecKernels& K, const RecSetup& S, const ScreenPlan& SP,
+                         const CompactPool& CP, int64_t c, const std::vector<int64_t>& gnch, Buffers& B,
+                         std::vector<std::vector<int32_t>>& maxima) {
+    constexpr int64_t RT = 128;  // score_cols1 takes rows in 128s
+    const int64_t nq = (int64_t)CP.quads.size(), width = 4 * nq;
+    B.need_screen(RT * width);
+    B.cmax.assign(CP.groups.size() * REC_GROUP, INT32_MIN);
+    for (int64_t r0 = 0; r0 < REC_CHUNK; r0 += RT) {
+        rec_pool_words(K, S.seed, (uint32_t)(c * REC_CHUNK + r0), RT, nq, CP.quads.data(), B.E, B.E2, B.EB.data(),
+                       CP.pairs.data());
+        for (size_t i = 0; i < CP.groups.size(); ++i) {
+            const int64_t g = CP.groups[i];
+            if (gnch[g] <= c) continue;
+            score_triples(scr, SP, g, B.EB.data(), RT, width, B.SI.data(), RT, B.SM.data(), CP.cols.data());
+            for (int64_t j = 0; j < S.group_begin[g + 1] - S.group_begin[g]; ++j)
+                B.cmax[i * REC_GROUP + j] = std::max(B.cmax[i * REC_GROUP + j], scr.max16(B.SM.data() + 16 * j));
+        }
+    }
+    for (size_t i = 0; i < CP.groups.size(); ++i) {
+        const int64_t g = CP.groups[i];
+        if (gnch[g] <= c) continue;
+        for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q)
+            maxima[q][c] = B.cmax[i * REC_GROUP + (q - S.group_begin[g])];
+    }
 }
 
 // Temperature-0 statistics of kCompact block q (group g, column gi of its weights) from its
@@ -1106,7 +1173,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
     // Work items: (chunk, slice of active groups) for the pool; batches of private blocks.
     struct Item {
         int kind;
-        int64_t c, a, z;  // pool: chunk c, groups [a, z); private: private_blocks[a, z)
+        int64_t c, a, z;  // pool: chunk c, groups [a, z); private: private_blocks[a, z); 2: the compact pool
     };
     std::vector<Item> items;
     std::vector<int64_t> gnch(G);
@@ -1138,6 +1205,17 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
         }
         if (a < g) items.push_back({0, c, a, g});
     }
+    // The kCompact groups are screened together, one item per chunk (CompactPool).
+    CompactPool CP;
+    if (screen) CP = compact_pool(SP);
+    if (!CP.groups.empty()) {
+        items.erase(std::remove_if(items.begin(), items.end(),
+                                   [&](const Item& I) { return I.kind == 0 && mode(I.a) == ScreenPlan::kCompact; }),
+                    items.end());
+        int64_t nch = 0;
+        for (int64_t g : CP.groups) nch = std::max(nch, gnch[g]);
+        for (int64_t c = 0; c < nch; ++c) items.push_back({2, c, 0, 0});
+    }
     {
         const int64_t npb = (int64_t)S.private_blocks.size();
         int64_t a = 0, acc = 0;
@@ -1166,6 +1244,10 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
         }
     auto run_item = [&](const Item& I, int tid) {
         Buffers& B = bufs[tid];
+        if (I.kind == 2) {
+            screen_compact_pool(*screen, K, S, SP, CP, I.c, gnch, B, maxima);
+            return;
+        }
         if (I.kind == 0) {
             int64_t Pmax = 0, Gpmax = 0;
             for (int64_t g = I.a; g < I.z; ++g) {
@@ -1186,16 +1268,6 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
                     sink.put(b, I.c, st);
                 }
             };
-            if (md == ScreenPlan::kCompact) {
-                // Only the screened maxima here (compact_chunks rescores, below), so only the
-                // tile's words are needed (generated straight where the kernels can).
-                const int64_t q0 = SP.quad_off[I.a], tcols = 4 * (SP.quad_off[I.a + 1] - q0);
-                B.need_screen(REC_CHUNK * tcols);
-                rec_pool_words(K, S.seed, n0, REC_CHUNK, tcols / 4, SP.quads.data() + q0, B.E, B.E2, B.EB.data(),
-                               SP.quad_pairs.data() + q0);
-                screen_compact_maxima(*screen, I.c, I.a, tcols, S, SP, B, maxima);
-                return;
-            }
             if (md == ScreenPlan::kSliced) {
                 screen_slices(S, *screen, K, I.c, I.a, I.z, cols4, WA, WC, SP, sb, gw_off, gp, wcols, B, sink);
                 return;
@@ -1261,7 +1333,7 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
     // compact block alone while the other waits.
     std::vector<int64_t> first, rest;
     for (int64_t it = 0; it < (int64_t)items.size(); ++it)
-        (items[it].kind == 0 && mode(items[it].a) == ScreenPlan::kCompact ? first : rest).push_back(it);
+        (items[it].kind == 2 ? first : rest).push_back(it);
     parallel_for((int64_t)first.size(), T, [&](int64_t i, int tid) { run_item(items[first[i]], tid); });
     std::vector<int64_t> group_of(S.pool_blocks.size());
     for (int64_t g = 0; g < G; ++g)

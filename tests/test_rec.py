@@ -411,6 +411,23 @@ def test_screen_of_wide_blocks_of_mostly_silent_dims(wide, informative, k, flat,
         assert int(idx[b]) == int(np.argmax(x))
 
 
+@given(st.lists(st.tuples(st.integers(1025, 5000), st.integers(10, 12)), min_size=2, max_size=6),
+       st.sampled_from([0.002, 0.01]), st.integers(0, 2**32))
+@settings(max_examples=10, deadline=None)
+def test_wide_groups_of_different_sizes_screened_from_one_tile(wide, informative, seed):
+    """Wide blocks of mostly silent dims in groups of different lengths and candidate counts: their
+    chunks are screened from one tile of the pool quads any of them weighs (each group's columns
+    placed in it, a group with fewer chunks leaving the later ones), and every kernel set still
+    picks the exact argmax."""
+    lengths = np.array([w for w, _ in wide] + [60, 500], np.int32)
+    plan = BlockPlan(lengths, np.array([k for _, k in wide] + [12, 11], np.uint8), 16)
+    mq, sq, mp, sp = _blocks_of_mostly_silent_dims(lengths, informative, seed % 2**32)
+    idx = _indices_in_every_kernel_set(mq, sq, mp, sp, plan, seed, None)
+    for b in range(plan.n_blocks):
+        x = _core.debug_scores(mq, sq, mp, sp, plan.lengths, plan.exponents, 16, seed, None, b)
+        assert int(idx[b]) == int(np.argmax(x))
+
+
 @given(st.lists(st.integers(1100, 5000), min_size=1, max_size=2), st.integers(1, 3), st.sampled_from([10.0, 300.0]),
        st.integers(11, 13), st.integers(0, 2**32))
 @settings(max_examples=8, deadline=None)
