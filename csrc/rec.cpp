@@ -638,6 +638,12 @@ void score_triples(const RecScreen& scr, const ScreenPlan& SP, int64_t g, const 
     }
 }
 
+// The integer score threshold of rows that can reach x (integer units): floor(x), INT32_MIN below it.
+inline int32_t screen_floor(double x) {
+    const double t = std::floor(x);
+    return t <= -2147483648.0 ? INT32_MIN : (int32_t)t;
+}
+
 // The distinct 8-row groups of rows[0..n) (ascending) other than group `top`, into groups; their count.
 inline int64_t row_groups(const int32_t* rows, int64_t n, int32_t top, int32_t* groups) {
     int64_t ng = 0;
@@ -841,9 +847,7 @@ bool rescore_rows_refined(const RecScreen& scr, const int32_t* x, int64_t rows, 
         best = B.ex8[B.rows[0] & 7];
         f = (double)best * Kb;
     }
-    const double thr = std::floor(f - up);
-    const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
-    const int64_t nr = scr.rows_at_least(x, rows, th, B.rows.data());
+    const int64_t nr = scr.rows_at_least(x, rows, screen_floor(f - up), B.rows.data());
     const int64_t ng = row_groups(B.rows.data(), nr, top, B.groups.data());
     B.ub.resize(8 * std::max<int64_t>(ng, 1));
     refine(B.groups.data(), ng, B.ub.data());
@@ -913,9 +917,8 @@ void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga
             const double Kb = sb[q].K, up = sb[q].up * sb[q].K;
             std::copy(B.top_ex.begin() + 8 * i, B.top_ex.begin() + 8 * i + 8, B.ex8);
             const double f = std::max(B.top_f[i], (double)B.ex8[B.top_row[i] & 7] * Kb);
-            const double thr = std::floor(f - up);
-            const int32_t th = thr <= -2147483648.0 ? INT32_MIN : (int32_t)thr;
-            const int64_t nr = scr.rows_at_least(B.SI.data() + gi * REC_CHUNK, REC_CHUNK, th, B.rows.data());
+            const int64_t nr =
+                scr.rows_at_least(B.SI.data() + gi * REC_CHUNK, REC_CHUNK, screen_floor(f - up), B.rows.data());
             ChunkStat st{-kInf, n0, 0.0};
             fold_exact(B.rows.data(), nr, B.top_grp[i], n0, [&](const int32_t* grps, int64_t n, float* out) {
                 scr.exact_rows(B.E.data(), B.E2.data(), REC_CHUNK, P, wa, wc, gp[g], gi, nullptr, grps, n, out);
