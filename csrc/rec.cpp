@@ -623,17 +623,19 @@ void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const s
 // block column j's at SI[j * ld_s ...], their lane maxima at SM[16 j ...].
 void score_triples(const RecScreen& scr, const ScreenPlan& SP, int64_t g, const uint32_t* EB, int64_t rows,
                    int64_t width, int32_t* SI, int64_t ld_s, int32_t* SM, const int32_t* cols = nullptr) {
-    if (!cols) cols = SP.cols.data();  // else the triples' columns in another tile (CompactPool)
+    // cols: the group's triple columns in another tile (CompactPool), from the group's first one.
+    const int64_t first = cols ? SP.tri[SP.tri_first[g]].c : 0;
+    if (!cols) cols = SP.cols.data();
     for (int64_t t = SP.tri_first[g]; t < SP.tri_first[g + 1]; ++t) {
         const ScreenPlan::Triple& T = SP.tri[t];
         const int64_t j0 = 3 * (t - SP.tri_first[g]);
         if (!T.single) {
-            scr.score_cols3(EB, rows, width, cols + T.c, SP.words.data() + T.w, T.n[0], SI + j0 * ld_s,
+            scr.score_cols3(EB, rows, width, cols + (T.c - first), SP.words.data() + T.w, T.n[0], SI + j0 * ld_s,
                             ld_s, SM + 16 * j0);
             continue;
         }
         for (int64_t j = 0, o = 0; j < 3; o += T.n[j], ++j)
-            scr.score_cols1(EB, rows, width, cols + T.c + o, SP.words.data() + T.w + o, T.n[j],
+            scr.score_cols1(EB, rows, width, cols + (T.c - first) + o, SP.words.data() + T.w + o, T.n[j],
                             SI + (j0 + j) * ld_s, SM + 16 * (j0 + j));
     }
 }
@@ -934,10 +936,11 @@ void screen_chunk(const RecSetup& S, const RecScreen& scr, int64_t c, int64_t ga
 // weigh 912 quads per chunk in all, where their own tiles held 3,950), and a quad's words are the
 // same in any tile: generated once per chunk instead of once per group.
 struct CompactPool {
-    std::vector<int64_t> groups;   // the kCompact groups
-    std::vector<int32_t> quads;    // pool quads, ascending
+    std::vector<int64_t> groups;     // the kCompact groups
+    std::vector<int32_t> quads;      // pool quads, ascending
     std::vector<uint8_t> pairs;
-    std::vector<int32_t> cols;     // parallel to ScreenPlan::cols: kCompact groups' columns in this tile
+    std::vector<int32_t> cols;       // each group's triple columns (ScreenPlan::cols) as positions in this tile,
+    std::vector<int64_t> cols_at;    // ... group i's from cols_at[i]
 };
 
 CompactPool compact_pool(const ScreenPlan& SP) {
@@ -959,14 +962,14 @@ CompactPool compact_pool(const ScreenPlan& SP) {
             CP.quads.push_back(q);
             CP.pairs.push_back(pairs[q]);
         }
-    CP.cols = SP.cols;
     for (int64_t g : CP.groups) {
         const int64_t c0 = SP.tri[SP.tri_first[g]].c;
         const int64_t c1 = SP.tri_first[g + 1] < (int64_t)SP.tri.size() ? SP.tri[SP.tri_first[g + 1]].c
                                                                          : (int64_t)SP.cols.size();
+        CP.cols_at.push_back((int64_t)CP.cols.size());
         for (int64_t i = c0; i < c1; ++i) {
             const int32_t pos = SP.cols[i];  // in the group's own tile of quads SP.quads[quad_off[g]..]
-            CP.cols[i] = 4 * at[SP.quads[SP.quad_off[g] + pos / 4]] + pos % 4;
+            CP.cols.push_back(4 * at[SP.quads[SP.quad_off[g] + pos / 4]] + pos % 4);
         }
     }
     return CP;
@@ -989,7 +992,8 @@ void screen_compact_pool(const RecScreen& scr, const RecKernels& K, const RecSet
         for (size_t i = 0; i < CP.groups.size(); ++i) {
             const int64_t g = CP.groups[i];
             if (gnch[g] <= c) continue;
-            score_triples(scr, SP, g, B.EB.data(), RT, width, B.SI.data(), RT, B.SM.data(), CP.cols.data());
+            score_triples(scr, SP, g, B.EB.data(), RT, width, B.SI.data(), RT, B.SM.data(),
+                          CP.cols.data() + CP.cols_at[i]);
             for (int64_t j = 0; j < S.group_begin[g + 1] - S.group_begin[g]; ++j)
                 B.cmax[i * REC_GROUP + j] = std::max(B.cmax[i * REC_GROUP + j], scr.max16(B.SM.data() + 16 * j));
         }
