@@ -145,6 +145,7 @@ struct ScreenBlock {
     double K = 1.0;
     double up = 0.0;
     double chain = 0.0;  // the part of `up` that bounds the exact fp32 chain's own rounding
+    double ug = 0.0;     // u (1 + g) of that chain bound, for a block of this length
 };
 
 ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int64_t P, int16_t* qa,
@@ -164,6 +165,10 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
         mc = std::max(mc, c);
     }
     ScreenBlock out;
+    // The fp32 chain's rounding (below): u (1 + g), g = n u / (1 - n u), over its n = 2P steps.
+    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
+    const double ug = u * (1.0 + g);
+    out.ug = ug;
     if (sa + sc == 0.0) {
         for (int64_t k = 0; k < P; ++k) qa[k] = qc[k] = 0;
         return out;  // every score is exactly 0 both ways
@@ -188,8 +193,6 @@ ScreenBlock screen_weights(const float* wa, const float* wc, int64_t stride, int
     // sum is at most prefix (1 + u)^i <= prefix (1 + g), g = n u / (1 - n u). A step also errs by
     // at most its own term (the running sum is a float at that distance from the exact result),
     // which bounds the many tiny terms of a long block's near-zero weights far more tightly.
-    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
-    const double ug = u * (1.0 + g);
     double prefix = 0.0, chain = 0.0;
     for (int64_t k = 0; k < P; ++k) {
         const double a = (double)wa[k * stride], c = (double)wc[k * stride];
@@ -511,9 +514,9 @@ class ChunkSink {
 // multiply-adds. A column a block weighs at zero (both int16 weights rounded to 0: dims of
 // near-zero weight, which low-KL blocks are mostly made of) adds exactly nothing to its integer
 // sums, so leaving it out changes no score. Groups too wide for a full-chunk tile whose blocks
-// weigh few pool columns get a tile of only those columns (kCompact, one group per work item):
-// the items record each block's screened maximum per chunk, and compact_chunks rescores its
-// chunks afterwards, best first, with the rows generated again. Wide groups that weigh many
+// weigh few pool columns are screened on a tile of only such columns (kCompact: one tile for all
+// of them, CompactPool) that records each block's screened maximum per chunk, and compact_chunks
+// rescores its chunks afterwards, best first, with the rows generated again. Wide groups that weigh many
 // columns are screened on row slices of their full tile (kSliced), and rescored from the slice at
 // hand; the rows of both kinds of wide block face refined bounds before exact scores.
 // Without the screen, wide groups are scored exactly on row slices (kNone).
@@ -525,12 +528,12 @@ struct ScreenPlan {
         bool single;
     };
     std::vector<int8_t> mode;        // [G]
-    std::vector<int64_t> quad_off;   // [G + 1] kCompact: the pool quads of its tile, ascending
+    std::vector<int64_t> quad_off;   // [G + 1] kCompact: the pool quads it weighs, ascending
     std::vector<int32_t> quads;
     std::vector<uint8_t> quad_pairs; // their Box-Muller pairs that a block weighs (GenPoolWordsFn)
     std::vector<int64_t> tri_first;  // [G + 1] the group's triples in `tri`
     std::vector<Triple> tri;
-    std::vector<int32_t> cols;       // tile columns (kCompact: positions in the compact tile)
+    std::vector<int32_t> cols;       // pool columns (kCompact: placed in CompactPool's tile)
     std::vector<uint32_t> words;     // qA | qC << 16
 };
 
@@ -545,7 +548,6 @@ constexpr double kSlicedWork = 0.5;
 
 // Adds group g (integer words WBg[k * Gp + j]) to the plan.
 void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const std::vector<uint32_t>& WBg) {
-    std::vector<int32_t> colmap;  // tile column of pool column k (kCompact)
     int8_t mode = ScreenPlan::kTile;
     if (wide) {
         std::vector<char> used((P + 3) / 4, 0);
@@ -569,9 +571,7 @@ void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const s
                 }
             mode = (double)u <= kSlicedWork * (double)(P * (Gp / 3)) ? ScreenPlan::kSliced : ScreenPlan::kNone;
         }
-        if (mode == ScreenPlan::kCompact) {
-            colmap.assign(P, -1);
-            int64_t pos = 0;
+        if (mode == ScreenPlan::kCompact)
             for (int64_t q = 0; q < (int64_t)used.size(); ++q)
                 if (used[q]) {
                     uint8_t pairs = 0;
@@ -580,10 +580,7 @@ void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const s
                             if (WBg[k * Gp + j]) pairs |= (uint8_t)(k % 4 < 2 ? 1 : 2);
                     SP.quad_pairs.push_back(pairs);
                     SP.quads.push_back((int32_t)q);
-                    for (int64_t i = 0; i < 4 && 4 * q + i < P; ++i) colmap[4 * q + i] = (int32_t)(4 * pos + i);
-                    ++pos;
                 }
-        }
     }
     SP.mode.push_back(mode);
     SP.quad_off.push_back((int64_t)SP.quads.size());
@@ -596,12 +593,11 @@ void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const s
             nnz += (w[0] != 0) + (w[1] != 0) + (w[2] != 0);
         }
         T.single = kSingleColumnCost * (double)nnz < 3.0 * (double)u;
-        auto col = [&](int64_t k) { return mode == ScreenPlan::kCompact ? colmap[k] : (int32_t)k; };
         if (T.single) {
             for (int j = 0; j < 3; ++j)
                 for (int64_t k = 0; k < P; ++k)
                     if (const uint32_t w = WBg[k * Gp + t + j]) {
-                        SP.cols.push_back(col(k));
+                        SP.cols.push_back((int32_t)k);
                         SP.words.push_back(w);
                         ++T.n[j];
                     }
@@ -609,7 +605,7 @@ void plan_screen_group(ScreenPlan& SP, int64_t P, int64_t Gp, bool wide, const s
             for (int64_t k = 0; k < P; ++k) {
                 const uint32_t* w = &WBg[k * Gp + t];
                 if ((w[0] | w[1] | w[2]) == 0) continue;
-                SP.cols.push_back(col(k));
+                SP.cols.push_back((int32_t)k);
                 SP.words.insert(SP.words.end(), w, w + 3);
                 ++T.n[0];
             }
@@ -706,8 +702,8 @@ struct WeighedColumns {
 WeighedColumns weighed_columns(const float* wa, const float* wc, const uint32_t* words, int64_t Gp, int64_t gi,
                                int64_t P, const ScreenBlock& sb) {
     WeighedColumns w;
-    const double n = 2.0 * (double)P, u = std::ldexp(1.0, -24), g = n * u / (1.0 - n * u);
-    w.ug = u * (1.0 + g);
+    const double n = 2.0 * (double)P;
+    w.ug = sb.ug;
     double rest = 0.0, mag = 0.0, tiny = 0.0, c0 = 0.0;
     for (int64_t k = 0; k < P; ++k) {
         const double A = (double)wa[k * Gp + gi], C = (double)wc[k * Gp + gi];
@@ -967,10 +963,7 @@ CompactPool compact_pool(const ScreenPlan& SP) {
         const int64_t c1 = SP.tri_first[g + 1] < (int64_t)SP.tri.size() ? SP.tri[SP.tri_first[g + 1]].c
                                                                          : (int64_t)SP.cols.size();
         CP.cols_at.push_back((int64_t)CP.cols.size());
-        for (int64_t i = c0; i < c1; ++i) {
-            const int32_t pos = SP.cols[i];  // in the group's own tile of quads SP.quads[quad_off[g]..]
-            CP.cols.push_back(4 * at[SP.quads[SP.quad_off[g] + pos / 4]] + pos % 4);
-        }
+        for (int64_t i = c0; i < c1; ++i) CP.cols.push_back(4 * at[SP.cols[i] / 4] + SP.cols[i] % 4);
     }
     return CP;
 }
@@ -1192,13 +1185,20 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
     const int64_t target = std::max<int64_t>(1, total / (8 * std::max(1, threads)));
     // Groups scored another way than their neighbours get items of their own: sharing one would
     // send every narrow group of the item down the row-slice path too (slices as narrow as the
-    // widest group's, and no screen). A kCompact group's tile is its own, so it is always alone.
+    // widest group's, and no screen). The kCompact groups are screened together, one item per
+    // chunk (CompactPool), below.
     const int64_t maxch = G ? gnch[0] : 0;
     for (int64_t c = 0; c < maxch; ++c) {
         int64_t a = 0, acc = 0;
         int64_t g = 0;
         for (; g < G && gnch[g] > c; ++g) {
-            if (g > a && (mode(g) != mode(g - 1) || mode(g) == ScreenPlan::kCompact)) {
+            if (mode(g) == ScreenPlan::kCompact) {
+                if (a < g) items.push_back({0, c, a, g});
+                a = g + 1;
+                acc = 0;
+                continue;
+            }
+            if (g > a && mode(g) != mode(g - 1)) {
                 items.push_back({0, c, a, g});
                 a = g;
                 acc = 0;
@@ -1212,17 +1212,11 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
         }
         if (a < g) items.push_back({0, c, a, g});
     }
-    // The kCompact groups are screened together, one item per chunk (CompactPool).
     CompactPool CP;
     if (screen) CP = compact_pool(SP);
-    if (!CP.groups.empty()) {
-        items.erase(std::remove_if(items.begin(), items.end(),
-                                   [&](const Item& I) { return I.kind == 0 && mode(I.a) == ScreenPlan::kCompact; }),
-                    items.end());
-        int64_t nch = 0;
-        for (int64_t g : CP.groups) nch = std::max(nch, gnch[g]);
-        for (int64_t c = 0; c < nch; ++c) items.push_back({2, c, 0, 0});
-    }
+    int64_t pool_chunks = 0;
+    for (int64_t g : CP.groups) pool_chunks = std::max(pool_chunks, gnch[g]);
+    for (int64_t c = 0; c < pool_chunks; ++c) items.push_back({2, c, 0, 0});
     {
         const int64_t npb = (int64_t)S.private_blocks.size();
         int64_t a = 0, acc = 0;
@@ -1241,13 +1235,10 @@ void search_cpu(const RecSetup& S, int threads, ChunkSink& sink) {
     // kCompact blocks: screened maxima per chunk (compact_chunks takes them in that order).
     std::vector<int64_t> compact;
     std::vector<std::vector<int32_t>> maxima(screen ? S.pool_blocks.size() : 0);
-    if (screen)
-        for (int64_t g = 0; g < G; ++g) {
-            if (SP.mode[g] != ScreenPlan::kCompact) continue;
-            for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
-                compact.push_back(q);
-                maxima[q].assign(gnch[g], INT32_MIN);
-            }
+    for (int64_t g : CP.groups)
+        for (int64_t q = S.group_begin[g]; q < S.group_begin[g + 1]; ++q) {
+            compact.push_back(q);
+            maxima[q].assign(gnch[g], INT32_MIN);
         }
     auto run_item = [&](const Item& I, int tid) {
         Buffers& B = bufs[tid];

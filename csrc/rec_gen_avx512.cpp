@@ -112,16 +112,18 @@ Z_FN void sincos16(__m512i w, __m512& s_out, __m512& c_out) {
 }
 
 // Four normals per lane (Box-Muller on the word pairs (w0, w1) and (w2, w3)) of a Philox output.
-Z_FN void normals16(__m512i w0, __m512i w1, __m512i w2, __m512i w3, __m512 z[4]) {
+// One Box-Muller pair: the normals r cos and r sin from radius word wr and angle word wa.
+Z_FN void box_muller16(__m512i wr, __m512i wa, __m512& z_cos, __m512& z_sin) {
     __m512 s, c;
-    const __m512 r0 = _mm512_sqrt_ps(neg2log16(w0));
-    sincos16(w1, s, c);
-    z[0] = _mm512_mul_ps(r0, c);
-    z[1] = _mm512_mul_ps(r0, s);
-    const __m512 r1 = _mm512_sqrt_ps(neg2log16(w2));
-    sincos16(w3, s, c);
-    z[2] = _mm512_mul_ps(r1, c);
-    z[3] = _mm512_mul_ps(r1, s);
+    const __m512 r = _mm512_sqrt_ps(neg2log16(wr));
+    sincos16(wa, s, c);
+    z_cos = _mm512_mul_ps(r, c);
+    z_sin = _mm512_mul_ps(r, s);
+}
+
+Z_FN void normals16(__m512i w0, __m512i w1, __m512i w2, __m512i w3, __m512 z[4]) {
+    box_muller16(w0, w1, z[0], z[1]);
+    box_muller16(w2, w3, z[2], z[3]);
 }
 
 // Four normals stored to columns 4g..4g+3 of E (and their squares to E2), rows [r, r+16) (the
@@ -146,11 +148,20 @@ Z_FN __m512i row_counters(uint32_t n0, int64_t rows, int64_t r, const uint32_t* 
     return _mm512_add_epi32(_mm512_mask_blend_epi32(0xFF00, c32(a), c32(b)), lane8);
 }
 
-// The four normals of pool quad `quad` for the rows of the lanes of `n` (row_counters).
+// The four Philox words of pool quad `quad` for the rows of the lanes of `n` (row_counters).
+Z_FN void pool_words16(uint64_t seed, uint32_t quad, __m512i n, __m512i w[4]) {
+    w[0] = c32(quad);
+    w[1] = n;
+    w[2] = _mm512_setzero_si512();
+    w[3] = c32(TAG_POOL);
+    philox16(w[0], w[1], w[2], w[3], (uint32_t)seed, (uint32_t)(seed >> 32));
+}
+
+// The four normals of pool quad `quad` for the rows of the lanes of `n`.
 Z_FN void pool_normals16(uint64_t seed, uint32_t quad, __m512i n, __m512 z[4]) {
-    __m512i c0 = c32(quad), c1 = n, c2 = _mm512_setzero_si512(), c3 = c32(TAG_POOL);
-    philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
-    normals16(c0, c1, c2, c3, z);
+    __m512i w[4];
+    pool_words16(seed, quad, n, w);
+    normals16(w[0], w[1], w[2], w[3], z);
 }
 
 Z_KERNEL void gen_pool_avx512(uint64_t seed, uint32_t n0, int64_t rows, int64_t cols4, int64_t ld,
@@ -201,17 +212,15 @@ Z_KERNEL void gen_pool_words_avx512(uint64_t seed, uint32_t n0, int64_t rows, in
                 for (int i = 0; i < 4; ++i) _mm512_storeu_si512(out + 64 * i, screen_word(z[i]));
                 continue;
             }
-            // One Box-Muller pair: normals16's operations for it alone (the same bits).
-            __m512i c0 = c32((uint32_t)quads[g]), c1 = row_counters(n0, rows, r, nullptr),
-                    c2 = _mm512_setzero_si512(), c3 = c32(TAG_POOL);
-            philox16(c0, c1, c2, c3, (uint32_t)seed, (uint32_t)(seed >> 32));
+            // One Box-Muller pair, as normals16 computes it (the same bits).
+            __m512i w[4];
+            pool_words16(seed, (uint32_t)quads[g], row_counters(n0, rows, r, nullptr), w);
             const int p = need == 1u ? 0 : 1;
-            __m512 s, c;
-            const __m512 rr = _mm512_sqrt_ps(neg2log16(p ? c2 : c0));
-            sincos16(p ? c3 : c1, s, c);
+            __m512 z_cos, z_sin;
+            box_muller16(w[2 * p], w[2 * p + 1], z_cos, z_sin);
             const __m512i zero = _mm512_setzero_si512();
-            _mm512_storeu_si512(out + 64 * (2 * p), screen_word(_mm512_mul_ps(rr, c)));
-            _mm512_storeu_si512(out + 64 * (2 * p + 1), screen_word(_mm512_mul_ps(rr, s)));
+            _mm512_storeu_si512(out + 64 * (2 * p), screen_word(z_cos));
+            _mm512_storeu_si512(out + 64 * (2 * p + 1), screen_word(z_sin));
             _mm512_storeu_si512(out + 64 * (2 - 2 * p), zero);
             _mm512_storeu_si512(out + 64 * (3 - 2 * p), zero);
         }
