@@ -109,7 +109,12 @@ class OrtTransforms:
         if pending is not None:
             pending.done.wait()
         with self._session_lock:
-            sess = self._sessions.pop(key, None) or (pending and pending.session) or self._new_session(part, t)
+            if key in self._sessions:
+                sess = self._sessions.pop(key)
+            elif pending is not None and pending.made:
+                sess = pending.session
+            else:  # not prepared, or it failed there: made here, where its errors raise
+                sess = self._new_session(part, t)
             stale = [k for k in self._sessions if isinstance(k, tuple) and k[0] == part]
             for k in stale[:max(len(stale) - SESSIONS_PER_PART + 1, 0)]:
                 del self._sessions[k]
@@ -144,17 +149,9 @@ class OrtTransforms:
         less time in the transform) for inputs of :data:`BLOCKED_MIN_PIXELS` or more, once made;
         None otherwise, where it cannot be made, or with ``BBIMG_ORT_BLOCKED=0``."""
         with self._session_lock:
-            pending = self._pending.pop(BLOCKED, None)
-        if pending is not None:
-            pending.done.wait()
-        with self._session_lock:
-            if BLOCKED not in self._sessions:
-                if not self._blocked_wanted(pixels):
-                    return None
-                # not prepared, or it failed there: made here, where its errors raise
-                made = pending is not None and pending.made
-                self._sessions[BLOCKED] = pending.session if made else self._new_session(BLOCKED, 0.0)
-            return self._sessions[BLOCKED]
+            if BLOCKED not in self._sessions and not self._blocked_wanted(pixels):
+                return None
+        return self.session(BLOCKED, 0.0)
 
     def prepare_analysis(self, pixels: int) -> None:
         """Start making the analysis transform's session for an image of ``pixels`` pixels on a
